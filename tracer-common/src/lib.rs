@@ -1,0 +1,166 @@
+//! Types shared by the kernel program (`tracer-ebpf`) and userspace (`tracer`).
+//!
+//! Everything that crosses the kernel/user boundary is defined here once:
+//! the ring-buffer record, the counter slots, the names of maps, programs and
+//! read-only globals. Types are `#[repr(C)]`, hold no `bool` and no pointers,
+//! and have no implicit padding, so they can be read as plain old data.
+#![no_std]
+
+/// Length of `task_struct::comm`, including the trailing NUL.
+pub const TASK_COMM_LEN: usize = 16;
+
+/// Kernel stack frames captured per failure. Deep enough for a network
+/// receive path entered from an interrupt (typically 30-50 frames); a stack
+/// that fills every slot is flagged [`EVENT_STACK_TRUNCATED`].
+pub const MAX_STACK_DEPTH: usize = 64;
+
+/// Slots of the per-order counter arrays. Orders `0..ORDER_SLOTS-1` have a
+/// slot each; the last slot collects any larger order (none exists today:
+/// the page allocator's largest order is 10, or 12 on some configs).
+pub const ORDER_SLOTS: u32 = 16;
+
+/// Map the allocation order to its counter slot.
+#[inline(always)]
+#[must_use]
+pub const fn order_slot(order: u32) -> u32 {
+    if order < ORDER_SLOTS - 1 {
+        order
+    } else {
+        ORDER_SLOTS - 1
+    }
+}
+
+/// The stack filled every slot of [`FailureEvent::stack`]; outer frames may be missing.
+pub const EVENT_STACK_TRUNCATED: u32 = 1 << 0;
+/// `bpf_get_stack` failed; the record carries no frames.
+pub const EVENT_STACK_ERROR: u32 = 1 << 1;
+/// `bpf_get_current_comm` failed; `comm` is empty.
+pub const EVENT_COMM_ERROR: u32 = 1 << 2;
+/// The same task entered `warn_alloc` just before this failure (kprobe).
+/// Whether the kernel really warned also depends on `__GFP_NOWARN`, which
+/// userspace decides from the gfp mask.
+pub const EVENT_WARN_ALLOC: u32 = 1 << 3;
+
+/// One failed page allocation that passed the kernel-side filters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FailureEvent {
+    /// `bpf_ktime_get_boot_ns()` at the failure.
+    pub ts_boot_ns: u64,
+    /// `bpf_get_current_cgroup_id()` (cgroup v2 id; 0 where not available).
+    pub cgroup_id: u64,
+    /// The gfp mask as the kernel passed it (`gfp_t`, zero-extended).
+    pub gfp: u64,
+    /// Kernel thread id (`task_struct::pid`).
+    pub pid: u32,
+    /// Thread-group id (`task_struct::tgid`, the userspace "pid").
+    pub tgid: u32,
+    pub order: u32,
+    /// The tracepoint's `migratetype` (an `int` in the kernel).
+    pub migratetype: i32,
+    pub cpu: u32,
+    /// `EVENT_*` bits.
+    pub flags: u32,
+    /// Number of valid entries in `stack`.
+    pub stack_len: u32,
+    /// Explicit padding so the struct has no implicit holes.
+    pub _pad: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+    /// Kernel return addresses, innermost first.
+    pub stack: [u64; MAX_STACK_DEPTH],
+}
+
+impl FailureEvent {
+    /// Size of one ring-buffer record in bytes.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integer fields and arrays of integers, no padding.
+unsafe impl aya::Pod for FailureEvent {}
+
+/// Slots of the per-CPU [`MAP_STATS`] array.
+pub mod stat {
+    /// Failures that passed the filters (each one either delivered or lost).
+    pub const MATCHED: u32 = 0;
+    /// Failures that passed the filters but found the ring buffer full.
+    pub const RINGBUF_LOST: u32 = 1;
+    /// Calls of `warn_alloc` seen by the kprobe (all of them, NOWARN too).
+    pub const WARN_ALLOC: u32 = 2;
+    /// Number of slots.
+    pub const COUNT: u32 = 3;
+}
+
+/// Ring buffer of [`FailureEvent`].
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Per-CPU `u64[ORDER_SLOTS]`: successful allocations by order.
+pub const MAP_ALLOCS: &str = "ALLOCS";
+/// Per-CPU `u64[ORDER_SLOTS]`: failed allocations by order, before any filter.
+pub const MAP_FAILS: &str = "FAILS";
+/// Per-CPU `u64[stat::COUNT]`.
+pub const MAP_STATS: &str = "STATS";
+/// LRU hash `tid -> boot ns` of the last `warn_alloc` entry per thread.
+pub const MAP_WARN_SEEN: &str = "WARN_SEEN";
+
+/// Program attached as a raw tracepoint (`raw_tp/mm_page_alloc`).
+pub const PROG_RAW_TP: &str = "pagefail_raw_tp";
+/// Program attached as a BTF tracepoint (`tp_btf/mm_page_alloc`).
+pub const PROG_BTF_TP: &str = "pagefail_btf_tp";
+/// Program attached as a classic tracepoint (`tracepoint/kmem/mm_page_alloc`).
+pub const PROG_CLASSIC_TP: &str = "pagefail_classic_tp";
+/// Kprobe on `warn_alloc`.
+pub const PROG_WARN_ALLOC: &str = "pagefail_warn_alloc";
+
+/// Read-only globals, set by userspace before the program is loaded.
+pub mod global {
+    /// `u32`: ignore failures below this order.
+    pub const MIN_ORDER: &str = "FILTER_MIN_ORDER";
+    /// `u32`: non-zero: report only atomic failures (see `GFP_HIGH_MASK`).
+    pub const ATOMIC_ONLY: &str = "FILTER_ATOMIC_ONLY";
+    /// `u32`: report only this thread-group id (0: any).
+    pub const TGID: &str = "FILTER_TGID";
+    /// `u32`: report only this thread id (0: any).
+    pub const PID: &str = "FILTER_PID";
+    /// `u64`: the running kernel's `__GFP_HIGH` bit.
+    pub const GFP_HIGH_MASK: &str = "GFP_HIGH_MASK";
+    /// `u64`: the running kernel's `__GFP_DIRECT_RECLAIM` bit (`__GFP_WAIT` before 4.4).
+    pub const GFP_DIRECT_RECLAIM_MASK: &str = "GFP_DIRECT_RECLAIM_MASK";
+    /// `u32`: byte offset of `pfn` (or `page` on kernels before 4.1) in the classic record.
+    pub const TP_OFF_PAGE: &str = "TP_OFF_PAGE";
+    /// `u32`: non-zero when the classic record holds `pfn` (failure = -1), zero when it
+    /// holds the `page` pointer (failure = NULL).
+    pub const TP_PAGE_IS_PFN: &str = "TP_PAGE_IS_PFN";
+    /// `u32`: byte offset of `order` in the classic record.
+    pub const TP_OFF_ORDER: &str = "TP_OFF_ORDER";
+    /// `u32`: byte offset of `gfp_flags` in the classic record.
+    pub const TP_OFF_GFP: &str = "TP_OFF_GFP";
+    /// `u32`: size of `gfp_flags` in the classic record (4 or 8).
+    pub const TP_GFP_SIZE: &str = "TP_GFP_SIZE";
+    /// `u32`: byte offset of `migratetype` in the classic record.
+    pub const TP_OFF_MIGRATETYPE: &str = "TP_OFF_MIGRATETYPE";
+}
+
+/// Window in which a `warn_alloc` entry marks the same thread's next failure.
+/// `warn_alloc` runs at the end of the slow path, microseconds before the
+/// tracepoint fires for the same allocation.
+pub const WARN_MATCH_WINDOW_NS: u64 = 10_000_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_has_no_padding() {
+        let fields = 3 * 8 + 8 * 4 + TASK_COMM_LEN + MAX_STACK_DEPTH * 8;
+        assert_eq!(FailureEvent::SIZE, fields);
+        assert_eq!(FailureEvent::SIZE % 8, 0);
+    }
+
+    #[test]
+    fn order_slots_clamp() {
+        assert_eq!(order_slot(0), 0);
+        assert_eq!(order_slot(10), 10);
+        assert_eq!(order_slot(ORDER_SLOTS - 1), ORDER_SLOTS - 1);
+        assert_eq!(order_slot(u32::MAX), ORDER_SLOTS - 1);
+    }
+}

@@ -1,0 +1,244 @@
+//! Kernel side of pagefail: counts every page allocation by order and sends
+//! every failed one that passes the filters through a ring buffer.
+//!
+//! One body, three attach styles: the raw tracepoint (preferred: plain u64
+//! arguments, no BTF, cheapest), the BTF tracepoint, and the classic
+//! tracepoint (record offsets read from the format file by userspace). All
+//! three read the tracepoint's argument list
+//! `(struct page *page, unsigned int order, gfp_t gfp_flags, int migratetype)`:
+//! <https://elixir.bootlin.com/linux/v6.1/source/include/trace/events/kmem.h#L172>.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_smp_processor_id,
+            bpf_get_stack, bpf_ktime_get_boot_ns,
+        },
+    },
+    macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
+};
+use tracer_common::{
+    EVENT_COMM_ERROR, EVENT_STACK_ERROR, EVENT_STACK_TRUNCATED, EVENT_WARN_ALLOC, FailureEvent,
+    MAX_STACK_DEPTH, ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS, order_slot, stat,
+};
+
+// ---- read-only filters and kernel facts, set with EbpfLoader::override_global ----
+#[unsafe(no_mangle)]
+static FILTER_MIN_ORDER: u32 = 0;
+#[unsafe(no_mangle)]
+static FILTER_ATOMIC_ONLY: u32 = 0;
+#[unsafe(no_mangle)]
+static FILTER_TGID: u32 = 0;
+#[unsafe(no_mangle)]
+static FILTER_PID: u32 = 0;
+// Defaults are the bits of kernels 4.4 and later; userspace sets the running
+// kernel's own from the tracepoint format file.
+#[unsafe(no_mangle)]
+static GFP_HIGH_MASK: u64 = 0x20;
+#[unsafe(no_mangle)]
+static GFP_DIRECT_RECLAIM_MASK: u64 = 0x400;
+// Classic record layout (6.x defaults); userspace sets them from the format file.
+#[unsafe(no_mangle)]
+static TP_OFF_PAGE: u32 = 8;
+#[unsafe(no_mangle)]
+static TP_PAGE_IS_PFN: u32 = 1;
+#[unsafe(no_mangle)]
+static TP_OFF_ORDER: u32 = 16;
+#[unsafe(no_mangle)]
+static TP_OFF_GFP: u32 = 24;
+#[unsafe(no_mangle)]
+static TP_GFP_SIZE: u32 = 8;
+#[unsafe(no_mangle)]
+static TP_OFF_MIGRATETYPE: u32 = 32;
+
+#[inline(always)]
+fn global<T: Copy>(g: &'static T) -> T {
+    // SAFETY: a read of a static; volatile so the compiler keeps the load and
+    // the loader's value is the one used.
+    unsafe { core::ptr::read_volatile(g) }
+}
+
+// ---- maps ----
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map]
+static ALLOCS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ORDER_SLOTS, 0);
+#[map]
+static FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ORDER_SLOTS, 0);
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+#[map]
+static WARN_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<u64>, slot: u32) {
+    if let Some(p) = map.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot; preemption is off inside a tracepoint program.
+        unsafe { *p += 1 };
+    }
+}
+
+/// The whole program, once the attach style has produced the arguments.
+#[inline(always)]
+fn on_alloc<C: EbpfContext>(ctx: &C, failed: bool, order: u32, gfp: u64, migratetype: i32) {
+    if !failed {
+        // Success path: one per-CPU counter bump, nothing else.
+        bump(&ALLOCS, order_slot(order));
+        return;
+    }
+    on_failure(ctx, order, gfp, migratetype);
+}
+
+#[inline(always)]
+fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
+    bump(&FAILS, order_slot(order));
+
+    if order < global(&FILTER_MIN_ORDER) {
+        return;
+    }
+    if global(&FILTER_ATOMIC_ONLY) != 0 {
+        let atomic =
+            gfp & global(&GFP_HIGH_MASK) != 0 || gfp & global(&GFP_DIRECT_RECLAIM_MASK) == 0;
+        if !atomic {
+            return;
+        }
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
+    let want_tgid = global(&FILTER_TGID);
+    if want_tgid != 0 && want_tgid != tgid {
+        return;
+    }
+    let want_pid = global(&FILTER_PID);
+    if want_pid != 0 && want_pid != pid {
+        return;
+    }
+
+    bump(&STATS, stat::MATCHED);
+    // SAFETY: helper calls with no pointer arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let mut flags = 0u32;
+    // SAFETY: lookups in a map of plain integers.
+    if let Some(seen) = unsafe { WARN_SEEN.get(&pid) } {
+        if now.wrapping_sub(*seen) < WARN_MATCH_WINDOW_NS {
+            flags |= EVENT_WARN_ALLOC;
+        }
+        let _ = WARN_SEEN.remove(&pid);
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
+        bump(&STATS, stat::RINGBUF_LOST);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved ring-buffer record of the right size;
+    // every field is written before submit.
+    unsafe {
+        (*ev).ts_boot_ns = now;
+        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).gfp = gfp;
+        (*ev).pid = pid;
+        (*ev).tgid = tgid;
+        (*ev).order = order;
+        (*ev).migratetype = migratetype;
+        (*ev).cpu = bpf_get_smp_processor_id();
+        (*ev)._pad = 0;
+        if bpf_get_current_comm((*ev).comm.as_mut_ptr().cast(), TASK_COMM_LEN as u32) < 0 {
+            (*ev).comm = [0; TASK_COMM_LEN];
+            flags |= EVENT_COMM_ERROR;
+        }
+        let size = (MAX_STACK_DEPTH * 8) as u32;
+        let got = bpf_get_stack(ctx.as_ptr(), (*ev).stack.as_mut_ptr().cast(), size, 0);
+        if got < 0 {
+            (*ev).stack_len = 0;
+            flags |= EVENT_STACK_ERROR;
+        } else {
+            (*ev).stack_len = (got as u32) / 8;
+            if got as u32 >= size {
+                flags |= EVENT_STACK_TRUNCATED;
+            }
+        }
+        (*ev).flags = flags;
+    }
+    entry.submit(0);
+}
+
+/// Preferred: raw tracepoint, arguments as plain u64 (kernel 4.17+, no BTF).
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn pagefail_raw_tp(ctx: RawTracePointContext) -> i32 {
+    let page: u64 = ctx.arg(0);
+    let order: u64 = ctx.arg(1);
+    if page != 0 {
+        bump(&ALLOCS, order_slot(order as u32));
+        return 0;
+    }
+    let gfp: u64 = ctx.arg(2);
+    let migratetype: u64 = ctx.arg(3);
+    on_failure(&ctx, order as u32, gfp, migratetype as i32);
+    0
+}
+
+/// Fallback: BTF tracepoint (same arguments, typed by BTF).
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn pagefail_btf_tp(ctx: BtfTracePointContext) -> i32 {
+    let page: u64 = ctx.arg(0);
+    let order: u64 = ctx.arg(1);
+    let gfp: u64 = ctx.arg(2);
+    let migratetype: u64 = ctx.arg(3);
+    on_alloc(&ctx, page == 0, order as u32, gfp, migratetype as i32);
+    0
+}
+
+/// Last resort: the classic tracepoint record, at offsets from the format file.
+#[tracepoint(category = "kmem", name = "mm_page_alloc")]
+pub fn pagefail_classic_tp(ctx: TracePointContext) -> u32 {
+    // SAFETY: offsets come from the running kernel's format file.
+    let read = |off: u32| -> u64 { unsafe { ctx.read_at::<u64>(off as usize) }.unwrap_or(0) };
+    let read32 = |off: u32| -> u32 { unsafe { ctx.read_at::<u32>(off as usize) }.unwrap_or(0) };
+    let page = read(global(&TP_OFF_PAGE));
+    let failed = if global(&TP_PAGE_IS_PFN) != 0 {
+        page == u64::MAX
+    } else {
+        page == 0
+    };
+    let order = read32(global(&TP_OFF_ORDER));
+    let gfp = if global(&TP_GFP_SIZE) == 8 {
+        read(global(&TP_OFF_GFP))
+    } else {
+        u64::from(read32(global(&TP_OFF_GFP)))
+    };
+    let migratetype = read32(global(&TP_OFF_MIGRATETYPE)) as i32;
+    on_alloc(&ctx, failed, order, gfp, migratetype);
+    0
+}
+
+/// `warn_alloc(gfp_t gfp_mask, nodemask_t *nodemask, const char *fmt, ...)`:
+/// entered at the end of the slow path of every failed allocation (NOWARN ones
+/// too; the check is inside) and for vmalloc failures. Marks the thread so its
+/// next failure record says it reached `warn_alloc`.
+#[kprobe]
+pub fn pagefail_warn_alloc(_ctx: ProbeContext) -> u32 {
+    bump(&STATS, stat::WARN_ALLOC);
+    let pid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: helper call with no pointer arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let _ = WARN_SEEN.insert(&pid, &now, 0);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,212 @@
+//! Output formats: the CSV summary contract, JSON lines.
+
+use std::{
+    fs,
+    io::{self, Write},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// The CSV summary columns, in order. This header is a stable contract
+/// (README, "CSV summary").
+pub const CSV_HEADER: [&str; 18] = [
+    "window_start",
+    "window_end",
+    "host",
+    "kernel",
+    "comm",
+    "pid",
+    "cgroup",
+    "context",
+    "path",
+    "order",
+    "gfp",
+    "gfp_flags",
+    "atomic",
+    "failures",
+    "warned",
+    "first_seen",
+    "last_seen",
+    "top_stack",
+];
+
+/// One row of the CSV summary: failures of one (comm, pid, context, path,
+/// order, gfp) in one window. Times are RFC 3339 UTC; empty when unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    pub window_start: String,
+    pub window_end: String,
+    pub host: String,
+    pub kernel: String,
+    pub comm: String,
+    /// Thread-group id (the userspace pid); empty when unknown.
+    pub pid: String,
+    /// cgroup path, or id where the path is unknown; empty when unknown.
+    pub cgroup: String,
+    /// `task`, `softirq`, `hardirq` or `unknown`.
+    pub context: String,
+    /// Network path labels joined by `+`; `none` when not network.
+    pub path: String,
+    pub order: u32,
+    /// Hex, like `0x820`.
+    pub gfp: String,
+    /// Flag names joined by `|`.
+    pub gfp_flags: String,
+    pub atomic: bool,
+    pub failures: u64,
+    pub warned: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// Most frequent stack of the row, folded: root first, frames joined by `;`.
+    pub top_stack: String,
+}
+
+/// Write rows as CSV (header first, even with no rows).
+///
+/// # Errors
+/// I/O errors of the writer.
+pub fn write_csv<W: Write>(out: W, rows: &[SummaryRow]) -> anyhow::Result<()> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(out);
+    w.write_record(CSV_HEADER)?;
+    for row in rows {
+        w.serialize(row)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Write rows as JSON lines, one object per row with the CSV's fields.
+///
+/// # Errors
+/// I/O errors of the writer.
+pub fn write_json_lines<W: Write>(mut out: W, rows: &[SummaryRow]) -> anyhow::Result<()> {
+    for row in rows {
+        serde_json::to_writer(&mut out, row)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Write a file atomically: a temporary file beside it, fsync, rename. A
+/// reader sees the old file or the whole new one, never half of one.
+///
+/// # Errors
+/// When the directory is missing or not writable, or the disk is full.
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut io::BufWriter<&fs::File>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .with_context(|| {
+            format!(
+                "cannot create {} (is the directory writable?)",
+                tmp.display()
+            )
+        })?;
+    let result: anyhow::Result<()> = (|| {
+        let mut w = io::BufWriter::new(&file);
+        fill(&mut w)?;
+        w.flush()?;
+        drop(w);
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> SummaryRow {
+        SummaryRow {
+            window_start: "2026-11-22T03:00:00Z".into(),
+            window_end: "2026-11-22T03:00:05Z".into(),
+            host: "h".into(),
+            kernel: "6.18.0".into(),
+            comm: "a,b \"c\"".into(),
+            pid: "42".into(),
+            cgroup: "/x".into(),
+            context: "task".into(),
+            path: "none".into(),
+            order: 6,
+            gfp: "0x400cc0".into(),
+            gfp_flags: "GFP_KERNEL_ACCOUNT".into(),
+            atomic: false,
+            failures: 3,
+            warned: 0,
+            first_seen: "2026-11-22T03:00:01Z".into(),
+            last_seen: "2026-11-22T03:00:02Z".into(),
+            top_stack: "do_syscall_64;dup2;expand_files;alloc_fdtable".into(),
+        }
+    }
+
+    #[test]
+    fn csv_header_is_the_contract_and_rows_round_trip() {
+        let mut buf = Vec::new();
+        write_csv(&mut buf, &[row()]).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack"
+        );
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let back: Vec<SummaryRow> = r.deserialize().collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, vec![row()]);
+    }
+
+    #[test]
+    fn json_lines_have_the_csv_fields() {
+        let mut buf = Vec::new();
+        write_json_lines(&mut buf, &[row(), row()]).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        for key in CSV_HEADER {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["failures"], 3);
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+        let dir = std::env::temp_dir().join(format!("pagefail-export-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.csv");
+        write_atomically(&path, |w| write_csv(w, &[row()])).unwrap();
+        assert!(fs::read_to_string(&path).unwrap().contains("alloc_fdtable"));
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let err = write_atomically(&dir.join("missing/out.csv"), |_| Ok(())).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot create"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

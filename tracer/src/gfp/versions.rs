@@ -1,0 +1,1 @@
+//! gfp tables of past kernels, for logs that print no flag names.

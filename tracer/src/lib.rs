@@ -1,0 +1,6 @@
+//! pagefail's userspace: load and attach the kernel program, collect failure
+//! records, attribute and aggregate them, export them.
+
+pub mod classify;
+pub mod export;
+pub mod gfp;
