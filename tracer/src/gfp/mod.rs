@@ -204,7 +204,10 @@ mod tests {
     use super::*;
 
     const FORMAT_6_18: &str = include_str!("../../../tests/fixtures/format/mm_page_alloc-6.18.txt");
-    // FORMAT_6_1: fixture pending (captured from a Debian 6.1 guest).
+    // Captured from Debian cloud kernels booted under qemu (`cargo xtask vm-capture`).
+    const FORMAT_5_10: &str = include_str!("../../../tests/fixtures/format/mm_page_alloc-5.10.txt");
+    const FORMAT_6_1: &str = include_str!("../../../tests/fixtures/format/mm_page_alloc-6.1.txt");
+    const FORMAT_6_12: &str = include_str!("../../../tests/fixtures/format/mm_page_alloc-6.12.txt");
 
     #[test]
     fn parses_6_18_table() {
@@ -231,6 +234,62 @@ mod tests {
         assert!(!t.is_atomic(0xcc0));
         assert!(t.is_nowarn(0x2820));
         assert_eq!(t.account_mask(), 0x400000);
+    }
+
+    #[test]
+    fn parses_5_10_table() {
+        // 5.10 prints the masks as plain hex constants: (( gfp_t)0x20u).
+        let t = GfpTable::from_format(FORMAT_5_10).unwrap();
+        assert_eq!(t.bit("GFP_ATOMIC"), Some(0xa20));
+        assert_eq!(t.bit("__GFP_ATOMIC"), Some(0x200));
+        assert_eq!(t.bit("__GFP_HIGH"), Some(0x20));
+        assert_eq!(t.bit("GFP_KERNEL"), Some(0xcc0));
+        assert_eq!(t.bit("GFP_KERNEL_ACCOUNT"), Some(0x400cc0));
+        assert_eq!(t.bit("GFP_NOWAIT"), Some(0x800));
+        assert_eq!(t.bit("__GFP_NOWARN"), Some(0x2000));
+        assert_eq!(t.direct_reclaim_mask(), 0x400);
+        assert_eq!(t.decode(0xa20), "GFP_ATOMIC");
+        assert_eq!(t.decode(0xb20), "GFP_ATOMIC|__GFP_ZERO");
+        assert_eq!(t.decode(0x2a20), "GFP_ATOMIC|__GFP_NOWARN");
+        assert!(t.is_atomic(0xa20));
+        assert!(t.is_atomic(0x800));
+        assert!(!t.is_atomic(0xcc0));
+    }
+
+    #[test]
+    fn parses_6_1_table() {
+        let t = GfpTable::from_format(FORMAT_6_1).unwrap();
+        assert_eq!(t.bit("GFP_ATOMIC"), Some(0xa20));
+        assert_eq!(t.bit("__GFP_ATOMIC"), Some(0x200));
+        assert_eq!(t.bit("__GFP_HIGH"), Some(0x20));
+        assert_eq!(t.bit("GFP_KERNEL"), Some(0xcc0));
+        assert_eq!(t.bit("GFP_KERNEL_ACCOUNT"), Some(0x400cc0));
+        assert_eq!(t.bit("GFP_NOWAIT"), Some(0x800));
+        assert_eq!(t.bit("__GFP_ZEROTAGS"), Some(0x800000));
+        assert_eq!(t.direct_reclaim_mask(), 0x400);
+        assert_eq!(t.decode(0xa20), "GFP_ATOMIC");
+        assert_eq!(t.decode(0xb20), "GFP_ATOMIC|__GFP_ZERO");
+        assert!(t.is_atomic(0xa20));
+        assert!(!t.is_atomic(0xcc0));
+        assert!(t.is_nowarn(0x2a20));
+    }
+
+    #[test]
+    fn parses_6_12_table() {
+        // 6.12 prints shifts again, like 6.18, and has no __GFP_ATOMIC.
+        let t = GfpTable::from_format(FORMAT_6_12).unwrap();
+        assert_eq!(t.bit("GFP_ATOMIC"), Some(0x820));
+        assert_eq!(t.bit("__GFP_ATOMIC"), None);
+        assert_eq!(t.bit("__GFP_HIGH"), Some(0x20));
+        assert_eq!(t.bit("GFP_KERNEL"), Some(0xcc0));
+        assert_eq!(t.bit("GFP_KERNEL_ACCOUNT"), Some(0x400cc0));
+        assert_eq!(t.bit("GFP_NOWAIT"), Some(0x2800));
+        assert_eq!(t.direct_reclaim_mask(), 0x400);
+        assert_eq!(t.decode(0x820), "GFP_ATOMIC");
+        assert_eq!(t.decode(0x920), "GFP_ATOMIC|__GFP_ZERO");
+        assert!(t.is_atomic(0x820));
+        assert!(t.is_atomic(0x2800));
+        assert!(!t.is_atomic(0xcc0));
     }
 
     #[test]
