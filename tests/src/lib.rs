@@ -1,1 +1,151 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by pagefail's kernel-tier tests: capability checks that
+//! skip loudly (or fail in CI), a private tracefs instance as ground truth,
+//! and a memory cgroup that makes the kernel fail a real allocation.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+/// Whether this process may load BPF programs. When it may not, the test is
+/// skipped with the reason on stderr, unless `PAGEFAIL_REQUIRE_BPF` is set
+/// (CI), where that is a failure.
+#[must_use]
+pub fn bpf_available(test: &str) -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let ok = eff & (1 << 21) != 0 || (eff & (1 << 39) != 0 && eff & (1 << 38) != 0);
+    if !ok {
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let msg = format!(
+            "SKIPPED {test}: needs CAP_BPF and CAP_PERFMON (or root) on kernel {}",
+            release.trim()
+        );
+        assert!(
+            std::env::var_os("PAGEFAIL_REQUIRE_BPF").is_none(),
+            "{msg} (required here)"
+        );
+        eprintln!("{msg}");
+    }
+    ok
+}
+
+/// The release `pagefail` binary (set by `cargo xtask test`), else the
+/// workspace's release or debug build.
+#[must_use]
+pub fn pagefail_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PAGEFAIL_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("pagefail");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("pagefail binary not built: run `cargo xtask test` (or cargo build -p tracer)");
+}
+
+/// tracefs root, mounted if needed.
+#[must_use]
+pub fn tracefs() -> PathBuf {
+    let p = PathBuf::from("/sys/kernel/tracing");
+    if !p.join("events").is_dir() {
+        let ok = Command::new("mount")
+            .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount tracefs at /sys/kernel/tracing");
+    }
+    p
+}
+
+/// A private tracefs instance with `kmem/mm_page_alloc` enabled under a
+/// filter: the kernel's own count of events, independent of pagefail.
+pub struct TraceInstance {
+    dir: PathBuf,
+}
+
+impl TraceInstance {
+    /// Create the instance with the event filter set, disabled.
+    #[must_use]
+    pub fn new(name: &str, filter: &str) -> Self {
+        let dir = tracefs().join("instances").join(name);
+        let _ = fs::remove_dir(&dir);
+        fs::create_dir(&dir).expect("create tracefs instance");
+        let ev = dir.join("events/kmem/mm_page_alloc");
+        fs::write(ev.join("filter"), filter).expect("set event filter");
+        fs::write(dir.join("buffer_size_kb"), "4096").expect("set buffer size");
+        Self { dir }
+    }
+
+    /// Start or stop recording.
+    pub fn enable(&self, on: bool) {
+        fs::write(
+            self.dir.join("events/kmem/mm_page_alloc/enable"),
+            if on { "1" } else { "0" },
+        )
+        .expect("toggle event");
+    }
+
+    /// The recorded event lines.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.join("trace"))
+            .expect("read trace")
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains("mm_page_alloc:"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Entries the instance's buffer dropped (must be 0 for a count to be exact).
+    #[must_use]
+    pub fn overruns(&self) -> u64 {
+        fs::read_dir(self.dir.join("per_cpu"))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| fs::read_to_string(e.path().join("stats")).ok())
+                    .flat_map(|s| {
+                        s.lines()
+                            .filter_map(|l| l.strip_prefix("overrun:"))
+                            .filter_map(|v| v.trim().parse::<u64>().ok())
+                            .collect::<Vec<_>>()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for TraceInstance {
+    fn drop(&mut self) {
+        self.enable(false);
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// The cgroup v1 memory controller root, if this machine has one.
+#[must_use]
+pub fn memcg_v1_root() -> Option<PathBuf> {
+    let p = PathBuf::from("/sys/fs/cgroup/memory");
+    p.join("memory.limit_in_bytes").exists().then_some(p)
+}
+
+/// Remove a cgroup directory, retrying while its last task exits.
+pub fn remove_cgroup(dir: &Path) {
+    let start = Instant::now();
+    while dir.exists() && start.elapsed() < Duration::from_secs(5) {
+        if fs::remove_dir(dir).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

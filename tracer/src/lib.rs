@@ -1,6 +1,12 @@
 //! pagefail's userspace: load and attach the kernel program, collect failure
 //! records, attribute and aggregate them, export them.
 
+pub mod aggregate;
+pub mod cgroup;
 pub mod classify;
+pub mod cli;
+pub mod events;
 pub mod export;
 pub mod gfp;
+pub mod probe;
+pub mod symbolize;

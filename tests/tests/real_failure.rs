@@ -1,0 +1,165 @@
+//! A real failed allocation on the running kernel, caught by `pagefail watch`
+//! and checked against the kernel's own count (tracefs) over the same window.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use pagefail_tests::{TraceInstance, bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup};
+use tracer::export::SummaryRow;
+
+const TRIGGER: &str = env!("CARGO_BIN_EXE_memcg-trigger");
+
+#[test]
+fn memcg_charge_failure_is_reported_and_matches_tracefs() {
+    if !bpf_available("memcg_charge_failure_is_reported_and_matches_tracefs") {
+        return;
+    }
+    let Some(memcg) = memcg_v1_root() else {
+        // The recipe needs the v1 memory controller; say so loudly.
+        assert!(
+            std::env::var_os("PAGEFAIL_REQUIRE_BPF").is_none(),
+            "no cgroup v1 memory controller at /sys/fs/cgroup/memory"
+        );
+        eprintln!("SKIPPED: no cgroup v1 memory controller at /sys/fs/cgroup/memory");
+        return;
+    };
+    let me = std::process::id();
+    let cg = memcg.join(format!("pagefail-test-{me}"));
+    let _ = fs::create_dir(&cg);
+    let work = std::env::temp_dir().join(format!("pagefail-real-{me}"));
+    fs::create_dir_all(&work).expect("work dir");
+    let csv_path = work.join("out.csv");
+    let trace = TraceInstance::new(
+        &format!("pagefail-test-{me}"),
+        "pfn == 18446744073709551615",
+    );
+
+    let mut watch = Command::new(pagefail_bin())
+        .args(["watch", "--all", "--duration", "60s", "--csv"])
+        .arg(&csv_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pagefail");
+    let stderr = watch.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("attached to mm_page_alloc") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("pagefail did not attach within 20 s");
+
+    // The kernel's own count runs inside pagefail's window.
+    trace.enable(true);
+    let out = Command::new(TRIGGER)
+        .arg(&cg)
+        .output()
+        .expect("run trigger");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "trigger failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trigger_pid: u32 = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .expect("trigger pid");
+    std::thread::sleep(Duration::from_millis(200));
+    trace.enable(false);
+
+    // Stop pagefail as an operator would: Ctrl-C.
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(i32::try_from(watch.id()).expect("pid"), libc::SIGINT) };
+    let output = watch.wait_with_output().expect("wait pagefail");
+    let stderr = reader.join().expect("stderr reader");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pagefail failed: {stderr}\n{stdout}"
+    );
+    remove_cgroup(&cg);
+
+    let lines = trace.lines();
+    assert_eq!(
+        trace.overruns(),
+        0,
+        "tracefs dropped events; its count is not exact"
+    );
+    let kernel_for_trigger = lines
+        .iter()
+        .filter(|l| l.contains(&format!("-{trigger_pid} ")))
+        .count() as u64;
+    assert!(
+        kernel_for_trigger >= 1,
+        "the trigger caused no failure per tracefs: {lines:?}"
+    );
+
+    let mut reader = csv::Reader::from_path(&csv_path).expect("open csv");
+    let rows: Vec<SummaryRow> = reader
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .expect("parse csv");
+    let pid = trigger_pid.to_string();
+    let mine: Vec<&SummaryRow> = rows.iter().filter(|r| r.pid == pid).collect();
+    let counted: u64 = mine.iter().map(|r| r.failures).sum();
+    assert_eq!(
+        counted, kernel_for_trigger,
+        "pagefail vs tracefs for the trigger: {mine:?}"
+    );
+    let total: u64 = rows.iter().map(|r| r.failures).sum();
+    assert!(
+        total >= lines.len() as u64,
+        "pagefail's window holds tracefs's: {total} < {}",
+        lines.len()
+    );
+
+    let row = mine
+        .iter()
+        .find(|r| r.order == 6)
+        .unwrap_or_else(|| panic!("no order-6 row for the trigger: {mine:?}"));
+    assert_eq!(row.comm, "memcg-trigger");
+    assert_eq!(row.context, "task");
+    assert_eq!(row.path, "none");
+    assert!(row.top_stack.contains("alloc_fdtable"), "{}", row.top_stack);
+    assert!(row.top_stack.contains("expand_files"), "{}", row.top_stack);
+    assert!(
+        !row.top_stack.contains("__alloc_pages"),
+        "allocator frames trimmed: {}",
+        row.top_stack
+    );
+    assert!(row.gfp_flags.contains("__GFP_ACCOUNT"), "{}", row.gfp_flags);
+    assert!(row.gfp.starts_with("0x"));
+
+    // The summary ties the totals together: matched = recorded + lost.
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("failures matching the filters:"))
+        .expect("summary line");
+    let nums: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 3, "{summary}");
+    assert_eq!(nums[0], nums[1] + nums[2], "{summary}");
+    assert_eq!(nums[1], total, "recorded equals the CSV's total: {summary}");
+    assert!(
+        stdout.contains("memcg-trigger"),
+        "final table names the process"
+    );
+    fs::remove_dir_all(&work).ok();
+}

@@ -1,0 +1,3 @@
+//! The `pagefail` command line: one file per subcommand.
+
+pub mod watch;

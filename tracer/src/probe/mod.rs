@@ -1,0 +1,494 @@
+//! Load the kernel program, attach it, read its counters.
+
+pub mod caps;
+pub mod layout;
+pub mod support;
+
+use std::{fs, path::Path, time::Instant};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{
+        BtfTracePoint, KProbe, RawTracePoint, TracePoint, kprobe::KProbeLinkId,
+        raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId,
+        trace_point::TracePointLinkId,
+    },
+};
+use thiserror::Error;
+use tracer_common::{
+    MAP_ALLOCS, MAP_EVENTS, MAP_FAILS, MAP_STATS, ORDER_SLOTS, PROG_BTF_TP, PROG_CLASSIC_TP,
+    PROG_RAW_TP, PROG_WARN_ALLOC, global, stat,
+};
+
+pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
+use self::{layout::RecordLayout, support::attach_plan};
+use crate::gfp::GfpTable;
+
+/// The kernel program, built by `build.rs` and embedded in the binary.
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pagefail-ebpf"));
+
+/// What can go wrong setting up the tracer. Messages say what to do.
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    Capabilities(String),
+    #[error(
+        "kernel {release} has no BPF ring buffer (needs Linux 5.8 or later): use \
+         `pagefail logs` to read the failures the kernel printed"
+    )]
+    NoRingBuf { release: String },
+    #[error(
+        "tracefs is not mounted and could not be mounted ({reason}): run \
+         `mount -t tracefs nodev /sys/kernel/tracing`"
+    )]
+    NoTracefs { reason: String },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot decode the gfp table of {path}: {source}")]
+    Gfp {
+        path: String,
+        #[source]
+        source: crate::gfp::GfpError,
+    },
+    #[error("cannot read the mm_page_alloc record layout: {0}")]
+    Layout(#[from] layout::LayoutError),
+    #[error("{0}")]
+    Config(String),
+    #[error("loading the kernel program failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("no attach style worked on kernel {release}: {tried}")]
+    Attach { release: String, tried: String },
+    #[error("reading kernel map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Kernel-side filters and sizes.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub min_order: u32,
+    pub atomic_only: bool,
+    /// Thread-group id (userspace pid) to keep, if any.
+    pub tgid: Option<u32>,
+    /// Thread id to keep, if any.
+    pub tid: Option<u32>,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size);
+    /// `None`: chosen from the CPU count.
+    pub ring_bytes: Option<u32>,
+    /// Attach style forced by the caller (else the support table decides).
+    pub force_style: Option<AttachStyle>,
+    /// Attach the `warn_alloc` kprobe where the kernel has kprobes.
+    pub warn_alloc: bool,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            min_order: 0,
+            atomic_only: true,
+            tgid: None,
+            tid: None,
+            ring_bytes: None,
+            force_style: None,
+            warn_alloc: true,
+        }
+    }
+}
+
+/// Whether the `warn_alloc` kprobe is attached, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarnAllocProbe {
+    Attached,
+    Unavailable(String),
+    Disabled,
+}
+
+#[derive(Debug)]
+enum Link {
+    Raw(RawTracePointLinkId),
+    Btf(BtfTracePointLinkId),
+    Classic(TracePointLinkId),
+    Kprobe(KProbeLinkId),
+}
+
+/// Totals from the kernel's per-CPU counters, summed over CPUs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Successful allocations by order slot.
+    pub allocs: Vec<u64>,
+    /// Failed allocations by order slot, before any filter.
+    pub fails: Vec<u64>,
+    /// Failures that passed the filters (delivered + lost).
+    pub matched: u64,
+    /// Failures that passed the filters but found the ring buffer full.
+    pub lost: u64,
+    /// `warn_alloc` entries (kprobe).
+    pub warn_alloc: u64,
+}
+
+impl Counters {
+    /// The change from `earlier` to `self`.
+    #[must_use]
+    pub fn since(&self, earlier: &Self) -> Self {
+        let sub = |a: &[u64], b: &[u64]| -> Vec<u64> {
+            a.iter()
+                .enumerate()
+                .map(|(i, x)| x.saturating_sub(b.get(i).copied().unwrap_or(0)))
+                .collect()
+        };
+        Self {
+            allocs: sub(&self.allocs, &earlier.allocs),
+            fails: sub(&self.fails, &earlier.fails),
+            matched: self.matched.saturating_sub(earlier.matched),
+            lost: self.lost.saturating_sub(earlier.lost),
+            warn_alloc: self.warn_alloc.saturating_sub(earlier.warn_alloc),
+        }
+    }
+}
+
+/// The loaded and attached tracer.
+pub struct Tracer {
+    ebpf: Ebpf,
+    links: Vec<Link>,
+    /// The style that attached.
+    pub style: AttachStyle,
+    /// Styles tried before it, with the reason each failed.
+    pub fallbacks: Vec<(AttachStyle, String)>,
+    pub warn_alloc: WarnAllocProbe,
+    pub features: KernelFeatures,
+    /// The running kernel's gfp names.
+    pub gfp: GfpTable,
+    /// Time from the start of [`Tracer::attach`] to the program being attached.
+    pub attach_time: std::time::Duration,
+}
+
+fn read_file(path: &Path) -> Result<String, ProbeError> {
+    fs::read_to_string(path).map_err(|source| ProbeError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Make sure tracefs is mounted (mount it when it is not), and return its path.
+///
+/// # Errors
+/// When it is not mounted and mounting fails.
+pub fn ensure_tracefs() -> Result<String, ProbeError> {
+    if let Some(t) = support::find_tracefs() {
+        return Ok(t);
+    }
+    let target = "/sys/kernel/tracing";
+    rustix::mount::mount(
+        "nodev",
+        target,
+        "tracefs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .map_err(|e| ProbeError::NoTracefs {
+        reason: e.to_string(),
+    })?;
+    support::find_tracefs().ok_or_else(|| ProbeError::NoTracefs {
+        reason: format!("{target}/events missing after mount"),
+    })
+}
+
+/// Ring buffer size for `cpus` CPUs: 1 MiB per CPU, at least 2 MiB, at most 64 MiB.
+#[must_use]
+pub fn default_ring_bytes(cpus: usize) -> u32 {
+    let per_cpu: u64 = 1 << 20;
+    let want = (per_cpu * cpus as u64).clamp(2 << 20, 64 << 20);
+    u32::try_from(want.next_power_of_two()).unwrap_or(64 << 20)
+}
+
+impl Tracer {
+    /// Check privileges, read the kernel's tables, load the program and attach it.
+    ///
+    /// # Errors
+    /// See [`ProbeError`]; each says what to do.
+    pub fn attach(cfg: &ProbeConfig) -> Result<Self, ProbeError> {
+        let start = Instant::now();
+        let mut features = KernelFeatures::detect();
+        caps::check_bpf_capabilities(&features).map_err(ProbeError::Capabilities)?;
+        if !features.has_ringbuf() {
+            return Err(ProbeError::NoRingBuf {
+                release: features.release.clone(),
+            });
+        }
+        // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Memlock,
+            rustix::process::Rlimit {
+                current: None,
+                maximum: None,
+            },
+        );
+        let tracefs = ensure_tracefs()?;
+        features.tracefs = Some(tracefs.clone());
+        let format_path = Path::new(&tracefs).join("events/kmem/mm_page_alloc/format");
+        let format = read_file(&format_path)?;
+        let gfp = GfpTable::from_format(&format).map_err(|source| ProbeError::Gfp {
+            path: format_path.display().to_string(),
+            source,
+        })?;
+        let layout = RecordLayout::from_format(&format)?;
+
+        let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
+        let ring_bytes = cfg.ring_bytes.unwrap_or_else(|| default_ring_bytes(cpus));
+        let atomic_only = u32::from(cfg.atomic_only);
+        let tgid = cfg.tgid.unwrap_or(0);
+        let tid = cfg.tid.unwrap_or(0);
+        let high = gfp.high_mask();
+        let reclaim = gfp.direct_reclaim_mask();
+        let page_is_pfn = u32::from(layout.page_is_pfn);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global(global::MIN_ORDER, &cfg.min_order, true)
+            .override_global(global::ATOMIC_ONLY, &atomic_only, true)
+            .override_global(global::TGID, &tgid, true)
+            .override_global(global::PID, &tid, true)
+            .override_global(global::GFP_HIGH_MASK, &high, true)
+            .override_global(global::GFP_DIRECT_RECLAIM_MASK, &reclaim, true)
+            .override_global(global::TP_OFF_PAGE, &layout.page_offset, true)
+            .override_global(global::TP_PAGE_IS_PFN, &page_is_pfn, true)
+            .override_global(global::TP_OFF_ORDER, &layout.order_offset, true)
+            .override_global(global::TP_OFF_GFP, &layout.gfp_offset, true)
+            .override_global(global::TP_GFP_SIZE, &layout.gfp_size, true)
+            .override_global(global::TP_OFF_MIGRATETYPE, &layout.migratetype_offset, true)
+            .map_max_entries(MAP_EVENTS, ring_bytes);
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+
+        let plan = attach_plan(&features, cfg.force_style);
+        let mut fallbacks = Vec::new();
+        let mut attached = None;
+        let mut btf = None;
+        for style in plan {
+            match attach_style(&mut ebpf, style, &mut btf) {
+                Ok(link) => {
+                    attached = Some((style, link));
+                    break;
+                }
+                Err(e) => fallbacks.push((style, e)),
+            }
+        }
+        let Some((style, link)) = attached else {
+            let tried = if fallbacks.is_empty() {
+                "no style applies (see `pagefail check`)".to_owned()
+            } else {
+                fallbacks
+                    .iter()
+                    .map(|(s, e)| format!("{s}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            return Err(ProbeError::Attach {
+                release: features.release.clone(),
+                tried,
+            });
+        };
+        let attach_time = start.elapsed();
+        let mut links = vec![link];
+
+        let warn_alloc = if !cfg.warn_alloc {
+            WarnAllocProbe::Disabled
+        } else if !features.kprobes {
+            WarnAllocProbe::Unavailable(format!(
+                "kernel {} has no kprobes (CONFIG_KPROBES)",
+                features.release
+            ))
+        } else {
+            match attach_kprobe(&mut ebpf) {
+                Ok(l) => {
+                    links.push(l);
+                    WarnAllocProbe::Attached
+                }
+                Err(e) => WarnAllocProbe::Unavailable(e),
+            }
+        };
+
+        Ok(Self {
+            ebpf,
+            links,
+            style,
+            fallbacks,
+            warn_alloc,
+            features,
+            gfp,
+            attach_time,
+        })
+    }
+
+    /// Take the ring buffer of failure records (once).
+    ///
+    /// # Errors
+    /// When it was taken already.
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or(ProbeError::Map {
+            name: MAP_EVENTS,
+            source: aya::maps::MapError::InvalidName {
+                name: MAP_EVENTS.to_owned(),
+            },
+        })?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name: MAP_EVENTS,
+            source,
+        })
+    }
+
+    /// Sum the per-CPU counters.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn counters(&self) -> Result<Counters, ProbeError> {
+        let read = |name: &'static str, slots: u32| -> Result<Vec<u64>, ProbeError> {
+            let map = self.ebpf.map(name).ok_or(ProbeError::Map {
+                name,
+                source: aya::maps::MapError::InvalidName {
+                    name: name.to_owned(),
+                },
+            })?;
+            let arr = PerCpuArray::<_, u64>::try_from(map)
+                .map_err(|source| ProbeError::Map { name, source })?;
+            (0..slots)
+                .map(|i| {
+                    arr.get(&i, 0)
+                        .map(|v| v.iter().sum())
+                        .map_err(|source| ProbeError::Map { name, source })
+                })
+                .collect()
+        };
+        let stats = read(MAP_STATS, stat::COUNT)?;
+        Ok(Counters {
+            allocs: read(MAP_ALLOCS, ORDER_SLOTS)?,
+            fails: read(MAP_FAILS, ORDER_SLOTS)?,
+            matched: stats[stat::MATCHED as usize],
+            lost: stats[stat::RINGBUF_LOST as usize],
+            warn_alloc: stats[stat::WARN_ALLOC as usize],
+        })
+    }
+
+    /// Detach every program. Counters and the ring buffer stay readable, so
+    /// after a detach and a final drain, delivered + lost = matched exactly.
+    pub fn detach(&mut self) {
+        for link in self.links.drain(..) {
+            let result = match link {
+                Link::Raw(id) => prog::<RawTracePoint>(&mut self.ebpf, PROG_RAW_TP)
+                    .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
+                Link::Btf(id) => prog::<BtfTracePoint>(&mut self.ebpf, PROG_BTF_TP)
+                    .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
+                Link::Classic(id) => prog::<TracePoint>(&mut self.ebpf, PROG_CLASSIC_TP)
+                    .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
+                Link::Kprobe(id) => prog::<KProbe>(&mut self.ebpf, PROG_WARN_ALLOC)
+                    .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
+            };
+            if let Err(e) = result {
+                log::warn!("detaching: {e}");
+            }
+        }
+    }
+
+    /// The loaded raw tracepoint program, for `BPF_PROG_TEST_RUN` (tests, benchmarks).
+    #[must_use]
+    pub fn raw_program(&mut self) -> Option<&mut RawTracePoint> {
+        prog::<RawTracePoint>(&mut self.ebpf, PROG_RAW_TP).ok()
+    }
+}
+
+fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    p.try_into()
+        .map_err(|_| format!("program {name} has an unexpected type"))
+}
+
+fn attach_style(
+    ebpf: &mut Ebpf,
+    style: AttachStyle,
+    btf: &mut Option<Btf>,
+) -> Result<Link, String> {
+    match style {
+        AttachStyle::Raw => {
+            let p = prog::<RawTracePoint>(ebpf, PROG_RAW_TP)?;
+            p.load().map_err(|e| format!("load: {e}"))?;
+            p.attach("mm_page_alloc")
+                .map(Link::Raw)
+                .map_err(|e| format!("attach: {e}"))
+        }
+        AttachStyle::Btf => {
+            if btf.is_none() {
+                *btf = Some(Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?);
+            }
+            let btf = btf.as_ref().ok_or("kernel BTF missing")?;
+            let p = prog::<BtfTracePoint>(ebpf, PROG_BTF_TP)?;
+            p.load("mm_page_alloc", btf)
+                .map_err(|e| format!("load: {e}"))?;
+            p.attach()
+                .map(Link::Btf)
+                .map_err(|e| format!("attach: {e}"))
+        }
+        AttachStyle::Classic => {
+            let p = prog::<TracePoint>(ebpf, PROG_CLASSIC_TP)?;
+            p.load().map_err(|e| format!("load: {e}"))?;
+            p.attach("kmem", "mm_page_alloc")
+                .map(Link::Classic)
+                .map_err(|e| format!("attach: {e}"))
+        }
+    }
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Link, String> {
+    let p = prog::<KProbe>(ebpf, PROG_WARN_ALLOC)?;
+    p.load().map_err(|e| format!("load: {e}"))?;
+    p.attach("warn_alloc", 0)
+        .map(Link::Kprobe)
+        .map_err(|e| format!("attach to warn_alloc: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_size_scales_with_cpus_within_bounds() {
+        assert_eq!(default_ring_bytes(1), 2 << 20);
+        assert_eq!(default_ring_bytes(2), 2 << 20);
+        assert_eq!(default_ring_bytes(3), 4 << 20);
+        assert_eq!(default_ring_bytes(8), 8 << 20);
+        assert_eq!(default_ring_bytes(1000), 64 << 20);
+    }
+
+    #[test]
+    fn counter_deltas_subtract_per_slot() {
+        let a = Counters {
+            allocs: vec![10, 5],
+            fails: vec![1, 2],
+            matched: 3,
+            lost: 1,
+            warn_alloc: 0,
+        };
+        let b = Counters {
+            allocs: vec![15, 9],
+            fails: vec![1, 4],
+            matched: 5,
+            lost: 1,
+            warn_alloc: 2,
+        };
+        let d = b.since(&a);
+        assert_eq!(d.allocs, [5, 4]);
+        assert_eq!(d.fails, [0, 2]);
+        assert_eq!((d.matched, d.lost, d.warn_alloc), (2, 0, 2));
+    }
+}

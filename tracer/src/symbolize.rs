@@ -1,0 +1,317 @@
+//! Kernel stack symbolization from `/proc/kallsyms`, module names kept.
+//!
+//! kallsyms lists every kernel and module text symbol with its address
+//! (`ffffffffc0a01230 t bond_start_xmit\t[bonding]`). Addresses read as zero
+//! when `kernel.kptr_restrict` hides them from this process (no CAP_SYSLOG):
+//! that case is detected and reported, and frames are then shown as raw
+//! addresses.
+
+use std::{fmt, fs, io, path::Path};
+
+use thiserror::Error;
+
+/// Errors loading kallsyms.
+#[derive(Debug, Error)]
+pub enum SymbolizeError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "kernel symbol addresses are hidden (kallsyms shows zeros): run as root or with \
+         CAP_SYSLOG, or set kernel.kptr_restrict=0; stacks are shown as raw addresses"
+    )]
+    Hidden,
+}
+
+/// One symbolized frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Symbol {
+    pub name: String,
+    pub module: Option<String>,
+    /// Offset of the address into the function.
+    pub offset: u64,
+}
+
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.module {
+            Some(m) => write!(f, "{} [{m}]", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// A sorted kernel symbol table.
+#[derive(Debug, Default)]
+pub struct Kallsyms {
+    addrs: Vec<u64>,
+    names: Vec<(Box<str>, Option<u32>)>,
+    modules: Vec<Box<str>>,
+}
+
+impl Kallsyms {
+    /// Read the running kernel's table.
+    ///
+    /// # Errors
+    /// When the file cannot be read or its addresses are hidden.
+    pub fn load() -> Result<Self, SymbolizeError> {
+        Self::load_from(Path::new("/proc/kallsyms"))
+    }
+
+    /// Read a table in kallsyms format from a file.
+    ///
+    /// # Errors
+    /// When the file cannot be read or its addresses are hidden.
+    pub fn load_from(path: &Path) -> Result<Self, SymbolizeError> {
+        let text = fs::read_to_string(path).map_err(|source| SymbolizeError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let table = Self::parse(&text);
+        if table.addrs.is_empty() && !text.trim().is_empty() {
+            return Err(SymbolizeError::Hidden);
+        }
+        Ok(table)
+    }
+
+    /// Parse kallsyms text. Lines that are not text symbols, or are
+    /// malformed, are skipped; zero addresses are skipped.
+    #[must_use]
+    pub fn parse(text: &str) -> Self {
+        let mut entries: Vec<(u64, &str, Option<&str>)> = Vec::new();
+        for line in text.lines() {
+            let mut parts = line.split_ascii_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if !matches!(kind, "t" | "T" | "w" | "W") {
+                continue;
+            }
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            if addr == 0 {
+                continue;
+            }
+            let module = parts
+                .next()
+                .and_then(|m| m.strip_prefix('['))
+                .and_then(|m| m.strip_suffix(']'));
+            entries.push((addr, name, module));
+        }
+        entries.sort_by_key(|e| e.0);
+        let mut table = Self::default();
+        let mut module_ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+        for (addr, name, module) in entries {
+            let module = module.map(|m| {
+                *module_ids.entry(m).or_insert_with(|| {
+                    table.modules.push(m.into());
+                    u32::try_from(table.modules.len() - 1).unwrap_or(u32::MAX)
+                })
+            });
+            table.addrs.push(addr);
+            table.names.push((name.into(), module));
+        }
+        table
+    }
+
+    /// Number of symbols.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.addrs.len()
+    }
+
+    /// Whether the table is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
+    /// The symbol containing `addr`, if any symbol starts at or below it.
+    #[must_use]
+    pub fn lookup(&self, addr: u64) -> Option<Symbol> {
+        let idx = self.addrs.partition_point(|&a| a <= addr).checked_sub(1)?;
+        let (name, module) = &self.names[idx];
+        Some(Symbol {
+            name: name.to_string(),
+            module: module
+                .and_then(|m| self.modules.get(m as usize))
+                .map(ToString::to_string),
+            offset: addr - self.addrs[idx],
+        })
+    }
+
+    /// Symbolize a stack of return addresses (innermost first) and trim the
+    /// allocator and tracing frames at its top.
+    #[must_use]
+    pub fn symbolize_stack(&self, stack: &[u64]) -> Vec<Symbol> {
+        let frames: Vec<Symbol> = stack
+            .iter()
+            .map(|&addr| {
+                // Return addresses point after the call; look up addr-1 so a
+                // call that ends a function names the caller, not the next one.
+                self.lookup(addr.saturating_sub(1)).map_or_else(
+                    || Symbol {
+                        name: format!("{addr:#x}"),
+                        module: None,
+                        offset: 0,
+                    },
+                    |mut s| {
+                        s.offset += 1;
+                        s
+                    },
+                )
+            })
+            .collect();
+        trim_allocator_frames(frames)
+    }
+}
+
+/// Frames at the top of a failure stack that say nothing about the caller:
+/// the tracing machinery (the BPF program itself, its trampolines) and the
+/// page allocator's own functions, whose names changed across kernels
+/// (`__alloc_pages_nodemask` -> `__alloc_pages` -> `__alloc_pages_noprof` ->
+/// `__alloc_frozen_pages_noprof`).
+#[must_use]
+pub fn is_allocator_or_tracing_frame(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "bpf_prog_",
+        "bpf_trace_run",
+        "__bpf_trace_",
+        "trace_event_raw_event_",
+        "perf_trace_",
+        "__traceiter_",
+        "trace_mm_page_alloc",
+        "__alloc_pages",
+        "__alloc_frozen_pages",
+        "alloc_pages",
+        "alloc_frozen_pages",
+        "__folio_alloc",
+        "folio_alloc",
+        "get_page_from_freelist",
+        "__get_free_pages",
+        "get_zeroed_page",
+        "warn_alloc",
+        "dump_stack",
+        "__rmqueue",
+        "rmqueue",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+fn trim_allocator_frames(frames: Vec<Symbol>) -> Vec<Symbol> {
+    let skip = frames
+        .iter()
+        .take_while(|f| is_allocator_or_tracing_frame(&f.name))
+        .count();
+    if skip == frames.len() {
+        // Nothing but allocator frames: keep them rather than show nothing.
+        return frames;
+    }
+    frames.into_iter().skip(skip).collect()
+}
+
+/// Fold a stack (innermost first) the way flame graph tools read it: root
+/// first, frames joined by `;`, module frames as `name [module]`.
+#[must_use]
+pub fn fold(frames: &[Symbol]) -> String {
+    let mut out = String::new();
+    for (i, f) in frames.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(&f.to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+ffffffff81000000 T _stext
+ffffffff81100000 T __alloc_pages_noprof
+ffffffff81100400 t get_page_from_freelist
+ffffffff81200000 T alloc_fdtable
+ffffffff81200100 T expand_files
+ffffffff81300000 D some_data
+ffffffff81400000 T do_syscall_64
+ffffffffc0a01230 t bond_start_xmit\t[bonding]
+ffffffffc0a02000 t bond_xmit_hash\t[bonding]
+";
+
+    #[test]
+    fn looks_up_kernel_and_module_symbols() {
+        let k = Kallsyms::parse(TABLE);
+        assert_eq!(k.len(), 8, "data symbol skipped");
+        let s = k.lookup(0xffff_ffff_8120_0010).unwrap();
+        assert_eq!((s.name.as_str(), s.offset), ("alloc_fdtable", 0x10));
+        let s = k.lookup(0xffff_ffff_c0a0_1300).unwrap();
+        assert_eq!(s.to_string(), "bond_start_xmit [bonding]");
+        assert!(k.lookup(0x1000).is_none());
+    }
+
+    #[test]
+    fn trims_allocator_frames_and_folds_root_first() {
+        let k = Kallsyms::parse(TABLE);
+        let stack = [
+            0xffff_ffff_8110_0410, // get_page_from_freelist
+            0xffff_ffff_8110_0020, // __alloc_pages_noprof
+            0xffff_ffff_8120_0020, // alloc_fdtable
+            0xffff_ffff_8120_0120, // expand_files
+            0xffff_ffff_8140_0020, // do_syscall_64
+        ];
+        let frames = k.symbolize_stack(&stack);
+        let names: Vec<_> = frames.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["alloc_fdtable", "expand_files", "do_syscall_64"]);
+        assert_eq!(fold(&frames), "do_syscall_64;expand_files;alloc_fdtable");
+    }
+
+    #[test]
+    fn return_address_at_function_end_names_the_caller() {
+        let k = Kallsyms::parse(TABLE);
+        // A return address equal to the next symbol's start belongs to the caller.
+        // do_syscall_64 starts at ..8140_0000, so a return address there lies
+        // past the end of expand_files (data symbols are not functions).
+        let frames = k.symbolize_stack(&[0xffff_ffff_8140_0000, 0xffff_ffff_8120_0100]);
+        let names: Vec<_> = frames.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["expand_files", "alloc_fdtable"]);
+        assert_eq!(frames[1].offset, 0x100);
+    }
+
+    #[test]
+    fn hidden_addresses_are_an_error() {
+        let dir = std::env::temp_dir().join(format!("pagefail-ksyms-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("kallsyms");
+        fs::write(
+            &p,
+            "0000000000000000 T _stext\n0000000000000000 t foo [m]\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Kallsyms::load_from(&p),
+            Err(SymbolizeError::Hidden)
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_addresses_stay_raw() {
+        let k = Kallsyms::parse(TABLE);
+        let frames = k.symbolize_stack(&[0x10, 0xffff_ffff_8140_0020]);
+        assert_eq!(frames[0].name, "0x10");
+    }
+
+    #[test]
+    fn all_allocator_frames_are_kept_rather_than_dropped() {
+        let k = Kallsyms::parse(TABLE);
+        let frames = k.symbolize_stack(&[0xffff_ffff_8110_0020]);
+        assert_eq!(frames.len(), 1);
+    }
+}
