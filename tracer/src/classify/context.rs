@@ -16,7 +16,7 @@
 //!   5.12+) runs them in a kthread with bottom halves disabled, which is task
 //!   context; in softirq, `net_rx_action` is further out and decides.
 //! - `rcu_core`: also run by the `rcuc/N` kthreads (`rcutree.use_softirq=0`,
-//!   the default on PREEMPT_RT); `rcu_core_si` is the softirq entry.
+//!   the default on `PREEMPT_RT`); `rcu_core_si` is the softirq entry.
 //! - `__hrtimer_run_queues`: runs hard timers from the interrupt and soft
 //!   timers from `hrtimer_run_softirq`; `hrtimer_interrupt` and
 //!   `hrtimer_run_softirq` tell them apart.

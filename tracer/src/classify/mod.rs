@@ -36,7 +36,11 @@ pub mod rules;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, LazyLock},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +49,15 @@ pub use self::{context::context_of, rules::RuleError};
 
 /// The built-in rule table; its format is described in [`rules`].
 pub const BUILTIN_RULES: &str = include_str!("builtin-rules.txt");
+
+/// The built-in table, parsed once. The table is part of the build and a unit
+/// test parses it, so a parse error here is a bug in this crate, not bad input.
+static BUILTIN_SET: LazyLock<RuleSet> = LazyLock::new(|| {
+    let mut set = RuleSet::default();
+    set.add_text(BUILTIN_RULES)
+        .expect("the built-in rule table parses");
+    set
+});
 
 /// One symbolized kernel frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +151,7 @@ impl fmt::Display for PathLabels {
 /// Each label is one bit of a `u128`, numbered in output order, so matching a
 /// stack ORs masks without allocating and printing walks the bits in order.
 /// Exact names and module names are hash lookups; prefix and substring rules
-/// (a few dozen) are scanned.
+/// (about a hundred `starts_with` calls a frame) are scanned.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     /// Label names by bit.
@@ -154,12 +167,7 @@ impl Classifier {
     /// The built-in rule table.
     #[must_use]
     pub fn builtin() -> Self {
-        let mut set = RuleSet::default();
-        // The table is part of the build and a unit test parses it, so an
-        // error here is a bug in this crate, not bad input.
-        set.add_text(BUILTIN_RULES)
-            .expect("the built-in rule table parses");
-        Self::compile(&set)
+        Self::compile(&BUILTIN_SET)
     }
 
     /// Built-in rules plus the rules of a user file (same format as the
@@ -170,10 +178,7 @@ impl Classifier {
     /// # Errors
     /// The first bad line of `text`, with its 1-based number.
     pub fn with_user_rules(text: &str) -> Result<Self, RuleError> {
-        let mut set = RuleSet::default();
-        // As in `builtin`: a failure here is a bug in the shipped table.
-        set.add_text(BUILTIN_RULES)
-            .expect("the built-in rule table parses");
+        let mut set = BUILTIN_SET.clone();
         set.add_text(text)?;
         Ok(Self::compile(&set))
     }

@@ -155,7 +155,7 @@ impl RuleError {
     }
 }
 
-/// One label as declared: its name, group, and position of first appearance.
+/// One label as declared; its index in [`RuleSet::labels`] is its first appearance.
 #[derive(Debug, Clone)]
 pub(crate) struct LabelDecl {
     pub name: String,
