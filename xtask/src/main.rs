@@ -1,1 +1,26 @@
-fn main() {}
+//! Developer tasks for pagefail: `cargo xtask <command>`.
+
+mod vm;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "pagefail developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot Debian kernels under qemu and capture test fixtures
+    /// (tracepoint format, /proc memory state, kernel facts) into tests/fixtures.
+    VmCapture(vm::capture::CaptureArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::VmCapture(args) => vm::capture::run(&args),
+    }
+}
