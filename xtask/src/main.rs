@@ -17,10 +17,14 @@ enum Command {
     /// Boot Debian kernels under qemu and capture test fixtures
     /// (tracepoint format, /proc memory state, kernel facts) into tests/fixtures.
     VmCapture(vm::capture::CaptureArgs),
+    /// Boot Debian kernels with modules and host binaries in the initramfs,
+    /// to check the VM runner works.
+    VmSmoke(vm::smoke::SmokeArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::VmCapture(args) => vm::capture::run(&args),
+        Command::VmSmoke(args) => vm::smoke::run(&args),
     }
 }

@@ -116,8 +116,9 @@ fn capture_guest(k: &kernel::Kernel) -> Result<(Captured, f64)> {
     let need = |name: &str| -> Result<&String> {
         sec.present.get(name).with_context(|| {
             format!(
-                "the guest printed no {name} section; see {}",
-                out.log.display()
+                "the guest printed no {name} section; see {}; console ends:\n{}",
+                out.log.display(),
+                out.tail(20)
             )
         })
     };

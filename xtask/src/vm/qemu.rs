@@ -60,6 +60,14 @@ pub struct RunOutput {
     pub elapsed: Duration,
 }
 
+impl RunOutput {
+    /// The last `n` console lines, for error messages.
+    pub fn tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.console.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
 /// Boot `kernel` with `initrd` and wait for the guest to power off.
 ///
 /// # Errors
@@ -137,4 +145,38 @@ pub fn run(kernel: &Kernel, initrd: &Path, cfg: &QemuConfig) -> Result<RunOutput
         log,
         elapsed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::initramfs::Initramfs;
+    use crate::vm::kernel;
+
+    /// Boots Debian 6.1 (downloads it once): `cargo test -p xtask -- --ignored`.
+    #[test]
+    #[ignore = "boots a VM; needs qemu and the Debian registry"]
+    fn panic_and_timeout_fail_the_run() {
+        let k = kernel::fetch(&kernel::spec("6.1").unwrap()).unwrap();
+        let images = crate::vm::vm_dir().join("images");
+
+        // /init exits: the kernel panics ("Attempted to kill init").
+        let mut tree = Initramfs::new().unwrap();
+        tree.set_init("#!/bin/sh\nexit 0\n");
+        let img = images.join("test-panic.cpio");
+        tree.write(&img).unwrap();
+        let err = run(&k, &img, &QemuConfig::new("test-panic")).unwrap_err();
+        assert!(err.to_string().contains("Kernel panic"), "{err:#}");
+
+        // /init hangs: the timeout kills qemu.
+        tree.set_init("#!/bin/sh\nwhile :; do /bin/busybox sleep 1; done\n");
+        let img = images.join("test-timeout.cpio");
+        tree.write(&img).unwrap();
+        let mut cfg = QemuConfig::new("test-timeout");
+        cfg.timeout = Duration::from_secs(15);
+        let start = Instant::now();
+        let err = run(&k, &img, &cfg).unwrap_err();
+        assert!(err.to_string().contains("did not power off"), "{err:#}");
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
 }
