@@ -1,6 +1,7 @@
-//! Project tasks: `cargo xtask setup | build | run | test`.
+//! Project tasks: `cargo xtask setup | build | run | test | vm-capture | vm-smoke`.
 
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -32,6 +33,12 @@ enum Task {
     },
     /// Run every test tier: unit, then kernel (root, serial).
     Test,
+    /// Boot Debian kernels under qemu and capture test fixtures
+    /// (tracepoint format, /proc memory state, kernel facts) into tests/fixtures.
+    VmCapture(vm::capture::CaptureArgs),
+    /// Boot Debian kernels with modules and host binaries in the initramfs,
+    /// to check the VM runner works.
+    VmSmoke(vm::smoke::SmokeArgs),
 }
 
 fn workspace_root() -> PathBuf {
@@ -94,6 +101,8 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test => test(),
+        Task::VmCapture(args) => vm::capture::run(&args),
+        Task::VmSmoke(args) => vm::smoke::run(&args),
     }
 }
 

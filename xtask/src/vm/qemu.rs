@@ -1,0 +1,182 @@
+//! Booting a kernel and initramfs under qemu (TCG), with a hard timeout.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::kernel::Kernel;
+use super::{Sections, parse_sections};
+
+/// The qemu binary used for every guest.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Console lines that make a run fail.
+pub const FATAL_CONSOLE: &[&str] = &["Kernel panic", "soft lockup"];
+
+/// How to run one guest.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// Name of the run: the console log is `target/vm/logs/<name>.log`.
+    pub name: String,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    /// Hard wall-clock limit; qemu is killed when it passes and the run fails.
+    pub timeout: Duration,
+    /// Kernel command line after the fixed part
+    /// (`console=ttyS0 rdinit=/init panic=-1`), e.g. `quiet loglevel=1`.
+    pub append: String,
+    /// Extra qemu arguments (devices, `-cpu`).
+    pub extra_args: Vec<String>,
+}
+
+impl QemuConfig {
+    /// 256 MB, 2 vCPUs, 120 s, quiet console.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            memory_mb: 256,
+            cpus: 2,
+            timeout: Duration::from_secs(120),
+            append: "quiet loglevel=1".to_owned(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// What a finished run left.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// The whole console, carriage returns removed.
+    pub console: String,
+    /// The result sections the guest printed between markers.
+    pub sections: Sections,
+    /// The console log file.
+    pub log: PathBuf,
+    /// Wall-clock time from starting qemu to its exit.
+    pub elapsed: Duration,
+}
+
+impl RunOutput {
+    /// The last `n` console lines, for error messages.
+    pub fn tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.console.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Boot `kernel` with `initrd` and wait for the guest to power off.
+///
+/// # Errors
+/// When qemu is missing or exits non-zero, the timeout passes (qemu is killed),
+/// or the console shows one of [`FATAL_CONSOLE`]. The error names the log file.
+pub fn run(kernel: &Kernel, initrd: &Path, cfg: &QemuConfig) -> Result<RunOutput> {
+    let logs = super::vm_dir().join("logs");
+    fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let log = logs.join(format!("{}.log", cfg.name));
+    let console_file =
+        fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let append = format!("console=ttyS0 rdinit=/init panic=-1 {}", cfg.append);
+    let mut cmd = Command::new(QEMU);
+    cmd.args(["-accel", "tcg", "-nographic", "-no-reboot", "-nodefaults"])
+        .args(["-serial", "stdio", "-monitor", "none"])
+        .args(["-m", &cfg.memory_mb.to_string()])
+        .args(["-smp", &cfg.cpus.to_string()])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", &append])
+        .args(&cfg.extra_args)
+        .stdin(Stdio::null())
+        .stdout(console_file.try_clone()?)
+        .stderr(console_file);
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow::anyhow!("{QEMU} not found: apt-get install qemu-system-x86")
+        } else {
+            anyhow::Error::new(e).context(format!("starting {QEMU}"))
+        }
+    })?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if start.elapsed() >= cfg.timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        sleep(Duration::from_millis(50));
+    };
+    let elapsed = start.elapsed();
+    let raw = fs::read(&log).with_context(|| format!("reading {}", log.display()))?;
+    let console = String::from_utf8_lossy(&raw).replace('\r', "");
+    let Some(status) = status else {
+        bail!(
+            "{}: guest did not power off within {:?}; qemu was killed (console: {})",
+            cfg.name,
+            cfg.timeout,
+            log.display()
+        );
+    };
+    if let Some(bad) = FATAL_CONSOLE.iter().find(|p| console.contains(*p)) {
+        bail!(
+            "{}: the console shows {bad:?} (console: {})",
+            cfg.name,
+            log.display()
+        );
+    }
+    if !status.success() {
+        bail!(
+            "{}: {QEMU} exited with {status} (console: {})",
+            cfg.name,
+            log.display()
+        );
+    }
+    let sections = parse_sections(&console);
+    Ok(RunOutput {
+        console,
+        sections,
+        log,
+        elapsed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::initramfs::Initramfs;
+    use crate::vm::kernel;
+
+    /// Boots Debian 6.1 (downloads it once): `cargo test -p xtask -- --ignored`.
+    #[test]
+    #[ignore = "boots a VM; needs qemu and the Debian registry"]
+    fn panic_and_timeout_fail_the_run() {
+        let k = kernel::fetch(&kernel::spec("6.1").unwrap()).unwrap();
+        let images = crate::vm::vm_dir().join("images");
+
+        // /init exits: the kernel panics ("Attempted to kill init").
+        let mut tree = Initramfs::new().unwrap();
+        tree.set_init("#!/bin/sh\nexit 0\n");
+        let img = images.join("test-panic.cpio");
+        tree.write(&img).unwrap();
+        let err = run(&k, &img, &QemuConfig::new("test-panic")).unwrap_err();
+        assert!(err.to_string().contains("Kernel panic"), "{err:#}");
+
+        // /init hangs: the timeout kills qemu.
+        tree.set_init("#!/bin/sh\nwhile :; do /bin/busybox sleep 1; done\n");
+        let img = images.join("test-timeout.cpio");
+        tree.write(&img).unwrap();
+        let mut cfg = QemuConfig::new("test-timeout");
+        cfg.timeout = Duration::from_secs(15);
+        let start = Instant::now();
+        let err = run(&k, &img, &cfg).unwrap_err();
+        assert!(err.to_string().contains("did not power off"), "{err:#}");
+        assert!(start.elapsed() < Duration::from_secs(20));
+    }
+}
