@@ -31,9 +31,16 @@ fn memcg_charge_failure_is_reported_and_matches_tracefs() {
     let me = std::process::id();
     let cg = memcg.join(format!("pagefail-test-{me}"));
     let _ = fs::create_dir(&cg);
+    // The same name in the unified hierarchy, for cgroup attribution.
+    let v2 = tracer::cgroup::cgroup2_root().map(|root| root.join(format!("pagefail-test-{me}")));
+    if let Some(v2) = &v2 {
+        fs::create_dir(v2).expect("create cgroup v2 directory");
+    }
     let work = std::env::temp_dir().join(format!("pagefail-real-{me}"));
     fs::create_dir_all(&work).expect("work dir");
     let csv_path = work.join("out.csv");
+    let folded = work.join("stacks.folded");
+    let svg = work.join("stacks.svg");
     let trace = TraceInstance::new(
         &format!("pagefail-test-{me}"),
         "pfn == 18446744073709551615",
@@ -42,6 +49,10 @@ fn memcg_charge_failure_is_reported_and_matches_tracefs() {
     let mut watch = Command::new(pagefail_bin())
         .args(["watch", "--all", "--duration", "60s", "--csv"])
         .arg(&csv_path)
+        .arg("--folded")
+        .arg(&folded)
+        .arg("--flamegraph")
+        .arg(&svg)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -66,6 +77,7 @@ fn memcg_charge_failure_is_reported_and_matches_tracefs() {
     trace.enable(true);
     let out = Command::new(TRIGGER)
         .arg(&cg)
+        .args(v2.iter())
         .output()
         .expect("run trigger");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -93,6 +105,9 @@ fn memcg_charge_failure_is_reported_and_matches_tracefs() {
         "pagefail failed: {stderr}\n{stdout}"
     );
     remove_cgroup(&cg);
+    if let Some(v2) = &v2 {
+        remove_cgroup(v2);
+    }
 
     let lines = trace.lines();
     assert_eq!(
@@ -130,7 +145,7 @@ fn memcg_charge_failure_is_reported_and_matches_tracefs() {
 
     let row = mine
         .iter()
-        .find(|r| r.order == 6)
+        .find(|r| r.order == Some(6))
         .unwrap_or_else(|| panic!("no order-6 row for the trigger: {mine:?}"));
     assert_eq!(row.comm, "memcg-trigger");
     assert_eq!(row.context, "task");
@@ -144,6 +159,48 @@ fn memcg_charge_failure_is_reported_and_matches_tracefs() {
     );
     assert!(row.gfp_flags.contains("__GFP_ACCOUNT"), "{}", row.gfp_flags);
     assert!(row.gfp.starts_with("0x"));
+    if v2.is_some() {
+        assert_eq!(
+            row.cgroup,
+            format!("/pagefail-test-{me}"),
+            "cgroup attribution"
+        );
+    }
+
+    // Exports: folded stacks and the flame graph name the same frames.
+    let folded = fs::read_to_string(&folded).expect("folded stacks");
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains("expand_files;alloc_fdtable")
+                && l.rsplit(' ')
+                    .next()
+                    .is_some_and(|n| n.parse::<u64>().is_ok())),
+        "{folded}"
+    );
+    let svg = fs::read_to_string(&svg).expect("flame graph");
+    assert!(svg.starts_with("<?xml") && svg.contains("alloc_fdtable"));
+
+    // `report` over the CSV gives the same total.
+    let rep = Command::new(pagefail_bin())
+        .args(["report", "--by", "comm", "--json"])
+        .arg(&csv_path)
+        .output()
+        .expect("run report");
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let rep = String::from_utf8_lossy(&rep.stdout);
+    let trigger_line = rep
+        .lines()
+        .find(|l| l.contains("\"comm\":\"memcg-trigger\""))
+        .unwrap_or_else(|| panic!("{rep}"));
+    assert!(
+        trigger_line.contains(&format!("\"failures\":{counted}")),
+        "{trigger_line}"
+    );
 
     // The summary ties the totals together: matched = recorded + lost.
     let summary = stdout

@@ -1,11 +1,12 @@
 //! Bounded aggregation of failure records into summary rows.
 //!
 //! Per-record work is a hash lookup of the stack (raw addresses) and of the
-//! row key; symbolization and classification happen once per distinct stack.
-//! The number of distinct row keys is capped: records beyond the cap go to
-//! an `other` row of the same order and gfp, so totals stay exact.
+//! row key; symbolization and classification happen once per distinct stack,
+//! cgroup resolution once per row. The number of distinct row keys is capped:
+//! records beyond the cap go to an `[other]` row of the same order and gfp
+//! (where those are grouped by), so totals stay exact.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{collections::HashMap, fmt, str::FromStr, time::SystemTime};
 
 use tracer_common::{EVENT_WARN_ALLOC, FailureEvent};
 
@@ -21,8 +22,108 @@ use crate::{
 /// Default cap on distinct row keys.
 pub const DEFAULT_KEY_CAP: usize = 10_000;
 
-/// The comm of the row that collects records beyond the key cap.
+/// The comm of the rows that collect records beyond the key cap.
 pub const OTHER: &str = "[other]";
+
+/// A dimension rows can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Comm,
+    Pid,
+    Cgroup,
+    Context,
+    Path,
+    Order,
+    Gfp,
+    Stack,
+}
+
+impl Dim {
+    const ALL: [Self; 8] = [
+        Self::Comm,
+        Self::Pid,
+        Self::Cgroup,
+        Self::Context,
+        Self::Path,
+        Self::Order,
+        Self::Gfp,
+        Self::Stack,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Comm => "comm",
+            Self::Pid => "pid",
+            Self::Cgroup => "cgroup",
+            Self::Context => "context",
+            Self::Path => "path",
+            Self::Order => "order",
+            Self::Gfp => "gfp",
+            Self::Stack => "stack",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The set of dimensions rows are grouped by (`--by comm,pid,order`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupBy(u8);
+
+impl GroupBy {
+    /// Whether rows are split by `dim`.
+    #[must_use]
+    pub fn has(self, dim: Dim) -> bool {
+        self.0 & dim.bit() != 0
+    }
+}
+
+impl Default for GroupBy {
+    /// `comm,pid,context,path,order,gfp`: the CSV contract's row key.
+    fn default() -> Self {
+        "comm,pid,context,path,order,gfp"
+            .parse()
+            .unwrap_or(Self(0xff))
+    }
+}
+
+impl FromStr for GroupBy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bits = 0;
+        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let dim = Dim::ALL
+                .into_iter()
+                .find(|d| d.name() == word)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown key `{word}`: use any of comm,pid,cgroup,context,path,order,gfp,stack"
+                    )
+                })?;
+            bits |= dim.bit();
+        }
+        if bits == 0 {
+            return Err(
+                "give at least one key: comm,pid,cgroup,context,path,order,gfp,stack".into(),
+            );
+        }
+        Ok(Self(bits))
+    }
+}
+
+impl fmt::Display for GroupBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = Dim::ALL
+            .into_iter()
+            .filter(|d| self.has(*d))
+            .map(Dim::name)
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
 
 /// What one distinct stack says, worked out once.
 #[derive(Debug, Clone)]
@@ -33,17 +134,18 @@ pub struct StackInfo {
     pub folded: String,
 }
 
-/// The key of a summary row.
+/// The key of a summary row: `None` in a dimension not grouped by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RowKey {
-    pub comm: String,
-    /// Thread-group id; 0 in the `other` row.
-    pub tgid: u32,
-    pub cgroup_id: u64,
-    pub context: Context,
-    pub path: String,
-    pub order: u32,
-    pub gfp: u64,
+    pub comm: Option<String>,
+    /// Thread-group id.
+    pub tgid: Option<u32>,
+    pub cgroup_id: Option<u64>,
+    pub context: Option<Context>,
+    pub path: Option<String>,
+    pub order: Option<u32>,
+    pub gfp: Option<u64>,
+    pub stack: Option<u32>,
 }
 
 /// Counts of one row.
@@ -53,6 +155,12 @@ pub struct RowStats {
     pub warned: u64,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// Failures since the last [`Aggregator::start_interval`].
+    pub interval_failures: u64,
+    /// The cgroup path of the row's first record, resolved when the row was
+    /// created; cleared when a later record of the row was in another cgroup.
+    pub cgroup: String,
+    cgroup_id: u64,
     /// Failures per distinct stack id.
     pub stacks: HashMap<u32, u64>,
 }
@@ -62,13 +170,15 @@ pub struct Aggregator {
     gfp: GfpTable,
     ksyms: Kallsyms,
     classifier: Classifier,
+    cgroups: CgroupResolver,
+    by: GroupBy,
     key_cap: usize,
     stack_ids: HashMap<Vec<u64>, u32>,
     stack_info: Vec<StackInfo>,
     rows: HashMap<RowKey, RowStats>,
     /// Records aggregated.
     pub events: u64,
-    /// Records that went to `other` rows because of the key cap.
+    /// Records that went to `[other]` rows because of the key cap.
     pub capped: u64,
 }
 
@@ -79,6 +189,8 @@ impl Aggregator {
             gfp,
             ksyms,
             classifier,
+            cgroups: CgroupResolver::with_root(None),
+            by: GroupBy::default(),
             key_cap: key_cap.max(1),
             stack_ids: HashMap::new(),
             stack_info: Vec::new(),
@@ -86,6 +198,20 @@ impl Aggregator {
             events: 0,
             capped: 0,
         }
+    }
+
+    /// Group rows by these dimensions.
+    #[must_use]
+    pub fn group_by(mut self, by: GroupBy) -> Self {
+        self.by = by;
+        self
+    }
+
+    /// Resolve cgroup ids with this resolver.
+    #[must_use]
+    pub fn with_cgroups(mut self, cgroups: CgroupResolver) -> Self {
+        self.cgroups = cgroups;
+        self
     }
 
     /// The gfp table used for names.
@@ -130,45 +256,89 @@ impl Aggregator {
         self.stack_info.get(id as usize)
     }
 
+    /// All distinct stacks with their total failures.
+    #[must_use]
+    pub fn stack_counts(&self) -> Vec<(&StackInfo, u64)> {
+        let mut counts: HashMap<u32, u64> = HashMap::new();
+        for row in self.rows.values() {
+            for (id, n) in &row.stacks {
+                *counts.entry(*id).or_default() += n;
+            }
+        }
+        let mut v: Vec<_> = counts
+            .into_iter()
+            .filter_map(|(id, n)| self.stack(id).map(|s| (s, n)))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.folded.cmp(&b.0.folded)));
+        v
+    }
+
     /// Add one record. Returns its stack id and whether the stack is new.
     pub fn add(&mut self, ev: &FailureEvent) -> (u32, bool) {
         let known = self.stack_ids.len();
         let sid = self.stack_id(events::stack(ev));
         let is_new = self.stack_ids.len() > known;
         let info = &self.stack_info[sid as usize];
+        let by = self.by;
         let mut key = RowKey {
-            comm: events::comm(ev),
-            tgid: ev.tgid,
-            cgroup_id: ev.cgroup_id,
-            context: info.context,
-            path: info.path.clone(),
-            order: ev.order,
-            gfp: ev.gfp,
+            comm: by.has(Dim::Comm).then(|| events::comm(ev)),
+            tgid: by.has(Dim::Pid).then_some(ev.tgid),
+            cgroup_id: by.has(Dim::Cgroup).then_some(ev.cgroup_id),
+            context: by.has(Dim::Context).then_some(info.context),
+            path: by.has(Dim::Path).then(|| info.path.clone()),
+            order: by.has(Dim::Order).then_some(ev.order),
+            gfp: by.has(Dim::Gfp).then_some(ev.gfp),
+            stack: by.has(Dim::Stack).then_some(sid),
         };
         if !self.rows.contains_key(&key) && self.rows.len() >= self.key_cap {
             key = RowKey {
-                comm: OTHER.to_owned(),
-                tgid: 0,
-                cgroup_id: 0,
-                context: Context::Unknown,
-                path: OTHER.to_owned(),
-                order: ev.order,
-                gfp: ev.gfp,
+                comm: Some(OTHER.to_owned()),
+                tgid: None,
+                cgroup_id: None,
+                context: None,
+                path: None,
+                order: key.order,
+                gfp: key.gfp,
+                stack: None,
             };
             self.capped += 1;
         }
         let warned = self.is_warned(ev);
-        let row = self.rows.entry(key).or_default();
-        if row.failures == 0 {
-            row.first_ns = ev.ts_boot_ns;
+        let row = match self.rows.get_mut(&key) {
+            Some(row) => row,
+            None => {
+                let cgroup = if key.comm.as_deref() == Some(OTHER) {
+                    String::new()
+                } else {
+                    self.cgroups.resolve(ev.cgroup_id)
+                };
+                self.rows.entry(key).or_insert(RowStats {
+                    first_ns: ev.ts_boot_ns,
+                    last_ns: ev.ts_boot_ns,
+                    cgroup,
+                    cgroup_id: ev.cgroup_id,
+                    ..RowStats::default()
+                })
+            }
+        };
+        if row.cgroup_id != ev.cgroup_id && !row.cgroup.is_empty() {
+            row.cgroup.clear();
         }
         row.failures += 1;
+        row.interval_failures += 1;
         row.warned += u64::from(warned);
         row.first_ns = row.first_ns.min(ev.ts_boot_ns);
         row.last_ns = row.last_ns.max(ev.ts_boot_ns);
         *row.stacks.entry(sid).or_default() += 1;
         self.events += 1;
         (sid, is_new)
+    }
+
+    /// Reset the per-interval counts.
+    pub fn start_interval(&mut self) {
+        for row in self.rows.values_mut() {
+            row.interval_failures = 0;
+        }
     }
 
     /// The rows, most failures first.
@@ -185,43 +355,43 @@ impl Aggregator {
         self.rows.values().map(|r| r.failures).sum()
     }
 
-    /// Summary rows in the CSV contract's shape.
+    /// The most frequent stack of a row, folded.
     #[must_use]
-    pub fn summary_rows(&self, window: &Window, cgroups: &mut CgroupResolver) -> Vec<SummaryRow> {
+    pub fn top_stack(&self, stats: &RowStats) -> String {
+        stats
+            .stacks
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
+            .and_then(|(id, _)| self.stack(*id))
+            .map(|i| i.folded.clone())
+            .unwrap_or_default()
+    }
+
+    /// Summary rows in the CSV contract's shape. Columns of dimensions not
+    /// grouped by are empty.
+    #[must_use]
+    pub fn summary_rows(&self, window: &Window) -> Vec<SummaryRow> {
         self.rows()
             .into_iter()
-            .map(|(k, s)| {
-                let top = s
-                    .stacks
-                    .iter()
-                    .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                    .and_then(|(id, _)| self.stack(*id))
-                    .map(|i| i.folded.clone())
-                    .unwrap_or_default();
-                SummaryRow {
-                    window_start: events::rfc3339(window.start),
-                    window_end: events::rfc3339(window.end),
-                    host: window.host.clone(),
-                    kernel: window.kernel.clone(),
-                    comm: k.comm.clone(),
-                    pid: if k.comm == OTHER {
-                        String::new()
-                    } else {
-                        k.tgid.to_string()
-                    },
-                    cgroup: cgroups.resolve(k.cgroup_id),
-                    context: k.context.to_string(),
-                    path: k.path.clone(),
-                    order: k.order,
-                    gfp: gfp::hex(k.gfp),
-                    gfp_flags: self.gfp.decode(k.gfp),
-                    atomic: self.gfp.is_atomic(k.gfp),
-                    failures: s.failures,
-                    warned: s.warned,
-                    first_seen: events::rfc3339(window.clock.to_system(s.first_ns)),
-                    last_seen: events::rfc3339(window.clock.to_system(s.last_ns)),
-                    top_stack: top,
-                }
+            .map(|(k, s)| SummaryRow {
+                window_start: events::rfc3339(window.start),
+                window_end: events::rfc3339(window.end),
+                host: window.host.clone(),
+                kernel: window.kernel.clone(),
+                comm: k.comm.clone().unwrap_or_default(),
+                pid: k.tgid.map(|p| p.to_string()).unwrap_or_default(),
+                cgroup: s.cgroup.clone(),
+                context: k.context.map(|c| c.to_string()).unwrap_or_default(),
+                path: k.path.clone().unwrap_or_default(),
+                order: k.order,
+                gfp: k.gfp.map(gfp::hex).unwrap_or_default(),
+                gfp_flags: k.gfp.map(|g| self.gfp.decode(g)).unwrap_or_default(),
+                atomic: k.gfp.map(|g| self.gfp.is_atomic(g)),
+                failures: s.failures,
+                warned: s.warned,
+                first_seen: events::rfc3339(window.clock.to_system(s.first_ns)),
+                last_seen: events::rfc3339(window.clock.to_system(s.last_ns)),
+                top_stack: self.top_stack(s),
             })
             .collect()
     }
@@ -259,7 +429,8 @@ fn read_trimmed(path: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use proptest::prelude::*;
     use tracer_common::{MAX_STACK_DEPTH, TASK_COMM_LEN};
 
     use super::*;
@@ -312,43 +483,57 @@ ffffffff81400000 T do_syscall_64
         Aggregator::new(table(), Kallsyms::parse(KSYMS), Classifier::builtin(), cap)
     }
 
+    /// An aggregator over a small symbol table, for other modules' tests.
+    pub(crate) fn test_aggregator() -> Aggregator {
+        agg(DEFAULT_KEY_CAP)
+    }
+
+    /// A failure record with one of two stacks (0: fd table, 1: neighbour/TCP).
+    pub(crate) fn test_event(
+        comm: &str,
+        tgid: u32,
+        order: u32,
+        gfp: u64,
+        stack: usize,
+    ) -> FailureEvent {
+        let s: &[u64] = if stack == 0 { &FD } else { &NET };
+        event(comm, tgid, order, gfp, s, EVENT_WARN_ALLOC)
+    }
+
+    const FD: [u64; 4] = [
+        0xffff_ffff_8110_0010,
+        0xffff_ffff_8120_0010,
+        0xffff_ffff_8120_0110,
+        0xffff_ffff_8140_0010,
+    ];
+    const NET: [u64; 3] = [
+        0xffff_ffff_8130_0010,
+        0xffff_ffff_8130_0110,
+        0xffff_ffff_8140_0010,
+    ];
+
     #[test]
     fn rows_group_by_key_and_keep_the_top_stack() {
         let mut a = agg(100);
-        let fd = [
-            0xffff_ffff_8110_0010,
-            0xffff_ffff_8120_0010,
-            0xffff_ffff_8120_0110,
-            0xffff_ffff_8140_0010,
-        ];
-        let net = [
-            0xffff_ffff_8130_0010,
-            0xffff_ffff_8130_0110,
-            0xffff_ffff_8140_0010,
-        ];
         for _ in 0..3 {
-            a.add(&event("dup", 10, 6, 0x400cc0, &fd, 0));
+            a.add(&event("dup", 10, 6, 0x400cc0, &FD, 0));
         }
-        a.add(&event("dup", 10, 6, 0x400cc0, &net, 0));
-        a.add(&event("nettool", 11, 1, 0x820, &net, EVENT_WARN_ALLOC));
-        a.add(&event("nettool", 11, 1, 0x2820, &net, EVENT_WARN_ALLOC)); // NOWARN
+        a.add(&event("dup", 10, 6, 0x400cc0, &NET, 0));
+        a.add(&event("nettool", 11, 1, 0x820, &NET, EVENT_WARN_ALLOC));
+        a.add(&event("nettool", 11, 1, 0x2820, &NET, EVENT_WARN_ALLOC)); // NOWARN
         assert_eq!(a.events, 6);
         assert_eq!(a.total_failures(), 6);
-        let rows = a.summary_rows(
-            &Window::starting_now(),
-            &mut CgroupResolver::with_root(None),
-        );
+        let rows = a.summary_rows(&Window::starting_now());
         let dup: Vec<_> = rows.iter().filter(|r| r.comm == "dup").collect();
-        assert_eq!(
-            dup.len(),
-            2,
-            "different stacks classify differently: {dup:?}"
-        );
+        assert_eq!(dup.len(), 2, "different paths are different rows: {dup:?}");
         let fdrow = dup.iter().find(|r| r.failures == 3).unwrap();
         assert_eq!(fdrow.top_stack, "do_syscall_64;expand_files;alloc_fdtable");
         assert_eq!(fdrow.gfp_flags, "GFP_KERNEL_ACCOUNT");
-        assert!(!fdrow.atomic);
+        assert_eq!(fdrow.atomic, Some(false));
         assert_eq!(fdrow.context, "task");
+        assert_eq!(fdrow.path, "none");
+        let netrow = dup.iter().find(|r| r.failures == 1).unwrap();
+        assert_eq!(netrow.path, "neigh+tcp");
         let warned: u64 = rows
             .iter()
             .filter(|r| r.comm == "nettool")
@@ -358,27 +543,86 @@ ffffffff81400000 T do_syscall_64
     }
 
     #[test]
+    fn group_by_fewer_keys_merges_rows_and_blanks_columns() {
+        let mut a = agg(100).group_by("comm".parse().unwrap());
+        a.add(&event("dup", 10, 6, 0x400cc0, &FD, 0));
+        a.add(&event("dup", 12, 3, 0x820, &NET, 0));
+        a.add(&event("x", 13, 3, 0x820, &NET, 0));
+        let rows = a.summary_rows(&Window::starting_now());
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].comm.as_str(), rows[0].failures), ("dup", 2));
+        assert_eq!(rows[0].pid, "");
+        assert_eq!(rows[0].order, None);
+        assert_eq!(rows[0].gfp, "");
+        assert_eq!(rows[0].atomic, None);
+    }
+
+    #[test]
+    fn group_by_parses_and_rejects() {
+        let by: GroupBy = "order, stack".parse().unwrap();
+        assert!(by.has(Dim::Order) && by.has(Dim::Stack) && !by.has(Dim::Comm));
+        assert_eq!(by.to_string(), "order,stack");
+        assert_eq!(
+            GroupBy::default().to_string(),
+            "comm,pid,context,path,order,gfp"
+        );
+        assert!("comm,zone".parse::<GroupBy>().unwrap_err().contains("zone"));
+        assert!("".parse::<GroupBy>().is_err());
+    }
+
+    #[test]
     fn key_cap_keeps_totals_exact() {
         let mut a = agg(3);
-        let s = [0xffff_ffff_8120_0010];
         for pid in 0..50 {
-            a.add(&event("p", pid, 1, 0x820, &s, 0));
+            a.add(&event("p", pid, 1, 0x820, &FD, 0));
         }
         let rows = a.rows();
         assert_eq!(rows.len(), 4, "3 keys + one other row");
         assert_eq!(a.total_failures(), 50);
         assert_eq!(a.capped, 47);
-        assert_eq!(rows[0].0.comm, OTHER);
+        assert_eq!(rows[0].0.comm.as_deref(), Some(OTHER));
         assert_eq!(rows[0].1.failures, 47);
     }
 
     #[test]
     fn same_stack_is_symbolized_once() {
         let mut a = agg(10);
-        let s = [0xffff_ffff_8120_0010, 0xffff_ffff_8140_0010];
-        let (id1, new1) = a.add(&event("x", 1, 1, 0x820, &s, 0));
-        let (id2, new2) = a.add(&event("y", 2, 1, 0x820, &s, 0));
+        let (id1, new1) = a.add(&event("x", 1, 1, 0x820, &FD, 0));
+        let (id2, new2) = a.add(&event("y", 2, 1, 0x820, &FD, 0));
         assert_eq!(id1, id2);
         assert!(new1 && !new2);
+        assert_eq!(a.stack_counts().len(), 1);
+        assert_eq!(a.stack_counts()[0].1, 2);
+    }
+
+    #[test]
+    fn interval_counts_reset() {
+        let mut a = agg(10);
+        a.add(&event("x", 1, 1, 0x820, &FD, 0));
+        a.start_interval();
+        a.add(&event("x", 1, 1, 0x820, &FD, 0));
+        let rows = a.rows();
+        assert_eq!((rows[0].1.failures, rows[0].1.interval_failures), (2, 1));
+    }
+
+    proptest! {
+        #[test]
+        fn rows_sum_to_events_under_any_cap(
+            cap in 1usize..20,
+            evs in proptest::collection::vec((0u32..30, 0u32..11, 0usize..2, any::<bool>()), 0..300),
+        ) {
+            let mut a = agg(cap);
+            for (pid, order, s, atomic) in &evs {
+                let stack: &[u64] = if *s == 0 { &FD } else { &NET };
+                let gfp = if *atomic { 0x820 } else { 0xcc0 };
+                a.add(&event("p", *pid, *order, gfp, stack, 0));
+            }
+            prop_assert_eq!(a.total_failures(), evs.len() as u64);
+            let rows = a.summary_rows(&Window::starting_now());
+            prop_assert_eq!(rows.iter().map(|r| r.failures).sum::<u64>(), evs.len() as u64);
+            // Rows beyond the cap only as [other] rows, one per (order, gfp).
+            let normal = rows.iter().filter(|r| r.comm != OTHER).count();
+            prop_assert!(normal <= cap);
+        }
     }
 }

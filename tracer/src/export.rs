@@ -49,12 +49,14 @@ pub struct SummaryRow {
     pub context: String,
     /// Network path labels joined by `+`; `none` when not network.
     pub path: String,
-    pub order: u32,
+    /// Empty when rows are not grouped by order.
+    pub order: Option<u32>,
     /// Hex, like `0x820`.
     pub gfp: String,
     /// Flag names joined by `|`.
     pub gfp_flags: String,
-    pub atomic: bool,
+    /// Empty when rows are not grouped by gfp.
+    pub atomic: Option<bool>,
     pub failures: u64,
     pub warned: u64,
     pub first_seen: String,
@@ -89,6 +91,49 @@ pub fn write_json_lines<W: Write>(mut out: W, rows: &[SummaryRow]) -> anyhow::Re
         out.write_all(b"\n")?;
     }
     out.flush()?;
+    Ok(())
+}
+
+/// Write folded stacks with counts (`root;...;leaf count`), the input of
+/// flame graph tools. Empty stacks are written as `[unknown]`.
+///
+/// # Errors
+/// I/O errors of the writer.
+pub fn write_folded<W: Write>(mut out: W, stacks: &[(String, u64)]) -> anyhow::Result<()> {
+    for line in folded_lines(stacks) {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn folded_lines(stacks: &[(String, u64)]) -> Vec<String> {
+    stacks
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(stack, n)| {
+            let stack = if stack.is_empty() { "[unknown]" } else { stack };
+            format!("{stack} {n}")
+        })
+        .collect()
+}
+
+/// Write an SVG flame graph of failure stacks.
+///
+/// # Errors
+/// I/O errors of the writer, or no stacks to draw.
+pub fn write_flamegraph<W: Write>(
+    out: W,
+    title: &str,
+    stacks: &[(String, u64)],
+) -> anyhow::Result<()> {
+    let lines = folded_lines(stacks);
+    anyhow::ensure!(!lines.is_empty(), "no failure stacks to draw");
+    let mut opts = inferno::flamegraph::Options::default();
+    title.clone_into(&mut opts.title);
+    "failures".clone_into(&mut opts.count_name);
+    inferno::flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
+        .context("drawing the flame graph")?;
     Ok(())
 }
 
@@ -153,10 +198,10 @@ mod tests {
             cgroup: "/x".into(),
             context: "task".into(),
             path: "none".into(),
-            order: 6,
+            order: Some(6),
             gfp: "0x400cc0".into(),
             gfp_flags: "GFP_KERNEL_ACCOUNT".into(),
-            atomic: false,
+            atomic: Some(false),
             failures: 3,
             warned: 0,
             first_seen: "2026-11-22T03:00:01Z".into(),
@@ -191,6 +236,54 @@ mod tests {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         assert_eq!(v["failures"], 3);
+    }
+
+    #[test]
+    fn folded_lines_carry_counts() {
+        let mut buf = Vec::new();
+        write_folded(
+            &mut buf,
+            &[
+                ("a;b [bonding]".into(), 3),
+                (String::new(), 1),
+                ("z".into(), 0),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "a;b [bonding] 3\n[unknown] 1\n"
+        );
+    }
+
+    #[test]
+    fn flame_graph_is_xml_naming_the_frames() {
+        let mut buf = Vec::new();
+        let stacks = [
+            ("do_syscall_64;expand_files;alloc_fdtable".to_owned(), 5),
+            (
+                "net_rx_action;bond_start_xmit [bonding];skb_segment".to_owned(),
+                2,
+            ),
+        ];
+        write_flamegraph(&mut buf, "failures", &stacks).unwrap();
+        let svg = String::from_utf8(buf).unwrap();
+        let opts = roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..roxmltree::ParsingOptions::default()
+        };
+        let doc = roxmltree::Document::parse_with_options(&svg, opts).expect("valid XML");
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        let text: String = doc.descendants().filter_map(|n| n.text()).collect();
+        for frame in [
+            "alloc_fdtable",
+            "expand_files",
+            "bond_start_xmit [bonding]",
+            "skb_segment",
+        ] {
+            assert!(text.contains(frame), "{frame} missing from the SVG");
+        }
+        assert!(write_flamegraph(Vec::new(), "x", &[]).is_err());
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod events;
 pub mod export;
 pub mod gfp;
 pub mod probe;
+pub mod session;
 pub mod symbolize;

@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracer::cli::watch;
+use tracer::{
+    cli::{report, watch},
+    session,
+};
 
 /// Trace failed page allocations: who failed, where, what, and why.
 ///
@@ -29,6 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Watch(watch::WatchArgs),
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +46,8 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     let result = match cli.command {
-        Command::Watch(args) => run_async(watch::run(args, cli.verbose)),
+        Command::Watch(args) => session::block_on(watch::run(args, cli.verbose)),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,9 +58,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_async(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(fut)
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::Cli;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_parses_its_defaults() {
+        for args in [&["pagefail", "watch"][..], &["pagefail", "report", "a.csv"]] {
+            let cli = Cli::try_parse_from(args.iter()).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let _ = format!("{cli:?}");
+        }
+        assert!(Cli::try_parse_from(["pagefail", "watch", "--by", "zone"]).is_err());
+        assert!(Cli::try_parse_from(["pagefail", "report", "--by", "zone", "a.csv"]).is_err());
+        assert!(Cli::try_parse_from(["pagefail", "watch", "--min-order", "99"]).is_err());
+    }
 }

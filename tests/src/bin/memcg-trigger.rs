@@ -7,34 +7,24 @@
 //! fires `mm_page_alloc` with a NULL page and the kernel falls back to
 //! vmalloc, so this process is unharmed.
 //!
-//! Usage: memcg-trigger <memory cgroup dir> [go-file]
-//! With a go-file it waits (at most 30 s) until that file exists before
-//! triggering, so a test can start its tracers first.
-//! Prints `pid=<pid> dup2=<result>`.
+//! Usage: memcg-trigger <memory cgroup dir> [cgroup v2 dir]
+//! With a cgroup v2 directory it joins that cgroup first, so the failure is
+//! attributed to it. Prints `pid=<pid> dup2=<result>`.
 
-use std::{
-    fs,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{fs, path::Path};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(cg) = args.next() else {
-        eprintln!("usage: memcg-trigger <memory cgroup dir> [go-file]");
+        eprintln!("usage: memcg-trigger <memory cgroup dir> [cgroup v2 dir]");
         std::process::exit(2);
     };
-    let go = args.next();
     let cg = Path::new(&cg);
     let pid = std::process::id();
-    if let Some(go) = go {
-        let start = Instant::now();
-        while !Path::new(&go).exists() {
-            if start.elapsed() > Duration::from_secs(30) {
-                eprintln!("memcg-trigger: no go signal within 30 s");
-                std::process::exit(3);
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    if let Some(v2) = args.next() {
+        if let Err(e) = fs::write(Path::new(&v2).join("cgroup.procs"), pid.to_string()) {
+            eprintln!("memcg-trigger: cannot join {v2}: {e}");
+            std::process::exit(1);
         }
     }
     // Room for fd 19999: raise the soft limit to the hard one.
@@ -74,5 +64,10 @@ fn main() {
     }
     // SAFETY: dup2 on valid fds.
     let r = unsafe { libc::dup2(0, 19999) };
-    println!("pid={pid} dup2={r}");
+    let cgroup = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let v2 = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("");
+    println!("pid={pid} dup2={r} cgroup2={v2}");
 }

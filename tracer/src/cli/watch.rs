@@ -1,83 +1,54 @@
-//! `pagefail watch`: live failure tables during an incident, a summary and
-//! CSV at the end.
+//! `pagefail watch`: a live failure table during an incident; a summary and
+//! exports at the end.
 
 use std::{
-    collections::HashMap,
-    io::{self, Write},
-    path::PathBuf,
-    time::{Duration, Instant, SystemTime},
+    io::{self, IsTerminal, Write},
+    time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::{FailureEvent, ORDER_SLOTS};
 
 use crate::{
-    aggregate::{Aggregator, DEFAULT_KEY_CAP, Window},
-    cgroup::CgroupResolver,
-    classify::Classifier,
-    events::{self, EventStream},
-    export,
-    probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe, support},
-    symbolize::Kallsyms,
+    aggregate::Aggregator,
+    cli::common::{FilterArgs, OutputArgs},
+    events,
+    probe::{Counters, WarnAllocProbe},
+    session::{Session, Signals, Step, parse_duration},
 };
 
 /// Trace failed page allocations live.
 ///
-/// Shows a table of failures every interval (by process, order and gfp
-/// flags), allocation totals per order, and lost events; on exit (duration,
-/// Ctrl-C or SIGTERM) prints a summary and writes the CSV.
+/// Shows a refreshing table of failures (by process, context, network path,
+/// order and gfp flags, most failures first) with rates, allocation totals per
+/// order and lost events. On exit (duration, Ctrl-C or SIGTERM) prints a
+/// summary and writes the exports.
 ///
 /// Examples:
 ///   sudo pagefail watch                              # atomic failures, until Ctrl-C
 ///   sudo pagefail watch --all --duration 5 --csv out.csv
 ///   sudo pagefail watch --min-order 2 --pid 1234 -v
+///   sudo pagefail watch --by comm,path --flamegraph failures.svg
+///   sudo pagefail watch --stacks --no-tui | tee watch.log
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C or SIGTERM.
     #[arg(long, short = 'd', value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Print a live table every interval (e.g. 1s, 500ms).
+    /// Refresh the live table every interval (e.g. 1s, 500ms).
     #[arg(long, short = 'i', default_value = "1s", value_parser = parse_interval)]
     pub interval: Duration,
-    /// Only failures of this order or larger.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=15))]
-    pub min_order: u32,
-    /// Also non-atomic failures (default: only requests that cannot sleep).
-    #[arg(long)]
-    pub all: bool,
-    /// Only failures in this process (thread-group id).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub pid: Option<u32>,
-    /// Only failures in this thread (thread id).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    pub tid: Option<u32>,
-    /// Write the summary as CSV to this file at exit (atomically).
-    #[arg(long, value_name = "FILE")]
-    pub csv: Option<PathBuf>,
-    /// Cap on distinct summary rows; records beyond it go to an `[other]` row.
-    #[arg(long, default_value_t = DEFAULT_KEY_CAP as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub max_rows: u64,
-    /// Ring buffer size in KiB (power of two, at least 4); default from the CPU count.
-    #[arg(long, value_name = "KIB", value_parser = parse_ring_kib)]
-    pub ring_kib: Option<u32>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Print every new distinct failure stack once, symbolized.
     #[arg(long)]
     pub stacks: bool,
-    /// Do not attach the warn_alloc kprobe.
+    /// Plain periodic lines instead of a refreshing table (the default when
+    /// stdout is not a terminal).
     #[arg(long)]
-    pub no_warn_alloc: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .or_else(|_| s.parse::<u64>().map(Duration::from_secs))
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 5s, 2m, 1h)"))?;
-    if d.is_zero() {
-        return Err("the duration must be more than zero".to_owned());
-    }
-    Ok(d)
+    pub no_tui: bool,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -88,184 +59,105 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn parse_ring_kib(s: &str) -> Result<u32, String> {
-    let kib: u32 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of KiB"))?;
-    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
-        return Err("the ring buffer size must be a power of two from 4 to 1048576 KiB".to_owned());
-    }
-    Ok(kib * 1024)
-}
-
-/// Failures of one interval, by (comm, tgid, order, gfp).
-type IntervalCounts = HashMap<(String, u32, u32, u64), u64>;
-
 /// Run `pagefail watch`.
 ///
 /// # Errors
 /// Set-up failures (privileges, kernel support), I/O errors writing output.
 pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
-    // Signals first, so a Ctrl-C during start-up is not lost.
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let signals = Signals::install()?;
+    let probe = args.filter.probe_config()?;
+    let mut session = Session::start(&probe, &args.output.aggregate_config()?, signals)?;
+    eprint!("{}", session.setup_report(verbose));
 
-    let forced =
-        support::forced_style().map_err(|e| anyhow::anyhow!("{}: {e}", support::ATTACH_ENV))?;
-    let cfg = ProbeConfig {
-        min_order: args.min_order,
-        atomic_only: !args.all,
-        tgid: args.pid,
-        tid: args.tid,
-        ring_bytes: args.ring_kib,
-        force_style: forced,
-        warn_alloc: !args.no_warn_alloc,
+    // With --json the rows go to stdout at the end, so live output goes to stderr.
+    let to_stderr = args.output.json;
+    let tui = !args.no_tui
+        && !to_stderr
+        && io::stdout().is_terminal()
+        && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
+    let mut live: Box<dyn Write> = if to_stderr {
+        Box::new(io::stderr())
+    } else {
+        Box::new(io::stdout())
     };
-    let mut tracer = Tracer::attach(&cfg)?;
-    let mut window = Window::starting_now();
-    let baseline = tracer.counters()?;
-    let ring = tracer.take_ring()?;
-    let mut stream = EventStream::new(ring).context("registering the ring buffer with tokio")?;
-
-    report_setup(&tracer, verbose);
-
-    let ksyms = match Kallsyms::load() {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("pagefail: {e}");
-            Kallsyms::default()
-        }
-    };
-    let mut agg = Aggregator::new(
-        tracer.gfp.clone(),
-        ksyms,
-        Classifier::builtin(),
-        usize::try_from(args.max_rows).unwrap_or(DEFAULT_KEY_CAP),
-    );
-    let mut cgroups = CgroupResolver::new();
     let started = Instant::now();
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick =
         tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
-    let mut interval: IntervalCounts = HashMap::new();
-    let mut last = baseline.clone();
-    let mut out = io::stdout().lock();
-    let mut batch: Vec<FailureEvent> = Vec::new();
-
-    let stop_reason = loop {
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = stream.next_batch(&mut batch) => {
-                r.context("reading the ring buffer")?;
-                for ev in batch.drain(..) {
-                    record(&mut agg, &mut interval, &ev, args.stacks, &mut out);
-                }
-            }
-            _ = tick.tick() => {
-                let now = tracer.counters()?;
-                let line = live_table(&agg, &interval, &now.since(&last), &now.since(&baseline), started.elapsed());
-                interval.clear();
-                last = now;
-                if write_out(&mut out, &line).is_err() {
-                    break "stdout closed";
-                }
-            }
-            _ = sleep => break "duration reached",
-            _ = sigint.recv() => break "interrupted",
-            _ = sigterm.recv() => break "terminated",
+    let mut last = session.baseline.clone();
+    let mut closed = false;
+    let mut on_record = |agg: &Aggregator, ev: &FailureEvent, sid: u32, new: bool| {
+        if args.stacks && new && !tui {
+            let _ = write!(io::stderr(), "{}", new_stack_text(agg, ev, sid));
         }
     };
 
-    // Detach, then drain: after this, delivered + lost equals matched exactly.
-    tracer.detach();
-    stream.drain(&mut |ev| record(&mut agg, &mut interval, ev, args.stacks, &mut out));
-    let totals = tracer.counters()?.since(&baseline);
-    window.end = SystemTime::now();
+    let stop_reason = loop {
+        match session.next(&mut tick, deadline, &mut on_record).await? {
+            Step::Tick => {
+                let now = session.tracer.counters()?;
+                let text = live_view(
+                    &session.agg,
+                    &now.since(&last),
+                    &now.since(&session.baseline),
+                    started.elapsed(),
+                    args.interval,
+                    tui,
+                );
+                session.agg.start_interval();
+                last = now;
+                if live
+                    .write_all(text.as_bytes())
+                    .and_then(|()| live.flush())
+                    .is_err()
+                {
+                    closed = true;
+                    break "output closed";
+                }
+            }
+            Step::Hangup => {}
+            Step::Stop(why) => break why,
+        }
+    };
+
+    let totals = session.finish(&mut on_record)?;
     if verbose > 0 {
         eprintln!("pagefail: stopped: {stop_reason}");
     }
-
-    let rows = agg.summary_rows(&window, &mut cgroups);
-    let _ = write_out(
-        &mut out,
-        &final_summary(&agg, &totals, &rows, stream.malformed, &tracer.warn_alloc),
-    );
-    if let Some(path) = &args.csv {
-        export::write_atomically(path, |w| export::write_csv(w, &rows))?;
-        eprintln!("pagefail: wrote {} rows to {}", rows.len(), path.display());
-    }
-    Ok(())
-}
-
-fn record(
-    agg: &mut Aggregator,
-    interval: &mut IntervalCounts,
-    ev: &FailureEvent,
-    show_stacks: bool,
-    out: &mut impl Write,
-) {
-    let (sid, is_new) = agg.add(ev);
-    *interval
-        .entry((events::comm(ev), ev.tgid, ev.order, ev.gfp))
-        .or_default() += 1;
-    if show_stacks
-        && is_new
-        && let Some(info) = agg.stack(sid)
-    {
-        let _ = writeln!(
-            out,
-            "new stack: comm={} pid={} order={} gfp={} context={} path={}\n  {}",
-            events::comm(ev),
-            ev.tgid,
-            ev.order,
-            agg.gfp().decode(ev.gfp),
-            info.context,
-            info.path,
-            info.folded
-                .replace(';', "\n  <- ")
-                .lines()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n  ")
+    let rows = session.agg.summary_rows(&session.window);
+    if !closed && !args.output.json {
+        let text = final_summary(
+            &session.agg,
+            &totals,
+            &rows,
+            session.stream.malformed,
+            &session.tracer.warn_alloc,
         );
+        // A closed pipe (`pagefail watch | head`) is not an error.
+        let _ = io::stdout().write_all(text.as_bytes());
     }
+    args.output.write_exports(&session.agg, &rows)
 }
 
-fn write_out(out: &mut impl Write, text: &str) -> io::Result<()> {
-    out.write_all(text.as_bytes())?;
-    out.flush()
-}
-
-fn report_setup(tracer: &Tracer, verbose: u8) {
-    eprintln!(
-        "pagefail: attached to mm_page_alloc ({}) in {} ms on {}; Ctrl-C to stop",
-        tracer.style,
-        tracer.attach_time.as_millis(),
-        tracer.features.release
+fn new_stack_text(agg: &Aggregator, ev: &FailureEvent, sid: u32) -> String {
+    let Some(info) = agg.stack(sid) else {
+        return String::new();
+    };
+    let mut s = format!(
+        "new stack: comm={} pid={} order={} gfp={} context={} path={}\n",
+        events::comm(ev),
+        ev.tgid,
+        ev.order,
+        agg.gfp().decode(ev.gfp),
+        info.context,
+        info.path,
     );
-    if verbose > 0 {
-        for (style, why) in &tracer.fallbacks {
-            eprintln!("pagefail: {style} not used: {why}");
-        }
+    for frame in info.folded.rsplit(';') {
+        s.push_str("    ");
+        s.push_str(frame);
+        s.push('\n');
     }
-    match &tracer.warn_alloc {
-        WarnAllocProbe::Attached => {
-            if verbose > 0 {
-                eprintln!("pagefail: warn_alloc kprobe attached");
-            }
-        }
-        WarnAllocProbe::Unavailable(why) => {
-            eprintln!(
-                "pagefail: warn_alloc probe unavailable ({why}); failures are counted, `warned` stays 0"
-            );
-        }
-        WarnAllocProbe::Disabled => {}
-    }
+    s
 }
 
 fn order_list(counts: &[u64]) -> String {
@@ -288,38 +180,67 @@ fn order_list(counts: &[u64]) -> String {
     }
 }
 
-fn live_table(
+/// Rows shown in the live view at most.
+const LIVE_ROWS: usize = 20;
+
+fn live_view(
     agg: &Aggregator,
-    interval: &IntervalCounts,
     delta: &Counters,
     total: &Counters,
     elapsed: Duration,
+    interval: Duration,
+    tui: bool,
 ) -> String {
-    let mut s = format!(
-        "--- {:>6.1}s  failures: {} this interval, {} total (lost {})  all failures by order: {}\n",
+    let mut s = String::new();
+    if tui {
+        // Clear the screen and home the cursor: a top-like refresh.
+        s.push_str("\x1b[H\x1b[2J");
+    }
+    s.push_str(&format!(
+        "pagefail {:>7.1}s  failures {} (+{})  lost {}  all failed by order: {}\n",
         elapsed.as_secs_f64(),
-        delta.matched,
         total.matched,
+        delta.matched,
         total.lost,
         order_list(&total.fails),
-    );
+    ));
     s.push_str(&format!(
-        "    allocations this interval by order: {}\n",
+        "  allocations/interval by order: {}\n",
         order_list(&delta.allocs)
     ));
-    if !interval.is_empty() {
-        let mut rows: Vec<_> = interval.iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    let rows = agg.rows();
+    let active = rows.iter().filter(|(_, r)| r.interval_failures > 0).count();
+    if !tui && active == 0 {
+        return s;
+    }
+    s.push_str(&format!(
+        "  {:<16} {:>7} {:<8} {:<18} {:>5} {:>9} {:>8} {:>6}  {}\n",
+        "COMM", "PID", "CONTEXT", "PATH", "ORDER", "FAILURES", "RATE/s", "WARNED", "GFP_FLAGS"
+    ));
+    let secs = interval.as_secs_f64().max(0.001);
+    // Plain lines show the rows active in this interval; the refreshing
+    // table shows the top rows overall.
+    for (k, r) in rows
+        .iter()
+        .filter(|(_, r)| tui || r.interval_failures > 0)
+        .take(LIVE_ROWS)
+    {
         s.push_str(&format!(
-            "    {:<16} {:>8} {:>5} {:>9}  {}\n",
-            "COMM", "PID", "ORDER", "FAILURES", "GFP"
+            "  {:<16} {:>7} {:<8} {:<18} {:>5} {:>9} {:>8.1} {:>6}  {}\n",
+            k.comm.as_deref().unwrap_or("*"),
+            k.tgid.map_or_else(|| "*".to_owned(), |p| p.to_string()),
+            k.context.map_or("*", |c| c.as_str()),
+            k.path.as_deref().unwrap_or("*"),
+            k.order.map_or_else(|| "*".to_owned(), |o| o.to_string()),
+            r.failures,
+            r.interval_failures as f64 / secs,
+            r.warned,
+            k.gfp
+                .map_or_else(|| "*".to_owned(), |g| agg.gfp().decode(g)),
         ));
-        for ((comm, tgid, order, gfp), n) in rows.into_iter().take(15) {
-            s.push_str(&format!(
-                "    {comm:<16} {tgid:>8} {order:>5} {n:>9}  {}\n",
-                agg.gfp().decode(*gfp)
-            ));
-        }
+    }
+    if rows.len() > LIVE_ROWS {
+        s.push_str(&format!("  ... {} more rows\n", rows.len() - LIVE_ROWS));
     }
     s
 }
@@ -327,7 +248,7 @@ fn live_table(
 fn final_summary(
     agg: &Aggregator,
     totals: &Counters,
-    rows: &[export::SummaryRow],
+    rows: &[crate::export::SummaryRow],
     malformed: u64,
     warn: &WarnAllocProbe,
 ) -> String {
@@ -354,7 +275,7 @@ fn final_summary(
     }
     match warn {
         WarnAllocProbe::Attached => {
-            s.push_str(&format!("warn_alloc entries: {}\n", totals.warn_alloc))
+            s.push_str(&format!("warn_alloc entries: {}\n", totals.warn_alloc));
         }
         WarnAllocProbe::Unavailable(_) => s.push_str("warn_alloc entries: n/a (no kprobes)\n"),
         WarnAllocProbe::Disabled => {}
@@ -369,20 +290,7 @@ fn final_summary(
         s.push_str("no failures recorded\n");
         return s;
     }
-    s.push_str(&format!(
-        "{:<16} {:>8} {:<8} {:<12} {:>5} {:>9} {:>6}  {}\n",
-        "COMM", "PID", "CONTEXT", "PATH", "ORDER", "FAILURES", "WARNED", "GFP"
-    ));
-    for r in rows {
-        s.push_str(&format!(
-            "{:<16} {:>8} {:<8} {:<12} {:>5} {:>9} {:>6}  {} ({})\n",
-            r.comm, r.pid, r.context, r.path, r.order, r.failures, r.warned, r.gfp_flags, r.gfp
-        ));
-        if !r.top_stack.is_empty() {
-            let frames: Vec<&str> = r.top_stack.rsplit(';').take(6).collect();
-            s.push_str(&format!("    top stack: {}\n", frames.join(" <- ")));
-        }
-    }
+    s.push_str(&crate::cli::common::rows_table(rows));
     s
 }
 
@@ -391,15 +299,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_sizes_are_validated() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
+    fn intervals_are_validated() {
         assert!(parse_interval("10ms").is_err());
-        assert_eq!(parse_ring_kib("64"), Ok(65536));
-        assert!(parse_ring_kib("3").is_err());
-        assert!(parse_ring_kib("100").is_err());
+        assert_eq!(parse_interval("250ms"), Ok(Duration::from_millis(250)));
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub fn check_bpf_capabilities(features: &KernelFeatures) -> Result<(), String> {
     match missing(eff, features.has_cap_bpf()) {
         None => Ok(()),
         Some(what) => Err(format!(
-            "pagefail needs {what} to trace (CAP_BPF and CAP_PERFMON, or root): run it with sudo"
+            "pagefail needs CAP_BPF and CAP_PERFMON (or root) to trace; this process lacks \
+             {what}: run it with sudo"
         )),
     }
 }

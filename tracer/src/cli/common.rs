@@ -1,0 +1,239 @@
+//! Options and output shared by the tracing subcommands.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{
+    aggregate::{Aggregator, DEFAULT_KEY_CAP, GroupBy},
+    classify::Classifier,
+    export::{self, SummaryRow},
+    probe::{ProbeConfig, support},
+    session::AggregateConfig,
+};
+
+/// Which failures are traced (applied in the kernel).
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Only failures of this order or larger.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=15))]
+    pub min_order: u32,
+    /// Also failures of requests that may sleep (default: atomic only, i.e.
+    /// `__GFP_HIGH` set or no `__GFP_DIRECT_RECLAIM`).
+    #[arg(long)]
+    pub all: bool,
+    /// Only failures in this process (thread-group id).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+    /// Only failures in this thread (thread id).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub tid: Option<u32>,
+    /// Ring buffer size in KiB (a power of two, 4 or more); default: 1 MiB per CPU, 2-64 MiB.
+    #[arg(long, value_name = "KIB", value_parser = parse_ring_kib)]
+    pub ring_kib: Option<u32>,
+    /// Do not attach the warn_alloc kprobe.
+    #[arg(long)]
+    pub no_warn_alloc: bool,
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of KiB"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > 1 << 20 {
+        return Err("the ring buffer size must be a power of two from 4 to 1048576 KiB".to_owned());
+    }
+    Ok(kib * 1024)
+}
+
+impl FilterArgs {
+    /// The kernel-side configuration, with `PAGEFAIL_ATTACH` applied.
+    ///
+    /// # Errors
+    /// When `PAGEFAIL_ATTACH` names no attach style.
+    pub fn probe_config(&self) -> anyhow::Result<ProbeConfig> {
+        let forced =
+            support::forced_style().map_err(|e| anyhow::anyhow!("{}: {e}", support::ATTACH_ENV))?;
+        Ok(ProbeConfig {
+            min_order: self.min_order,
+            atomic_only: !self.all,
+            tgid: self.pid,
+            tid: self.tid,
+            ring_bytes: self.ring_kib,
+            force_style: forced,
+            warn_alloc: !self.no_warn_alloc,
+        })
+    }
+}
+
+/// How rows are grouped and where they are written.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Group rows by these keys: any of comm,pid,cgroup,context,path,order,gfp,stack.
+    #[arg(long, default_value = "comm,pid,context,path,order,gfp")]
+    pub by: GroupBy,
+    /// Cap on distinct rows; records beyond it are summed in `[other]` rows.
+    #[arg(long, default_value_t = DEFAULT_KEY_CAP as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_rows: u64,
+    /// Extra network path rules (same format as the built-in table; see README).
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Write the summary as CSV to this file (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Print the summary rows as JSON lines on stdout instead of the table
+    /// (the live view then goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Write folded failure stacks with counts (flame graph input) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Write an SVG flame graph of failure stacks to this file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub flamegraph: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// The aggregation settings, with the user's rule file loaded.
+    ///
+    /// # Errors
+    /// When the rule file cannot be read or has a bad line.
+    pub fn aggregate_config(&self) -> anyhow::Result<AggregateConfig> {
+        let classifier = match &self.rules {
+            None => Classifier::builtin(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read rule file {}", path.display()))?;
+                Classifier::with_user_rules(&text)
+                    .with_context(|| format!("rule file {}", path.display()))?
+            }
+        };
+        Ok(AggregateConfig {
+            by: self.by,
+            key_cap: usize::try_from(self.max_rows).unwrap_or(DEFAULT_KEY_CAP),
+            classifier,
+        })
+    }
+
+    /// Write the CSV, JSON lines, folded stacks and flame graph asked for.
+    ///
+    /// # Errors
+    /// When a file cannot be written.
+    pub fn write_exports(&self, agg: &Aggregator, rows: &[SummaryRow]) -> anyhow::Result<()> {
+        if self.json {
+            let out = std::io::stdout().lock();
+            if let Err(e) = export::write_json_lines(out, rows) {
+                if !is_broken_pipe(&e) {
+                    return Err(e);
+                }
+            }
+        }
+        if let Some(path) = &self.csv {
+            export::write_atomically(path, |w| export::write_csv(w, rows))?;
+            eprintln!("pagefail: wrote {} rows to {}", rows.len(), path.display());
+        }
+        let stacks: Vec<(String, u64)> = agg
+            .stack_counts()
+            .into_iter()
+            .map(|(s, n)| (s.folded.clone(), n))
+            .collect();
+        if let Some(path) = &self.folded {
+            export::write_atomically(path, |w| export::write_folded(w, &stacks))?;
+            eprintln!(
+                "pagefail: wrote {} stacks to {}",
+                stacks.len(),
+                path.display()
+            );
+        }
+        if let Some(path) = &self.flamegraph {
+            if stacks.is_empty() {
+                eprintln!(
+                    "pagefail: no failure stacks: {} not written",
+                    path.display()
+                );
+            } else {
+                export::write_atomically(path, |w| {
+                    export::write_flamegraph(w, "pagefail: failed page allocations", &stacks)
+                })?;
+                eprintln!("pagefail: wrote flame graph {}", path.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether an error is a closed pipe (`pagefail ... | head`).
+#[must_use]
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<csv::Error>().is_some_and(|ce| {
+                matches!(ce.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+    })
+}
+
+/// A human table of summary rows, most failures first as given.
+#[must_use]
+pub fn rows_table(rows: &[SummaryRow]) -> String {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "*".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let mut s = format!(
+        "{:<16} {:>8} {:<8} {:<18} {:>5} {:>9} {:>6} {:<6}  {}\n",
+        "COMM", "PID", "CONTEXT", "PATH", "ORDER", "FAILURES", "WARNED", "ATOMIC", "GFP"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:<16} {:>8} {:<8} {:<18} {:>5} {:>9} {:>6} {:<6}  {}\n",
+            dash(&r.comm),
+            dash(&r.pid),
+            dash(&r.context),
+            dash(&r.path),
+            r.order.map_or_else(|| "*".to_owned(), |o| o.to_string()),
+            r.failures,
+            r.warned,
+            r.atomic.map_or("*", |a| if a { "yes" } else { "no" }),
+            if r.gfp.is_empty() {
+                "*".to_owned()
+            } else {
+                format!("{} ({})", r.gfp_flags, r.gfp)
+            },
+        ));
+        if !r.cgroup.is_empty() && r.cgroup != "/" {
+            s.push_str(&format!("    cgroup: {}\n", r.cgroup));
+        }
+        if !r.top_stack.is_empty() {
+            let frames: Vec<&str> = r.top_stack.rsplit(';').take(6).collect();
+            s.push_str(&format!("    top stack: {}\n", frames.join(" <- ")));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes_are_validated() {
+        assert_eq!(parse_ring_kib("64"), Ok(65536));
+        assert!(parse_ring_kib("3").is_err());
+        assert!(parse_ring_kib("100").is_err());
+        assert!(parse_ring_kib("x").is_err());
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised_through_context() {
+        let e = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("writing");
+        assert!(is_broken_pipe(&e));
+        assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+    }
+}

@@ -1,0 +1,245 @@
+//! A tracing session: attach, pump records into an aggregator, stop on a
+//! signal or deadline, detach and drain. Shared by `watch`, `record` and
+//! `check --sample`.
+
+use std::{future::Future, time::Duration};
+
+use anyhow::Context as _;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracer_common::FailureEvent;
+
+use crate::{
+    aggregate::{Aggregator, GroupBy, Window},
+    cgroup::CgroupResolver,
+    classify::Classifier,
+    events::EventStream,
+    probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},
+    symbolize::Kallsyms,
+};
+
+/// Why [`Session::next`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The interval timer fired.
+    Tick,
+    /// SIGHUP (configuration reload / reopen).
+    Hangup,
+    /// Stop: duration reached, SIGINT or SIGTERM.
+    Stop(&'static str),
+}
+
+/// Signals a session stops on, installed before attaching so a Ctrl-C
+/// during start-up is not lost.
+pub struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    /// Install SIGINT, SIGTERM and SIGHUP handlers.
+    ///
+    /// # Errors
+    /// When a handler cannot be installed (no tokio runtime).
+    pub fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
+/// An attached tracer feeding an aggregator.
+pub struct Session {
+    pub tracer: Tracer,
+    pub stream: EventStream,
+    pub agg: Aggregator,
+    /// Counter values at attach time.
+    pub baseline: Counters,
+    pub window: Window,
+    signals: Signals,
+    batch: Vec<FailureEvent>,
+}
+
+/// How rows are built.
+#[derive(Debug, Clone)]
+pub struct AggregateConfig {
+    pub by: GroupBy,
+    pub key_cap: usize,
+    pub classifier: Classifier,
+}
+
+impl Session {
+    /// Attach and prepare the aggregator. Kallsyms problems are reported on
+    /// stderr and stacks then stay raw addresses.
+    ///
+    /// # Errors
+    /// Probe set-up errors (privileges, kernel support).
+    pub fn start(
+        cfg: &ProbeConfig,
+        agg: &AggregateConfig,
+        signals: Signals,
+    ) -> anyhow::Result<Self> {
+        let mut tracer = Tracer::attach(cfg)?;
+        let window = Window::starting_now();
+        let baseline = tracer.counters()?;
+        let ring = tracer.take_ring()?;
+        let stream = EventStream::new(ring).context("registering the ring buffer with tokio")?;
+        let ksyms = Kallsyms::load().unwrap_or_else(|e| {
+            eprintln!("pagefail: {e}");
+            Kallsyms::default()
+        });
+        let agg = Aggregator::new(
+            tracer.gfp.clone(),
+            ksyms,
+            agg.classifier.clone(),
+            agg.key_cap,
+        )
+        .group_by(agg.by)
+        .with_cgroups(CgroupResolver::new());
+        Ok(Self {
+            tracer,
+            stream,
+            agg,
+            baseline,
+            window,
+            signals,
+            batch: Vec::new(),
+        })
+    }
+
+    /// Aggregate records until the interval ticks, a signal arrives or the
+    /// deadline passes. `on_record` sees each record after aggregation with
+    /// its stack id and whether the stack is new.
+    ///
+    /// # Errors
+    /// When reading the ring buffer fails.
+    pub async fn next(
+        &mut self,
+        tick: &mut tokio::time::Interval,
+        deadline: Option<tokio::time::Instant>,
+        on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool),
+    ) -> anyhow::Result<Step> {
+        loop {
+            let sleep = sleep_until(deadline);
+            tokio::select! {
+                r = self.stream.next_batch(&mut self.batch) => {
+                    r.context("reading the ring buffer")?;
+                    for ev in self.batch.drain(..) {
+                        let (sid, new) = self.agg.add(&ev);
+                        on_record(&self.agg, &ev, sid, new);
+                    }
+                }
+                _ = tick.tick() => return Ok(Step::Tick),
+                () = sleep => return Ok(Step::Stop("duration reached")),
+                _ = self.signals.int.recv() => return Ok(Step::Stop("interrupted")),
+                _ = self.signals.term.recv() => return Ok(Step::Stop("terminated")),
+                _ = self.signals.hup.recv() => return Ok(Step::Hangup),
+            }
+        }
+    }
+
+    /// Counters since attach.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn totals(&self) -> anyhow::Result<Counters> {
+        Ok(self.tracer.counters()?.since(&self.baseline))
+    }
+
+    /// Detach, then drain what is left: afterwards delivered + lost equals
+    /// matched exactly. Returns the final totals.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn finish(
+        &mut self,
+        on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool),
+    ) -> anyhow::Result<Counters> {
+        self.tracer.detach();
+        let mut rest = Vec::new();
+        self.stream.drain(&mut |ev| rest.push(*ev));
+        for ev in rest {
+            let (sid, new) = self.agg.add(&ev);
+            on_record(&self.agg, &ev, sid, new);
+        }
+        self.window.end = std::time::SystemTime::now();
+        self.totals()
+    }
+
+    /// One line about the attach, and one about `warn_alloc` when it matters.
+    #[must_use]
+    pub fn setup_report(&self, verbose: u8) -> String {
+        let t = &self.tracer;
+        let mut s = format!(
+            "pagefail: attached to mm_page_alloc ({}) in {} ms on {}; Ctrl-C to stop\n",
+            t.style,
+            t.attach_time.as_millis(),
+            t.features.release
+        );
+        if verbose > 0 {
+            for (style, why) in &t.fallbacks {
+                s.push_str(&format!("pagefail: {style} not used: {why}\n"));
+            }
+        }
+        match &t.warn_alloc {
+            WarnAllocProbe::Attached if verbose > 0 => {
+                s.push_str("pagefail: warn_alloc kprobe attached\n");
+            }
+            WarnAllocProbe::Unavailable(why) => s.push_str(&format!(
+                "pagefail: warn_alloc probe unavailable ({why}); failures are counted, `warned` stays 0\n"
+            )),
+            _ => {}
+        }
+        s
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Parse a duration argument (`5s`, `2m`, `1h30m`, or plain seconds).
+///
+/// # Errors
+/// A message for clap when it is not a positive duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .or_else(|_| s.parse::<u64>().map(Duration::from_secs))
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 5s, 2m, 1h)"))?;
+    if d.is_zero() {
+        return Err("the duration must be more than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// Run a future on a current-thread tokio runtime.
+///
+/// # Errors
+/// The future's error, or a runtime that cannot start.
+pub fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(fut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_validated() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+}
