@@ -8,5 +8,6 @@ pub mod cli;
 pub mod events;
 pub mod export;
 pub mod gfp;
+pub mod memory;
 pub mod probe;
 pub mod symbolize;
