@@ -656,3 +656,332 @@ impl Advice {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::tests::snapshot;
+
+    /// A row as `watch`/`logs` write it; `span_s` seconds from first to last failure.
+    fn row(
+        kernel: &str,
+        order: u32,
+        gfp: &str,
+        flags: &str,
+        failures: u64,
+        span_s: u32,
+        stack: &str,
+    ) -> SummaryRow {
+        SummaryRow {
+            window_start: "2026-03-01T10:00:00Z".into(),
+            window_end: "2026-03-01T10:01:00Z".into(),
+            host: "guest".into(),
+            kernel: kernel.into(),
+            comm: "ksoftirqd/0".into(),
+            pid: "12".into(),
+            cgroup: "/".into(),
+            context: "softirq".into(),
+            path: "tcp".into(),
+            order,
+            gfp: gfp.into(),
+            gfp_flags: flags.into(),
+            atomic: true,
+            failures,
+            warned: 0,
+            first_seen: "2026-03-01T10:00:10Z".into(),
+            last_seen: format!("2026-03-01T10:00:{}Z", 10 + span_s),
+            top_stack: stack.into(),
+        }
+    }
+
+    const K61: &str = "6.1.0-56-cloud-amd64";
+    const NET_STACK: &str = "ret_from_fork;kthread;smpboot_thread_fn;run_ksoftirqd;__do_softirq;net_rx_action;bond_start_xmit;skb_segment;__alloc_skb;kmalloc_reserve";
+
+    fn atomic_order3(failures: u64, span_s: u32) -> SummaryRow {
+        row(K61, 3, "0xa20", "GFP_ATOMIC", failures, span_s, NET_STACK)
+    }
+
+    fn assert_within_bounds(a: &Advice, snap: &Snapshot) {
+        let cap = snap.lowmem_pages() * snap.page_kb * ADVISED_MAX_PERCENT / 100;
+        for r in &a.recommendations {
+            let w = &r.watermark_scale_factor;
+            assert!(
+                (WATERMARK_SCALE_FACTOR_MIN..=WATERMARK_SCALE_FACTOR_MAX).contains(&w.suggested),
+                "{w:?}"
+            );
+            assert!(w.suggested >= w.current);
+            let m = &r.min_free_kbytes;
+            assert!(m.suggested >= MIN_FREE_KBYTES_DEFAULT_FLOOR, "{m:?}");
+            assert!(
+                m.suggested == m.current || m.suggested <= cap,
+                "{m:?} over {cap}"
+            );
+        }
+    }
+
+    #[test]
+    fn fragmented_zone_is_fragmentation_with_values_in_bounds() {
+        // advice-fragmented: the 6.1 guest with DMA32's free pages all in order 0 and 1.
+        let snap = snapshot("advice-fragmented");
+        // 500 failures over 5 s: 100 order-3 blocks/s = 800 pages.
+        let a = advise(&[atomic_order3(500, 5)], &snap, None);
+        assert_eq!(a.findings.len(), 1);
+        assert_eq!(a.findings[0].cause, Cause::Fragmentation);
+        assert!(
+            a.findings[0]
+                .explanation
+                .contains("0 free blocks of order >= 3"),
+            "{}",
+            a.findings[0].explanation
+        );
+        assert!(a.verdict.starts_with("fragmentation"), "{}", a.verdict);
+        let r = &a.recommendations[0];
+        assert_eq!(
+            (r.zone.as_str(), r.blocks_per_second, r.demand_pages),
+            ("node0 DMA32", 100, 800)
+        );
+        // gap 800 pages of 52007 managed: ceil(800 * 10000 / 52007) = 154.
+        assert_eq!(r.watermark_scale_factor.suggested, 154);
+        // GFP_ATOMIC may use 5/8 of min: min 1280; min_free_kbytes = ceil(1280 * 55847 / 52007) pages * 4.
+        assert_eq!(r.min_free_kbytes.suggested, 1375 * 4);
+        assert_eq!(r.min_free_kbytes.cost_kb, 1375 * 4 - 1845);
+        assert!(r.watermark_scale_factor.cost_kb > 0);
+        assert_within_bounds(&a, &snap);
+        assert!(a.cautions.iter().any(|c| c.contains("not measured")));
+        assert!(
+            a.cautions
+                .iter()
+                .any(|c| c.contains("watermarks count pages, not blocks"))
+        );
+        let text = a.to_text();
+        assert!(
+            text.contains("vm.watermark_scale_factor 10 -> 154"),
+            "{text}"
+        );
+        assert!(text.contains("FRAGMENTATION"), "{text}");
+    }
+
+    #[test]
+    fn exhausted_zone_is_exhaustion() {
+        // advice-exhausted: the 6.1 guest with DMA32 at 480 free pages (min 427, low 533).
+        let snap = snapshot("advice-exhausted");
+        let a = advise(&[atomic_order3(500, 5)], &snap, None);
+        assert_eq!(a.findings[0].cause, Cause::Exhaustion);
+        assert!(a.verdict.starts_with("exhaustion"), "{}", a.verdict);
+        assert_eq!(a.recommendations.len(), 1);
+        assert_within_bounds(&a, &snap);
+    }
+
+    #[test]
+    fn nowarn_only_failures_need_no_change() {
+        let snap = snapshot("advice-fragmented");
+        let rows = [
+            row(
+                K61,
+                3,
+                "0x2a20",
+                "GFP_ATOMIC|__GFP_NOWARN",
+                40_000,
+                2,
+                NET_STACK,
+            ),
+            // An opportunistic order-3 try: GFP_NOWAIT|__GFP_NORETRY (tcp_sendmsg's page frag).
+            row(
+                K61,
+                3,
+                "0x10800",
+                "GFP_NOWAIT|__GFP_NORETRY",
+                9000,
+                2,
+                "tcp_sendmsg;skb_page_frag_refill",
+            ),
+        ];
+        let a = advise(&rows, &snap, None);
+        assert!(
+            a.findings
+                .iter()
+                .all(|f| f.cause == Cause::ExpectedFallback),
+            "{a:?}"
+        );
+        assert!(a.recommendations.is_empty());
+        assert!(a.verdict.contains("no change needed"), "{}", a.verdict);
+        assert!(a.cautions.is_empty());
+    }
+
+    #[test]
+    fn accounted_failures_with_free_memory_are_the_memcg_limit() {
+        // 6.18 host: Normal has 58932 free pages (high 17611) and order >= 6 blocks.
+        let snap = snapshot("6.18");
+        let trigger = row(
+            "6.18.44-fc-v669",
+            6,
+            "0x4428c0",
+            "GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_COMP|__GFP_ACCOUNT",
+            1,
+            0,
+            "entry_SYSCALL_64;do_syscall_64;__x64_sys_dup2;ksys_dup3;expand_files;alloc_fdtable;__kvmalloc_node_noprof;__kmalloc_large_node_noprof;___kmalloc_large_node",
+        );
+        let a = advise(&[trigger], &snap, None);
+        assert_eq!(a.findings[0].cause, Cause::MemcgLimit);
+        assert!(
+            a.recommendations.is_empty(),
+            "no sysctl change for a memcg limit"
+        );
+        assert!(
+            a.verdict.contains("memcg limit, not zone watermarks"),
+            "{}",
+            a.verdict
+        );
+        assert!(a.findings[0].explanation.contains("cgroup"));
+        // The same accounted request where the zone has no room is judged by the zone.
+        let frag = snapshot("advice-fragmented");
+        let mut r = row(
+            K61,
+            3,
+            "0x400a20",
+            "GFP_ATOMIC|__GFP_ACCOUNT",
+            10,
+            1,
+            NET_STACK,
+        );
+        r.kernel = K61.into();
+        assert_eq!(
+            advise(&[r], &frag, None).findings[0].cause,
+            Cause::Fragmentation
+        );
+    }
+
+    #[test]
+    fn nowait_requests_get_no_min_free_raise() {
+        // GFP_NOWAIT lacks __GFP_HIGH: memory below min is closed to it.
+        let snap = snapshot("advice-fragmented");
+        let a = advise(
+            &[row(K61, 2, "0x800", "GFP_NOWAIT", 300, 3, NET_STACK)],
+            &snap,
+            None,
+        );
+        let r = &a.recommendations[0];
+        assert_eq!(r.min_free_kbytes.suggested, r.min_free_kbytes.current);
+        assert!(r.min_free_kbytes.note.contains("lack __GFP_HIGH"));
+        assert!(r.watermark_scale_factor.suggested > 10);
+    }
+
+    #[test]
+    fn huge_bursts_are_capped_at_the_bounds() {
+        let snap = snapshot("advice-exhausted");
+        let a = advise(
+            &[row(K61, 4, "0xa20", "GFP_ATOMIC", 1_000_000, 1, NET_STACK)],
+            &snap,
+            None,
+        );
+        let r = &a.recommendations[0];
+        assert!(
+            r.min_free_kbytes.capped && r.watermark_scale_factor.capped,
+            "{r:?}"
+        );
+        assert_eq!(
+            r.watermark_scale_factor.suggested,
+            WATERMARK_SCALE_FACTOR_MAX
+        );
+        assert_eq!(r.min_free_kbytes.suggested, 55_847 * 4 * 5 / 100);
+        assert_within_bounds(&a, &snap);
+        assert!(a.to_text().contains("CAPPED"));
+    }
+
+    #[test]
+    fn drops_are_reported_and_their_absence_cautions() {
+        let snap = snapshot("advice-fragmented");
+        let none = NetDrops {
+            softnet_dropped: 0,
+            listen_drops: Some(0),
+            listen_overflows: Some(0),
+            backlog_drops: Some(0),
+        };
+        let a = advise(&[atomic_order3(50, 5)], &snap, Some(none));
+        assert!(
+            a.cautions
+                .iter()
+                .any(|c| c.contains("no packet drops were counted")),
+            "{:?}",
+            a.cautions
+        );
+        let some = NetDrops {
+            listen_drops: Some(7),
+            ..none
+        };
+        let a = advise(&[atomic_order3(50, 5)], &snap, Some(some));
+        assert!(!a.cautions.iter().any(|c| c.contains("packet drops")));
+        assert!(a.to_text().contains("ListenDrops 7"));
+    }
+
+    #[test]
+    fn transient_failures_are_not_explained_by_the_state_now() {
+        let a = advise(
+            &[row("6.18.44", 3, "0x820", "GFP_ATOMIC", 5, 1, NET_STACK)],
+            &snapshot("6.18"),
+            None,
+        );
+        assert_eq!(a.findings[0].cause, Cause::NotExplainedNow);
+        assert!(a.recommendations.is_empty());
+    }
+
+    #[test]
+    fn gfp_marks_from_names_and_bits() {
+        let r = row(
+            "6.18.44",
+            6,
+            "0x4428c0",
+            "GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_COMP|__GFP_ACCOUNT",
+            1,
+            0,
+            "",
+        );
+        let m = GfpMarks::of_row(&r);
+        assert!(
+            m.account && m.nowarn && !m.high && !m.direct_reclaim,
+            "{m:?}"
+        );
+        // 4.9: bit layout differs; names only. GFP_ATOMIC was 0x2080020 there.
+        let r = row("4.9.0", 1, "0x2080020", "GFP_ATOMIC", 1, 0, "");
+        assert_eq!(
+            GfpMarks::of_row(&r),
+            GfpMarks {
+                high: true,
+                ..GfpMarks::default()
+            }
+        );
+        let r = row(
+            "4.9.0",
+            1,
+            "0x14000c0",
+            "GFP_KERNEL_ACCOUNT|__GFP_NOWARN",
+            1,
+            0,
+            "",
+        );
+        let m = GfpMarks::of_row(&r);
+        assert!(m.account && m.nowarn && m.direct_reclaim && !m.high);
+    }
+
+    #[test]
+    fn default_min_free_kbytes_follows_the_kernel() {
+        assert_eq!(
+            default_min_free_kbytes(1 << 20),
+            4096,
+            "1 GiB: 4 * sqrt(1048576)"
+        );
+        assert_eq!(default_min_free_kbytes(16 << 20), 16_384);
+        assert_eq!(default_min_free_kbytes(512), MIN_FREE_KBYTES_DEFAULT_FLOOR);
+        assert_eq!(
+            default_min_free_kbytes(16 << 30),
+            MIN_FREE_KBYTES_DEFAULT_CEILING
+        );
+    }
+
+    #[test]
+    fn no_rows_no_change() {
+        let a = advise(&[], &snapshot("6.18"), None);
+        assert!(a.findings.is_empty() && a.recommendations.is_empty());
+        assert!(a.verdict.contains("nothing to change"));
+    }
+}
