@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracer::cli::watch;
+use tracer::cli::{check, watch};
 
 /// Trace failed page allocations: who failed, where, what, and why.
 ///
@@ -29,6 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Watch(watch::WatchArgs),
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Watch(args) => run_async(watch::run(args, cli.verbose)),
+        Command::Check(args) => check::run(args, cli.verbose),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
