@@ -91,8 +91,11 @@ pub struct GfpMarks {
     pub direct_reclaim: bool,
 }
 
+/// Sets one mark.
+type SetMark = fn(&mut GfpMarks);
+
 /// Bit values of Linux 5.1 and later (unchanged through 6.18 for these bits).
-const BITS_5_1: [(u64, fn(&mut GfpMarks)); 5] = [
+const BITS_5_1: [(u64, SetMark); 5] = [
     (0x20, |m| m.high = true),
     (0x400, |m| m.direct_reclaim = true),
     (0x2000, |m| m.nowarn = true),
@@ -468,7 +471,7 @@ pub fn advise(rows: &[SummaryRow], snap: &Snapshot, drops: Option<NetDrops>) -> 
     let mut recommendations = Vec::new();
     for ((order, cause), group) in &groups {
         let mut sorted = group.clone();
-        sorted.sort_by(|a, b| b.failures.cmp(&a.failures));
+        sorted.sort_by_key(|r| std::cmp::Reverse(r.failures));
         findings.push(Finding {
             order: *order,
             cause: *cause,
