@@ -8,6 +8,7 @@ pub mod cli;
 pub mod events;
 pub mod export;
 pub mod gfp;
+pub mod memory;
 pub mod probe;
 pub mod session;
 pub mod symbolize;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracer::{
-    cli::{report, watch},
+    cli::{check, report, watch},
     session,
 };
 
@@ -33,6 +33,7 @@ struct Cli {
 enum Command {
     Watch(watch::WatchArgs),
     Report(report::ReportArgs),
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Watch(args) => session::block_on(watch::run(args, cli.verbose)),
         Command::Report(args) => report::run(&args),
+        Command::Check(args) => check::run(args, cli.verbose),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

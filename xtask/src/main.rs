@@ -106,8 +106,56 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Totals of cargo's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestTotals {
+    /// Add the counts of one `test result: ok. 4 passed; 0 failed; 1 ignored; ...` line.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result:") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match kind {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Run a `cargo test` command, echoing its output and adding up its results.
+fn run_tests(mut cmd: Command, totals: &mut TestTotals) -> anyhow::Result<bool> {
+    use std::io::{BufRead as _, BufReader};
+    eprintln!("xtask: {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add_line(&line);
+    }
+    Ok(child.wait()?.success())
+}
+
 fn test() -> anyhow::Result<()> {
     setup::ensure_toolchain()?;
+    let mut totals = TestTotals::default();
     // Unit tier: no root needed.
     let mut c = cargo();
     c.args([
@@ -121,15 +169,58 @@ fn test() -> anyhow::Result<()> {
         "--lib",
         "--bins",
     ]);
-    run(c)?;
+    let unit_ok = run_tests(c, &mut totals)?;
     // Kernel tier: loads the real program; serial, since tests share kernel state.
     let bin = build_release()?;
     let mut c = cargo();
-    c.args(["test", "-p", "pagefail-tests", "--", "--test-threads=1"])
-        .env("PAGEFAIL_BIN", &bin);
+    c.args([
+        "test",
+        "-p",
+        "pagefail-tests",
+        "--tests",
+        "--",
+        "--test-threads=1",
+    ])
+    .env("PAGEFAIL_BIN", &bin);
     if std::env::var_os("CI").is_some() {
         // In CI a missing capability is a failure, not a skip.
         c.env("PAGEFAIL_REQUIRE_BPF", "1");
     }
-    run(c)
+    let kernel_ok = run_tests(c, &mut totals)?;
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if !(unit_ok && kernel_ok) || totals.failed > 0 {
+        bail!("test failures");
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn adds_up_cargo_result_lines() {
+        let mut t = TestTotals::default();
+        t.add_line(
+            "test result: ok. 63 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+        );
+        t.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("running 4 tests");
+        assert_eq!(
+            t,
+            TestTotals {
+                passed: 66,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
 }

@@ -1,5 +1,7 @@
 //! The `pagefail` command line: one file per subcommand.
 
+pub mod check;
 pub mod common;
 pub mod report;
+pub mod sample;
 pub mod watch;

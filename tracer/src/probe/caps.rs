@@ -5,8 +5,23 @@ use std::fs;
 use super::KernelFeatures;
 
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_SYSLOG: u32 = 34;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
+
+/// The capabilities tracing needs, by name, and whether `eff` holds each:
+/// CAP_BPF and CAP_PERFMON (5.8+) or CAP_SYS_ADMIN to load and attach,
+/// CAP_SYSLOG to read kernel addresses from /proc/kallsyms (symbolized stacks).
+#[must_use]
+pub fn listed(eff: u64) -> [(&'static str, bool); 4] {
+    let has = |c: u32| eff & (1 << c) != 0;
+    [
+        ("CAP_BPF", has(CAP_BPF)),
+        ("CAP_PERFMON", has(CAP_PERFMON)),
+        ("CAP_SYS_ADMIN", has(CAP_SYS_ADMIN)),
+        ("CAP_SYSLOG", has(CAP_SYSLOG)),
+    ]
+}
 
 /// The effective capability set of this process (`CapEff` in /proc/self/status).
 #[must_use]
@@ -78,6 +93,21 @@ mod tests {
                 .unwrap()
                 .contains("CAP_SYS_ADMIN")
         );
+    }
+
+    #[test]
+    fn lists_capabilities_by_name() {
+        let l = listed(1 << CAP_BPF | 1 << CAP_SYSLOG);
+        assert_eq!(
+            l,
+            [
+                ("CAP_BPF", true),
+                ("CAP_PERFMON", false),
+                ("CAP_SYS_ADMIN", false),
+                ("CAP_SYSLOG", true)
+            ]
+        );
+        assert!(listed(0x1ff_feff_ffff).iter().all(|(_, has)| *has));
     }
 
     #[test]

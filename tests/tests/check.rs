@@ -1,0 +1,136 @@
+//! `pagefail check` on this machine: every support line as this kernel has
+//! it, and advice for the memcg trigger's failure row.
+
+use std::{fs, process::Command};
+
+use pagefail_tests::{bpf_available, pagefail_bin};
+use serde_json::Value;
+use tracer::export::CSV_HEADER;
+
+fn check(args: &[&str]) -> (String, String) {
+    let out = Command::new(pagefail_bin())
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("run pagefail check");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "pagefail check failed:\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+fn status<'a>(report: &'a Value, name: &str) -> &'a str {
+    report["support"]
+        .as_array()
+        .expect("support lines")
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap_or_else(|| panic!("no support line {name}"))["status"]
+        .as_str()
+        .expect("status")
+}
+
+#[test]
+fn check_reports_this_kernel_as_it_is() {
+    if !bpf_available("check_reports_this_kernel_as_it_is") {
+        return;
+    }
+    let (json, _) = check(&["--json"]);
+    let report: Value = serde_json::from_str(&json).expect("check --json is JSON");
+    assert_eq!(report["probed"], true, "root probes by default");
+    let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    for (name, want) in [
+        ("kernel version", "ok"),
+        ("BTF", "ok"),
+        ("ring buffer", "ok"),
+        ("raw tracepoint", "ok"),
+        ("BTF tracepoint", "ok"),
+        ("classic tracepoint", "ok"),
+        ("kprobes (warn_alloc)", if kprobes { "ok" } else { "no" }),
+        ("tracefs", "ok"),
+        ("CAP_BPF", "ok"),
+        ("CAP_PERFMON", "ok"),
+        ("CAP_SYS_ADMIN", "ok"),
+        ("CAP_SYSLOG", "ok"),
+    ] {
+        assert_eq!(status(&report, name), want, "{name}");
+    }
+    let lockdown = std::path::Path::new("/sys/kernel/security/lockdown").exists();
+    if !lockdown {
+        assert_eq!(status(&report, "lockdown"), "unknown");
+    }
+    let zones = report["zones"].as_array().expect("zones");
+    assert!(
+        zones
+            .iter()
+            .any(|z| z["zone"] == "Normal" || z["zone"] == "DMA32")
+    );
+    assert!(report["sysctls"]["min_free_kbytes"].as_u64().unwrap() >= 128);
+
+    let (text, _) = check(&[]);
+    assert!(text.contains("OK  raw tracepoint        raw_tp: loaded and attached (verified) -> pagefail will use this"), "{text}");
+    assert!(text.contains("free blocks per order"), "{text}");
+    assert!(text.contains("vm.min_free_kbytes"), "{text}");
+}
+
+#[test]
+fn check_from_memcg_trigger_row_says_memcg_limit() {
+    let dir = std::env::temp_dir().join(format!("pagefail-check-test-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let csv_path = dir.join("memcg.csv");
+    let mut w = csv::Writer::from_path(&csv_path).expect("create csv");
+    w.write_record(CSV_HEADER).expect("header");
+    w.write_record([
+        "2026-03-01T10:00:00Z",
+        "2026-03-01T10:00:05Z",
+        "host",
+        "6.18.44-fc-v669",
+        "memcg-trigger",
+        "4242",
+        "/pagefail-test",
+        "task",
+        "none",
+        "6",
+        "0x4428c0",
+        "GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_COMP|__GFP_ACCOUNT",
+        "true",
+        "1",
+        "0",
+        "2026-03-01T10:00:01Z",
+        "2026-03-01T10:00:01Z",
+        "entry_SYSCALL_64_after_hwframe;do_syscall_64;__x64_sys_dup2;ksys_dup3;expand_files;alloc_fdtable;__kvmalloc_node_noprof;__kmalloc_large_node_noprof;___kmalloc_large_node",
+    ])
+    .expect("row");
+    w.flush().expect("flush");
+    drop(w);
+
+    let path = csv_path.to_str().expect("utf-8 path");
+    let (json, _) = check(&["--no-probe", "--json", "--from", path]);
+    let report: Value = serde_json::from_str(&json).expect("JSON");
+    let advice = &report["advice"];
+    assert_eq!(advice["findings"][0]["cause"], "memcg_limit", "{advice}");
+    assert_eq!(advice["findings"][0]["order"], 6);
+    assert!(
+        advice["recommendations"]
+            .as_array()
+            .expect("array")
+            .is_empty()
+    );
+    let verdict = advice["verdict"].as_str().expect("verdict");
+    assert!(
+        verdict.contains("memcg limit, not zone watermarks"),
+        "{verdict}"
+    );
+
+    let (text, _) = check(&["--no-probe", "--from", path]);
+    assert!(text.contains("MEMCG LIMIT"), "{text}");
+    assert!(text.contains("No sysctl change helps"), "{text}");
+    assert!(
+        !text.contains("-> ") || !text.contains("vm.min_free_kbytes 67584 ->"),
+        "{text}"
+    );
+    fs::remove_dir_all(&dir).expect("clean up");
+}

@@ -1,0 +1,634 @@
+//! `pagefail check`: what this kernel supports and what pagefail will use,
+//! the memory state now, and advice for observed failures.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use crate::{
+    export::{CSV_HEADER, SummaryRow},
+    memory::{
+        NetDrops, Snapshot, SnapshotSummary, VmStat,
+        advice::{self, Advice},
+        pages_text,
+    },
+    probe::{
+        AttachStyle, KernelFeatures, ProbeConfig, Tracer, WarnAllocProbe, caps,
+        support::{attach_plan, find_tracefs},
+    },
+};
+
+/// Say what this kernel supports, show the memory state, and explain failures.
+///
+/// Lists each kernel feature pagefail uses (BTF, raw/BTF/classic tracepoint,
+/// kprobes, ring buffer, lockdown, capabilities, tracefs) as OK or NO with its
+/// consequence; as root, each attach style is verified by loading and
+/// attaching it. Then the zones' free blocks per order and watermarks. With
+/// `--from` or `--sample`, says whether the failures come from
+/// fragmentation, exhaustion or a memory cgroup limit, and which
+/// min_free_kbytes / watermark_scale_factor values would have kept a reserve.
+///
+/// Examples:
+///   sudo pagefail check
+///   sudo pagefail check --sample 10s
+///   pagefail check --from failures.csv --no-probe
+///   sudo pagefail check --json --from failures.csv
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Verify attach styles by loading and attaching them (default when the
+    /// process may load BPF programs).
+    #[arg(long, overrides_with = "no_probe")]
+    pub probe: bool,
+    /// Do not load anything: report what the kernel advertises only.
+    #[arg(long)]
+    pub no_probe: bool,
+    /// Explain the failures of this CSV summary (`pagefail watch --csv`, `pagefail logs`).
+    #[arg(long, value_name = "FILE", conflicts_with = "sample")]
+    pub from: Option<PathBuf>,
+    /// Trace failures live for this long (e.g. 10s), then explain them.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub sample: Option<Duration>,
+    /// With --sample: also failures of requests that may sleep (default: atomic only).
+    #[arg(long, requires = "sample")]
+    pub all: bool,
+    /// Print JSON for tools instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .or_else(|_| s.parse::<u64>().map(Duration::from_secs))
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 10s, 1m)"))?;
+    if d.is_zero() {
+        return Err("the sample must last more than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// OK, NO or unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    No,
+    Unknown,
+}
+
+impl Status {
+    fn of(ok: bool) -> Self {
+        if ok { Self::Ok } else { Self::No }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::No => "NO",
+            Self::Unknown => "??",
+        }
+    }
+}
+
+/// One line of the support table.
+#[derive(Debug, Clone, Serialize)]
+pub struct SupportLine {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+    pub consequence: String,
+}
+
+fn line(name: &str, status: Status, detail: String, consequence: &str) -> SupportLine {
+    SupportLine {
+        name: name.to_owned(),
+        status,
+        detail,
+        consequence: consequence.to_owned(),
+    }
+}
+
+/// The lockdown mode: the bracketed word of `/sys/kernel/security/lockdown`.
+fn lockdown_mode(text: &str) -> Option<&str> {
+    let start = text.find('[')?;
+    let end = text[start..].find(']')?;
+    Some(&text[start + 1..start + end])
+}
+
+/// The support table. `probed`: per attach style, Ok(kprobe state) or the error.
+fn support_lines(
+    f: &KernelFeatures,
+    tracefs_before: Option<&str>,
+    eff: Option<u64>,
+    probed: Option<&[(AttachStyle, Result<WarnAllocProbe, String>)]>,
+) -> Vec<SupportLine> {
+    let mut out = Vec::new();
+    let v = f.version;
+    out.push(line(
+        "kernel version",
+        Status::of(v.is_some_and(|v| v.at_least(5, 8))),
+        f.release.clone(),
+        if v.is_some_and(|v| v.at_least(5, 8)) {
+            "5.8 or later: ring buffer, CAP_BPF/CAP_PERFMON"
+        } else {
+            "before 5.8: no BPF ring buffer, pagefail cannot trace here; use `pagefail logs`"
+        },
+    ));
+    out.push(line(
+        "BTF",
+        Status::of(f.btf),
+        "/sys/kernel/btf/vmlinux".to_owned(),
+        if f.btf {
+            "tp_btf attach possible"
+        } else {
+            "no tp_btf; the raw tracepoint needs no BTF"
+        },
+    ));
+    let any_attached = probed.is_some_and(|p| p.iter().any(|(_, r)| r.is_ok()));
+    out.push(line(
+        "ring buffer",
+        Status::of(f.has_ringbuf()),
+        if any_attached {
+            "created and attached (verified)".to_owned()
+        } else {
+            "needs 5.8 (by version)".to_owned()
+        },
+        if f.has_ringbuf() {
+            "failure records reach userspace; losses are counted"
+        } else {
+            "pagefail cannot trace; use `pagefail logs`"
+        },
+    ));
+    let plan = attach_plan(f, None);
+    let first_ok = probed.and_then(|p| p.iter().find(|(_, r)| r.is_ok()).map(|(s, _)| *s));
+    for (style, name) in [
+        (AttachStyle::Raw, "raw tracepoint"),
+        (AttachStyle::Btf, "BTF tracepoint"),
+        (AttachStyle::Classic, "classic tracepoint"),
+    ] {
+        let chosen = first_ok == Some(style);
+        let (status, detail) = match probed.and_then(|p| p.iter().find(|(s, _)| *s == style)) {
+            Some((_, Ok(_))) => (
+                Status::Ok,
+                format!("{style}: loaded and attached (verified)"),
+            ),
+            Some((_, Err(e))) => (Status::No, format!("{style}: {e}")),
+            None if plan.contains(&style) => (
+                Status::Unknown,
+                format!("{style}: planned, not verified (run as root, or --probe)"),
+            ),
+            None => (Status::No, format!("{style}: not offered by this kernel")),
+        };
+        let consequence = match (status, chosen) {
+            (Status::Ok, true) => "pagefail will use this",
+            (Status::Ok, false) => "fallback, not needed",
+            (Status::No, _) => "not used",
+            _ => "used if it attaches",
+        };
+        out.push(line(name, status, detail, consequence));
+    }
+    let warn = probed.and_then(|p| p.iter().find_map(|(_, r)| r.as_ref().ok()));
+    let (status, detail) = match warn {
+        Some(WarnAllocProbe::Attached) => (
+            Status::Ok,
+            "warn_alloc kprobe attached (verified)".to_owned(),
+        ),
+        Some(WarnAllocProbe::Unavailable(why)) => (Status::No, why.clone()),
+        _ => (
+            Status::of(f.kprobes),
+            if f.kprobes {
+                "kprobe PMU present".to_owned()
+            } else {
+                "no kprobe PMU or kprobe_events (CONFIG_KPROBES off)".to_owned()
+            },
+        ),
+    };
+    out.push(line(
+        "kprobes (warn_alloc)",
+        status,
+        detail,
+        if status == Status::Ok {
+            "failures the kernel warned about are marked `warned`"
+        } else {
+            "failures are still counted; `warned` stays 0"
+        },
+    ));
+    out.push(line(
+        "tracefs",
+        Status::of(tracefs_before.is_some()),
+        tracefs_before.map_or_else(|| "not mounted".to_owned(), |t| format!("mounted at {t}")),
+        if tracefs_before.is_some() {
+            "gfp names and record layout read from the format file"
+        } else {
+            "pagefail mounts it at /sys/kernel/tracing when it starts (root needed)"
+        },
+    ));
+    let lockdown_path = Path::new("/sys/kernel/security/lockdown");
+    let (status, detail, consequence) = match fs::read_to_string(lockdown_path) {
+        Ok(t) => match lockdown_mode(&t) {
+            Some("none") => (Status::Ok, "none".to_owned(), "no restriction on tracing"),
+            Some("integrity") => (
+                Status::Ok,
+                "integrity".to_owned(),
+                "tracepoints and kprobes allowed; BPF writes to user memory refused",
+            ),
+            Some(m) => (
+                Status::No,
+                m.to_owned(),
+                "kprobes, tracefs and BPF kernel reads refused: pagefail cannot trace; use `pagefail logs`",
+            ),
+            None => (Status::Unknown, t.trim().to_owned(), "cannot tell"),
+        },
+        Err(_) => (
+            Status::Unknown,
+            format!("{} absent", lockdown_path.display()),
+            "unknown (securityfs not mounted or no lockdown LSM); attaching decides",
+        ),
+    };
+    out.push(line("lockdown", status, detail, consequence));
+    let names = eff.map(caps::listed);
+    for (i, (cap, why)) in [
+        ("CAP_BPF", "load BPF programs and maps (5.8+)"),
+        ("CAP_PERFMON", "attach to tracepoints and kprobes (5.8+)"),
+        (
+            "CAP_SYS_ADMIN",
+            "replaces CAP_BPF + CAP_PERFMON; needed before 5.8",
+        ),
+        (
+            "CAP_SYSLOG",
+            "read kernel addresses in /proc/kallsyms: symbolized stacks",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let status = names.map_or(Status::Unknown, |n| Status::of(n[i].1));
+        out.push(line(
+            cap,
+            status,
+            if status == Status::Ok {
+                "present".to_owned()
+            } else {
+                "missing".to_owned()
+            },
+            why,
+        ));
+    }
+    out
+}
+
+/// Load and attach each style on its own; the first success also tries the kprobe.
+fn probe_styles() -> Vec<(AttachStyle, Result<WarnAllocProbe, String>)> {
+    let mut kprobe_tried = false;
+    [AttachStyle::Raw, AttachStyle::Btf, AttachStyle::Classic]
+        .into_iter()
+        .map(|style| {
+            let cfg = ProbeConfig {
+                force_style: Some(style),
+                warn_alloc: !kprobe_tried,
+                ..ProbeConfig::default()
+            };
+            let r = match Tracer::attach(&cfg) {
+                Ok(mut t) => {
+                    kprobe_tried = true;
+                    t.detach();
+                    Ok(t.warn_alloc.clone())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            (style, r)
+        })
+        .collect()
+}
+
+/// Everything `check` found, for `--json`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub kernel: String,
+    pub probed: bool,
+    pub support: Vec<SupportLine>,
+    pub page_kb: u64,
+    pub zones: Vec<SnapshotSummary>,
+    pub sysctls: crate::memory::Sysctls,
+    /// `(counter, value)`: since boot, or over the sample.
+    pub vmstat: Vec<(String, u64)>,
+    pub vmstat_over_sample: bool,
+    pub pagetypeinfo_note: Option<String>,
+    pub advice: Option<Advice>,
+    /// Failures seen by `--sample`, by order (index = order).
+    pub sampled_failures_by_order: Option<Vec<u64>>,
+}
+
+fn read_rows(path: &Path) -> anyhow::Result<Vec<SummaryRow>> {
+    let mut r =
+        csv::Reader::from_path(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let header: Vec<String> = r
+        .headers()
+        .with_context(|| format!("cannot read the header of {}", path.display()))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    if header != CSV_HEADER {
+        anyhow::bail!(
+            "{} is not a pagefail CSV summary: expected the header `{}` (from `pagefail watch --csv` or `pagefail logs`)",
+            path.display(),
+            CSV_HEADER.join(",")
+        );
+    }
+    r.deserialize()
+        .enumerate()
+        .map(|(i, row)| row.with_context(|| format!("{} row {}", path.display(), i + 2)))
+        .collect()
+}
+
+fn vmstat_list(v: &VmStat) -> Vec<(String, u64)> {
+    v.watched()
+        .into_iter()
+        .map(|(n, c)| (n.to_owned(), c))
+        .collect()
+}
+
+/// Run `pagefail check`.
+///
+/// # Errors
+/// Unreadable memory-state files, an unreadable `--from` file, or a failed sample.
+pub fn run(args: CheckArgs, verbose: u8) -> anyhow::Result<()> {
+    let features = KernelFeatures::detect();
+    let tracefs_before = find_tracefs();
+    let eff = caps::effective();
+    let may_load = eff.is_some_and(|e| caps::missing(e, features.has_cap_bpf()).is_none());
+    let probe = !args.no_probe && (args.probe || may_load);
+    let probed = probe.then(probe_styles);
+    let support = support_lines(&features, tracefs_before.as_deref(), eff, probed.as_deref());
+
+    let before = Snapshot::take().context("reading the memory state")?;
+    let drops_before = NetDrops::read().ok();
+    let (rows, sampled, snap, vmstat, drops) = if let Some(path) = &args.from {
+        let rows = read_rows(path)?;
+        let vm = vmstat_list(&before.vmstat);
+        (Some(rows), None, before, vm, None)
+    } else if let Some(d) = args.sample {
+        if !args.json {
+            eprintln!(
+                "pagefail: sampling {} failures for {}...",
+                if args.all { "all" } else { "atomic" },
+                humantime::format_duration(d)
+            );
+        }
+        let cfg = ProbeConfig {
+            atomic_only: !args.all,
+            ..ProbeConfig::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let sample = rt.block_on(super::sample::collect(&cfg, d))?;
+        let after = Snapshot::take().context("reading the memory state after the sample")?;
+        let vm = vmstat_list(&after.vmstat.since(&before.vmstat));
+        let drops = match (drops_before, NetDrops::read()) {
+            (Some(b), Ok(a)) => Some(a.since(&b)),
+            _ => None,
+        };
+        (
+            Some(sample.rows),
+            Some(sample.totals.fails),
+            after,
+            vm,
+            drops,
+        )
+    } else {
+        let vm = vmstat_list(&before.vmstat);
+        (None, None, before, vm, None)
+    };
+    let advice = rows.as_deref().map(|r| advice::advise(r, &snap, drops));
+    let report = Report {
+        kernel: features.release.clone(),
+        probed: probe,
+        support,
+        page_kb: snap.page_kb,
+        zones: snap.summaries(),
+        sysctls: snap.sysctls,
+        vmstat,
+        vmstat_over_sample: args.sample.is_some(),
+        pagetypeinfo_note: snap.pagetype_note.clone(),
+        advice,
+        sampled_failures_by_order: sampled,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        );
+    } else {
+        print!("{}", text(&report, &snap, args.from.as_deref(), verbose));
+    }
+    Ok(())
+}
+
+fn text(r: &Report, snap: &Snapshot, from: Option<&Path>, verbose: u8) -> String {
+    let mut s = format!(
+        "pagefail check on kernel {}\n\nkernel support{}:\n",
+        r.kernel,
+        if r.probed {
+            " (each attach style loaded and attached)"
+        } else {
+            " (advertised, not verified: run as root to probe)"
+        }
+    );
+    for l in &r.support {
+        s.push_str(&format!(
+            "  {:<2}  {:<21} {} -> {}\n",
+            l.status.label(),
+            l.name,
+            l.detail,
+            l.consequence
+        ));
+    }
+    let kb = r.page_kb;
+    s.push_str(&format!(
+        "\nmemory now ({} KiB pages): vm.min_free_kbytes {}, vm.watermark_scale_factor {}, vm.watermark_boost_factor {}\n",
+        kb,
+        r.sysctls.min_free_kbytes,
+        r.sysctls.watermark_scale_factor,
+        r.sysctls
+            .watermark_boost_factor
+            .map_or_else(|| "n/a".to_owned(), |v| v.to_string())
+    ));
+    s.push_str(&format!(
+        "  {:<13} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11}\n",
+        "ZONE", "MANAGED", "FREE", "MIN", "LOW", "HIGH", "FREE-MIN", "HIGHATOMIC"
+    ));
+    for z in &r.zones {
+        s.push_str(&format!(
+            "  {:<13} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11}\n",
+            format!("node{} {}", z.node, z.zone),
+            pages_text(z.managed, kb),
+            pages_text(z.free, kb),
+            pages_text(z.min, kb),
+            pages_text(z.low, kb),
+            pages_text(z.high, kb),
+            if z.free_above_min >= 0 {
+                pages_text(z.free_above_min.unsigned_abs(), kb)
+            } else {
+                format!("-{}", pages_text(z.free_above_min.unsigned_abs(), kb))
+            },
+            z.highatomic_blocks
+                .map_or_else(|| "n/a".to_owned(), |b| format!("{b} blocks")),
+        ));
+    }
+    let orders = snap.buddy.iter().map(|b| b.free.len()).max().unwrap_or(0);
+    s.push_str("\n  free blocks per order\n");
+    s.push_str(&format!("  {:<13}", "ZONE"));
+    for o in 0..orders {
+        s.push_str(&format!(" {:>6}", format!("o{o}")));
+    }
+    s.push('\n');
+    for b in &snap.buddy {
+        s.push_str(&format!("  {:<13}", format!("node{} {}", b.node, b.zone)));
+        for n in &b.free {
+            s.push_str(&format!(" {n:>6}"));
+        }
+        s.push('\n');
+    }
+    if let Some(note) = &r.pagetypeinfo_note {
+        s.push_str(&format!("  (highatomic reserve unknown: {note})\n"));
+    }
+    let counters: Vec<String> = r.vmstat.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    s.push_str(&format!(
+        "\nvmstat {}: {}\n",
+        if r.vmstat_over_sample {
+            "over the sample"
+        } else {
+            "since boot"
+        },
+        counters.join(", ")
+    ));
+    match &r.advice {
+        None => s.push_str(
+            "\nadvice: pass --from FILE.csv (from `pagefail watch --csv`) or --sample 10s to explain failures\n",
+        ),
+        Some(a) => {
+            s.push_str("\nadvice");
+            if let Some(p) = from {
+                s.push_str(&format!(
+                    " for {} (judged against the memory state now, not at the time of the failures)",
+                    p.display()
+                ));
+            }
+            if let Some(by_order) = &r.sampled_failures_by_order {
+                let total: u64 = by_order.iter().sum();
+                s.push_str(&format!(" for the sample ({total} failures of any kind)"));
+            }
+            s.push_str(":\n");
+            s.push_str(&a.to_text());
+        }
+    }
+    if verbose > 0 {
+        s.push_str(&format!("\n{}\n", crate::memory::one_line(snap, 0)));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn features(kprobes: bool) -> KernelFeatures {
+        KernelFeatures {
+            release: "6.18.44-fc-v669".to_owned(),
+            version: crate::probe::KernelVersion::parse("6.18.44"),
+            btf: true,
+            kprobes,
+            tracefs: Some("/sys/kernel/tracing".to_owned()),
+        }
+    }
+
+    fn status_of<'a>(lines: &'a [SupportLine], name: &str) -> &'a SupportLine {
+        lines.iter().find(|l| l.name == name).unwrap()
+    }
+
+    #[test]
+    fn probed_styles_decide_the_lines() {
+        let probed = vec![
+            (
+                AttachStyle::Raw,
+                Ok(WarnAllocProbe::Unavailable("no kprobes".to_owned())),
+            ),
+            (AttachStyle::Btf, Err("load: verifier".to_owned())),
+            (AttachStyle::Classic, Ok(WarnAllocProbe::Disabled)),
+        ];
+        let l = support_lines(
+            &features(false),
+            Some("/sys/kernel/tracing"),
+            Some(u64::MAX),
+            Some(&probed),
+        );
+        let raw = status_of(&l, "raw tracepoint");
+        assert_eq!(raw.status, Status::Ok);
+        assert_eq!(raw.consequence, "pagefail will use this");
+        assert_eq!(status_of(&l, "BTF tracepoint").status, Status::No);
+        assert_eq!(
+            status_of(&l, "classic tracepoint").consequence,
+            "fallback, not needed"
+        );
+        assert_eq!(status_of(&l, "kprobes (warn_alloc)").status, Status::No);
+        assert!(status_of(&l, "ring buffer").detail.contains("verified"));
+        assert_eq!(status_of(&l, "CAP_SYSLOG").status, Status::Ok);
+    }
+
+    #[test]
+    fn unprobed_styles_are_unknown_and_caps_named() {
+        let l = support_lines(&features(true), None, Some(0), None);
+        assert_eq!(status_of(&l, "raw tracepoint").status, Status::Unknown);
+        assert_eq!(status_of(&l, "kprobes (warn_alloc)").status, Status::Ok);
+        assert_eq!(status_of(&l, "tracefs").status, Status::No);
+        assert_eq!(status_of(&l, "CAP_BPF").status, Status::No);
+    }
+
+    #[test]
+    fn lockdown_mode_is_the_bracketed_word() {
+        assert_eq!(
+            lockdown_mode("none [integrity] confidentiality\n"),
+            Some("integrity")
+        );
+        assert_eq!(
+            lockdown_mode("[none] integrity confidentiality"),
+            Some("none")
+        );
+        assert_eq!(lockdown_mode("garbage"), None);
+    }
+
+    #[test]
+    fn from_csv_needs_the_contract_header() {
+        let dir = std::env::temp_dir().join(format!("pagefail-check-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.csv");
+        fs::write(&bad, "a,b\n1,2\n").unwrap();
+        let e = format!("{:#}", read_rows(&bad).unwrap_err());
+        assert!(e.contains("not a pagefail CSV summary"), "{e}");
+        let good = dir.join("good.csv");
+        let mut text = CSV_HEADER.join(",");
+        text.push_str(
+            "\n,,h,6.18.0,x,1,/,task,none,6,0x4428c0,GFP_NOWAIT|__GFP_ACCOUNT,true,3,0,,,a;b\n",
+        );
+        text.push_str(",,h,6.18.0,x,1,/,task,none,notanumber,0x0,none,true,3,0,,,\n");
+        fs::write(&good, text).unwrap();
+        let e = format!("{:#}", read_rows(&good).unwrap_err());
+        assert!(e.contains("row 3"), "{e}");
+        assert!(read_rows(&dir.join("missing.csv")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,992 @@
+//! Advice: why the observed failures happened, and which sysctl values (if
+//! any) would have kept a reserve of blocks of the failing order.
+//!
+//! Plain functions of (summary rows, memory snapshot, packet drops), so every
+//! rule is unit-tested without root. The rules, in order:
+//!
+//! 1. **memcg limit**: gfp has `__GFP_ACCOUNT` or the stack goes through memcg
+//!    charging, while the key zone is above its high watermark and has a free
+//!    block of the order: the page allocator could have served it; the
+//!    cgroup's limit refused it. No sysctl helps.
+//! 2. **expected, with a fallback**: `__GFP_NOWARN`, or an opportunistic
+//!    high-order `__GFP_NORETRY` try, or a `kvmalloc` (falls back to vmalloc):
+//!    the caller asked not to be warned because it copes. No change needed.
+//! 3. **exhaustion**: free pages at or below the low watermark: kswapd is
+//!    behind, atomic requests live on the reserve under min.
+//! 4. **fragmentation**: free pages above the low watermark but no free block
+//!    of the order.
+//! 5. otherwise **not explained by the state now** (a transient burst).
+//!
+//! Watermark arithmetic follows `__setup_per_zone_wmarks` and
+//! `__zone_watermark_ok` in mm/page_alloc.c
+//! (<https://elixir.bootlin.com/linux/v6.18/source/mm/page_alloc.c>):
+//! a zone's min is `min_free_kbytes` (in pages) times its share of lowmem;
+//! `low - min = high - low = max(min / 4, managed * watermark_scale_factor / 10000)`;
+//! `__GFP_HIGH` may take half of min, a non-blocking GFP_ATOMIC a further
+//! quarter of the rest (down to 3/8 of min); requests without `__GFP_HIGH`
+//! (GFP_NOWAIT) may not go below min at all.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::{NetDrops, Snapshot, ZoneInfo, pages_text};
+use crate::export::SummaryRow;
+
+/// Lower clamp of the boot-time default `min_free_kbytes`.
+pub const MIN_FREE_KBYTES_DEFAULT_FLOOR: u64 = 128;
+/// Upper clamp of the boot-time default since Linux 5.7 (65536 before).
+/// Writes by the user are not capped by the kernel.
+pub const MIN_FREE_KBYTES_DEFAULT_CEILING: u64 = 262_144;
+/// `vm.watermark_scale_factor` accepted range (the maximum was 1000 before
+/// about 5.18), in units of 0.01% of a zone's memory.
+pub const WATERMARK_SCALE_FACTOR_MIN: u64 = 1;
+pub const WATERMARK_SCALE_FACTOR_MAX: u64 = 3000;
+/// pagefail never advises more than this share of lowmem for min_free_kbytes
+/// (khugepaged caps its own raise of min_free_kbytes at 5% of lowmem too).
+pub const ADVISED_MAX_PERCENT: u64 = 5;
+
+/// The kernel's boot-time default: `int_sqrt(lowmem_kb * 16)` = 4 * sqrt(lowmem kB),
+/// clamped to [128, 262144] (`calculate_min_free_kbytes`). khugepaged raises
+/// it further when transparent huge pages are enabled.
+#[must_use]
+pub fn default_min_free_kbytes(lowmem_kb: u64) -> u64 {
+    lowmem_kb.saturating_mul(16).isqrt().clamp(
+        MIN_FREE_KBYTES_DEFAULT_FLOOR,
+        MIN_FREE_KBYTES_DEFAULT_CEILING,
+    )
+}
+
+/// Why failures happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    MemcgLimit,
+    ExpectedFallback,
+    Exhaustion,
+    Fragmentation,
+    NotExplainedNow,
+}
+
+impl Cause {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MemcgLimit => "memcg limit",
+            Self::ExpectedFallback => "expected (caller has a fallback)",
+            Self::Exhaustion => "exhaustion",
+            Self::Fragmentation => "fragmentation",
+            Self::NotExplainedNow => "not explained by the memory state now",
+        }
+    }
+}
+
+/// The gfp facts the rules need, from a row's flag names and hex mask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GfpMarks {
+    pub nowarn: bool,
+    pub noretry: bool,
+    pub account: bool,
+    pub high: bool,
+    pub direct_reclaim: bool,
+}
+
+/// Sets one mark.
+type SetMark = fn(&mut GfpMarks);
+
+/// Bit values of Linux 5.1 and later (unchanged through 6.18 for these bits).
+const BITS_5_1: [(u64, SetMark); 5] = [
+    (0x20, |m| m.high = true),
+    (0x400, |m| m.direct_reclaim = true),
+    (0x2000, |m| m.nowarn = true),
+    (0x10000, |m| m.noretry = true),
+    (0x40_0000, |m| m.account = true),
+];
+
+impl GfpMarks {
+    /// From the `gfp_flags` names (composite names expanded) and, for rows of
+    /// kernels 5.1 and later (or of unknown kernels), the `gfp` hex bits:
+    /// `GFP_NOWAIT` includes `__GFP_NOWARN` on some kernels only, which the
+    /// names alone cannot tell.
+    #[must_use]
+    pub fn of_row(row: &SummaryRow) -> Self {
+        let mut m = Self::default();
+        for name in row.gfp_flags.split('|').map(str::trim) {
+            match name {
+                "__GFP_NOWARN" => m.nowarn = true,
+                "__GFP_NORETRY" => m.noretry = true,
+                "__GFP_ACCOUNT" | "__GFP_KMEMCG" => m.account = true,
+                "__GFP_HIGH" | "GFP_ATOMIC" => m.high = true,
+                "__GFP_DIRECT_RECLAIM"
+                | "__GFP_WAIT"
+                | "GFP_KERNEL"
+                | "GFP_NOFS"
+                | "GFP_NOIO"
+                | "GFP_USER"
+                | "GFP_HIGHUSER"
+                | "GFP_HIGHUSER_MOVABLE" => m.direct_reclaim = true,
+                "GFP_KERNEL_ACCOUNT" => {
+                    m.account = true;
+                    m.direct_reclaim = true;
+                }
+                "GFP_TRANSHUGE_LIGHT" => m.nowarn = true,
+                "GFP_TRANSHUGE" => {
+                    m.nowarn = true;
+                    m.direct_reclaim = true;
+                }
+                _ => {}
+            }
+        }
+        let modern =
+            crate::probe::KernelVersion::parse(&row.kernel).is_none_or(|v| v.at_least(5, 1));
+        let hex = row.gfp.trim();
+        if modern
+            && let Some(bits) = hex
+                .strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+        {
+            for (bit, set) in BITS_5_1 {
+                if bits & bit != 0 {
+                    set(&mut m);
+                }
+            }
+        }
+        m
+    }
+}
+
+/// Stack frames that mean memcg charging.
+const MEMCG_FRAMES: [&str; 4] = ["memcg", "mem_cgroup", "obj_cgroup", "try_charge"];
+
+fn frames(row: &SummaryRow) -> impl Iterator<Item = &str> {
+    row.top_stack.split(';').filter(|f| !f.is_empty())
+}
+
+fn memcg_stack(row: &SummaryRow) -> bool {
+    frames(row).any(|f| MEMCG_FRAMES.iter().any(|m| f.contains(m)))
+}
+
+fn kvmalloc_stack(row: &SummaryRow) -> bool {
+    frames(row).any(|f| f.contains("kvmalloc"))
+}
+
+/// What the rules found for one (order, cause).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub order: u32,
+    pub cause: Cause,
+    pub failures: u64,
+    pub rows: usize,
+    /// Up to three `comm[pid] order N gfp: caller <- caller` lines.
+    pub examples: Vec<String>,
+    pub explanation: String,
+}
+
+/// A sysctl value that would have kept a reserve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    pub name: &'static str,
+    pub current: u64,
+    /// Equal to `current` when no change is advised.
+    pub suggested: u64,
+    /// Extra memory kept free by the change, KiB.
+    pub cost_kb: u64,
+    /// The demand needed more than pagefail's bound; `suggested` is the bound.
+    pub capped: bool,
+    pub note: String,
+}
+
+/// Values for one order that failed from exhaustion or fragmentation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recommendation {
+    pub order: u32,
+    pub cause: Cause,
+    /// `node0 Normal`.
+    pub zone: String,
+    /// Peak failures per second of this order (at least 1).
+    pub blocks_per_second: u64,
+    /// Pages the reserve must hold: blocks per second times `2^order`.
+    pub demand_pages: u64,
+    pub watermark_scale_factor: Setting,
+    pub min_free_kbytes: Setting,
+}
+
+/// The whole advice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Advice {
+    pub findings: Vec<Finding>,
+    pub recommendations: Vec<Recommendation>,
+    pub cautions: Vec<String>,
+    /// Packet drops over the window, when measured live.
+    pub drops: Option<NetDrops>,
+    /// One sentence.
+    pub verdict: String,
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z')).ok()
+}
+
+/// Peak failures per second of a group: failures over their seen span (at
+/// least one second), else over the window, else per second as is.
+fn blocks_per_second(rows: &[&SummaryRow]) -> u64 {
+    let failures: u64 = rows.iter().map(|r| r.failures).sum();
+    let span = |start: fn(&SummaryRow) -> &str, end: fn(&SummaryRow) -> &str| {
+        let first = rows.iter().filter_map(|r| parse_time(start(r))).min()?;
+        let last = rows.iter().filter_map(|r| parse_time(end(r))).max()?;
+        last.duration_since(first).ok()
+    };
+    let secs = span(|r| &r.first_seen, |r| &r.last_seen)
+        .or_else(|| span(|r| &r.window_start, |r| &r.window_end))
+        .map_or(1.0, |d| d.as_secs_f64().max(1.0));
+    ((failures as f64 / secs).ceil() as u64).max(1)
+}
+
+fn example(row: &SummaryRow, order: u32) -> String {
+    let callers: Vec<&str> = row.top_stack.rsplit(';').take(3).collect();
+    format!(
+        "{}[{}] order {} {} ({} failures): {}",
+        row.comm,
+        row.pid,
+        order,
+        row.gfp_flags,
+        row.failures,
+        if callers.is_empty() || callers == [""] {
+            "no stack".to_owned()
+        } else {
+            callers.join(" <- ")
+        }
+    )
+}
+
+fn zone_label(z: &ZoneInfo) -> String {
+    format!("node{} {}", z.node, z.zone)
+}
+
+/// Whether the key zone could serve an order-`order` request now: above the
+/// high watermark with a free block of that order.
+fn zone_has_room(snap: &Snapshot, z: &ZoneInfo, order: u32) -> bool {
+    z.free > z.high
+        && snap
+            .buddy_of(z.node, &z.zone)
+            .is_some_and(|b| b.blocks_at_least(order) > 0)
+}
+
+fn classify(row: &SummaryRow, order: u32, snap: &Snapshot, key: Option<&ZoneInfo>) -> Cause {
+    let m = GfpMarks::of_row(row);
+    let memcg = m.account || memcg_stack(row);
+    if memcg && key.is_some_and(|z| zone_has_room(snap, z, order)) {
+        return Cause::MemcgLimit;
+    }
+    if m.nowarn || (m.noretry && order > 0) || kvmalloc_stack(row) {
+        return Cause::ExpectedFallback;
+    }
+    let Some(z) = key else {
+        return Cause::NotExplainedNow;
+    };
+    if z.free <= z.low {
+        return Cause::Exhaustion;
+    }
+    let blocks = snap
+        .buddy_of(z.node, &z.zone)
+        .map_or(0, |b| b.blocks_at_least(order));
+    if blocks == 0 {
+        Cause::Fragmentation
+    } else {
+        Cause::NotExplainedNow
+    }
+}
+
+fn explanation(cause: Cause, order: u32, snap: &Snapshot, key: Option<&ZoneInfo>) -> String {
+    let kb = snap.page_kb;
+    let state = key.map_or_else(String::new, |z| {
+        let blocks = snap
+            .buddy_of(z.node, &z.zone)
+            .map_or(0, |b| b.blocks_at_least(order));
+        format!(
+            " ({}: free {}, min {}, low {}, high {}; {blocks} free blocks of order >= {order})",
+            zone_label(z),
+            pages_text(z.free, kb),
+            pages_text(z.min, kb),
+            pages_text(z.low, kb),
+            pages_text(z.high, kb),
+        )
+    });
+    match cause {
+        Cause::MemcgLimit => format!(
+            "the memory cgroup's limit refused the charge: the zone has free memory far above its \
+             watermarks and blocks of this order{state}. No sysctl change helps; raise the \
+             cgroup's memory limit (memory.max / memory.limit_in_bytes) or reduce its usage."
+        ),
+        Cause::ExpectedFallback => {
+            "the caller asked not to be warned (__GFP_NOWARN, an opportunistic \
+             __GFP_NORETRY high-order try, or kvmalloc's vmalloc fallback) and falls back to a \
+             smaller or virtually contiguous allocation: no change needed unless packet drops \
+             line up with them."
+                .to_owned()
+        }
+        Cause::Exhaustion => format!(
+            "free memory is at or below the low watermark{state}: kswapd cannot keep up and \
+             atomic requests are living on the reserve below min."
+        ),
+        Cause::Fragmentation => format!(
+            "free memory is above the watermarks but no free block of order >= {order} \
+             exists{state}: memory is fragmented; compaction has not rebuilt blocks of this order."
+        ),
+        Cause::NotExplainedNow => format!(
+            "the zone has room for this order now{state}: the failures came from a transient \
+             state; sample while they happen (`pagefail check --sample 10s`) to see it."
+        ),
+    }
+}
+
+/// Watermark gap `low - min` a zone would get with `wsf`.
+fn gap_with(z: &ZoneInfo, wsf: u64) -> u64 {
+    (z.min / 4).max(z.managed.saturating_mul(wsf) / 10_000)
+}
+
+fn scale_factor_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64) -> Setting {
+    let current = snap.sysctls.watermark_scale_factor;
+    let gap_now = z.low.saturating_sub(z.min);
+    let lowmem_zones = || {
+        snap.zones
+            .iter()
+            .filter(|z| z.is_populated() && z.zone != "HighMem" && z.zone != "Movable")
+    };
+    if gap_now >= demand {
+        return Setting {
+            name: "vm.watermark_scale_factor",
+            current,
+            suggested: current,
+            cost_kb: 0,
+            capped: false,
+            note: format!(
+                "the low-min gap ({}) already covers the demand: no change",
+                pages_text(gap_now, snap.page_kb)
+            ),
+        };
+    }
+    let needed = demand
+        .saturating_mul(10_000)
+        .div_ceil(z.managed.max(1))
+        .max(current + 1);
+    let suggested = needed.clamp(WATERMARK_SCALE_FACTOR_MIN, WATERMARK_SCALE_FACTOR_MAX);
+    let capped = needed > WATERMARK_SCALE_FACTOR_MAX;
+    // kswapd reclaims each zone up to high = min + 2 * gap.
+    let extra_pages: u64 = lowmem_zones()
+        .map(|zz| 2 * gap_with(zz, suggested).saturating_sub(zz.low.saturating_sub(zz.min)))
+        .sum();
+    Setting {
+        name: "vm.watermark_scale_factor",
+        current,
+        suggested,
+        cost_kb: extra_pages * snap.page_kb,
+        capped,
+        note: format!(
+            "kswapd (and kcompactd after it) then starts {} earlier in {} and keeps that much more \
+             free; the cost is page cache reclaimed, not memory lost{}",
+            pages_text(gap_with(z, suggested).saturating_sub(gap_now), snap.page_kb),
+            zone_label(z),
+            if capped {
+                "; the demand needs more than the maximum 3000: watermarks alone cannot cover this burst"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+fn min_free_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64, marks: GfpMarks) -> Setting {
+    let current = snap.sysctls.min_free_kbytes;
+    let keep = |note: String| Setting {
+        name: "vm.min_free_kbytes",
+        current,
+        suggested: current,
+        cost_kb: 0,
+        capped: false,
+        note,
+    };
+    if !marks.high {
+        return keep(
+            "no change: these requests lack __GFP_HIGH and may not use memory below min, so a \
+             higher min reserves nothing for them (watermark_scale_factor wakes kswapd earlier \
+             at lower cost)"
+                .to_owned(),
+        );
+    }
+    // Share of min an atomic request may use: GFP_ATOMIC (no direct reclaim) 5/8, __GFP_HIGH 1/2.
+    let (num, den) = if marks.direct_reclaim { (1, 2) } else { (5, 8) };
+    let zone_min = demand.saturating_mul(den).div_ceil(num);
+    if z.min >= zone_min {
+        return keep(format!(
+            "the reserve under min ({}) already covers the demand: no change",
+            pages_text(z.min * num / den, snap.page_kb)
+        ));
+    }
+    let lowmem = snap.lowmem_pages().max(1);
+    let pages_min = zone_min.saturating_mul(lowmem).div_ceil(z.managed.max(1));
+    let wanted_kb = pages_min.saturating_mul(snap.page_kb);
+    let cap_kb = lowmem * snap.page_kb * ADVISED_MAX_PERCENT / 100;
+    let capped = wanted_kb > cap_kb;
+    let suggested = wanted_kb
+        .min(cap_kb)
+        .max(current)
+        .max(MIN_FREE_KBYTES_DEFAULT_FLOOR);
+    Setting {
+        name: "vm.min_free_kbytes",
+        current,
+        suggested,
+        cost_kb: suggested - current,
+        capped,
+        note: format!(
+            "memory below min is never used by ordinary allocations; low and high rise by as \
+             much, so kswapd keeps that much more free too{}",
+            if capped {
+                format!(
+                    "; the demand needs {} KiB, over pagefail's bound of {ADVISED_MAX_PERCENT}% \
+                     of lowmem ({cap_kb} KiB): watermarks alone cannot cover this burst",
+                    wanted_kb
+                )
+            } else {
+                String::new()
+            }
+        ),
+    }
+}
+
+/// Work out the advice for `rows` given the memory state `snap` and, when
+/// sampled live, the packet drops over the same window. Rows without an
+/// order (summaries not grouped by order) cannot be judged and are left out.
+#[must_use]
+pub fn advise(rows: &[SummaryRow], snap: &Snapshot, drops: Option<NetDrops>) -> Advice {
+    let key = snap.key_zone();
+    let mut groups: std::collections::BTreeMap<(u32, Cause), Vec<&SummaryRow>> =
+        std::collections::BTreeMap::new();
+    for row in rows.iter().filter(|r| r.failures > 0) {
+        let Some(order) = row.order else { continue };
+        groups
+            .entry((order, classify(row, order, snap, key)))
+            .or_default()
+            .push(row);
+    }
+    let mut findings = Vec::new();
+    let mut recommendations = Vec::new();
+    for ((order, cause), group) in &groups {
+        let mut sorted = group.clone();
+        sorted.sort_by_key(|r| std::cmp::Reverse(r.failures));
+        findings.push(Finding {
+            order: *order,
+            cause: *cause,
+            failures: group.iter().map(|r| r.failures).sum(),
+            rows: group.len(),
+            examples: sorted.iter().take(3).map(|r| example(r, *order)).collect(),
+            explanation: explanation(*cause, *order, snap, key),
+        });
+        if let (Cause::Exhaustion | Cause::Fragmentation, Some(z)) = (cause, key) {
+            let per_sec = blocks_per_second(group);
+            let demand = per_sec.saturating_mul(1 << (*order).min(20));
+            // The reserve must serve every request, so it is sized for the weakest marks.
+            let marks = GfpMarks {
+                high: group.iter().all(|r| GfpMarks::of_row(r).high),
+                direct_reclaim: group.iter().any(|r| GfpMarks::of_row(r).direct_reclaim),
+                ..GfpMarks::default()
+            };
+            recommendations.push(Recommendation {
+                order: *order,
+                cause: *cause,
+                zone: zone_label(z),
+                blocks_per_second: per_sec,
+                demand_pages: demand,
+                watermark_scale_factor: scale_factor_setting(snap, z, demand),
+                min_free_kbytes: min_free_setting(snap, z, demand, marks),
+            });
+        }
+    }
+    let cautions = cautions(&findings, &recommendations, snap, drops);
+    let verdict = verdict(&findings);
+    Advice {
+        findings,
+        recommendations,
+        cautions,
+        drops,
+        verdict,
+    }
+}
+
+fn verdict(findings: &[Finding]) -> String {
+    if findings.is_empty() {
+        return "no failures to explain: nothing to change".to_owned();
+    }
+    let has = |c: Cause| findings.iter().any(|f| f.cause == c);
+    let mut parts = Vec::new();
+    if has(Cause::MemcgLimit) {
+        parts.push("memcg limit, not zone watermarks: no sysctl change helps".to_owned());
+    }
+    if has(Cause::Exhaustion) {
+        parts.push("exhaustion: free memory near the min watermark".to_owned());
+    }
+    if has(Cause::Fragmentation) {
+        parts.push("fragmentation: free memory but no block of the needed order".to_owned());
+    }
+    if has(Cause::NotExplainedNow) {
+        parts.push("some failures are not explained by the state now".to_owned());
+    }
+    if parts.is_empty() {
+        return "all failures had a fallback (NOWARN/NORETRY/kvmalloc): no change needed"
+            .to_owned();
+    }
+    if has(Cause::ExpectedFallback) {
+        parts.push("the rest had a fallback and need no change".to_owned());
+    }
+    parts.join("; ")
+}
+
+fn cautions(
+    findings: &[Finding],
+    recs: &[Recommendation],
+    snap: &Snapshot,
+    drops: Option<NetDrops>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let lowmem_kb = snap.lowmem_pages() * snap.page_kb;
+    if !recs.is_empty() {
+        match drops {
+            Some(d) if d.total() == 0 => out.push(
+                "no packet drops were counted over the window (softnet backlog, ListenDrops, \
+                 TCPBacklogDrop): upstream reviewers ask for real loss before reserves are raised; \
+                 these failures may be harmless"
+                    .to_owned(),
+            ),
+            Some(_) => {}
+            None => out.push(
+                "packet drops were not measured (use --sample): check /proc/net/softnet_stat and \
+                 `nstat -az TcpExtListenDrops TcpExtTCPBacklogDrop` before raising reserves"
+                    .to_owned(),
+            ),
+        }
+        out.push(format!(
+            "too high a min_free_kbytes OOMs the machine: memory under min is unusable for \
+             ordinary allocations. The kernel's boot default is 4*sqrt(lowmem kB) clamped to \
+             [{MIN_FREE_KBYTES_DEFAULT_FLOOR}, {MIN_FREE_KBYTES_DEFAULT_CEILING}] KiB ({} KiB \
+             here; the ceiling was 65536 before Linux 5.7), khugepaged raises it when THP is on, \
+             and values written by hand are not capped by the kernel: pagefail never advises \
+             more than {ADVISED_MAX_PERCENT}% of lowmem ({} KiB)",
+            default_min_free_kbytes(lowmem_kb),
+            lowmem_kb * ADVISED_MAX_PERCENT / 100
+        ));
+        out.push(format!(
+            "vm.watermark_scale_factor accepts {WATERMARK_SCALE_FACTOR_MIN}..\
+             {WATERMARK_SCALE_FACTOR_MAX} (units of 0.01% of each zone; the maximum was 1000 \
+             before about Linux 5.18); it moves low and high, not min, so it costs page cache, \
+             not usable memory. Change one value at a time (sysctl -w), watch the failures, then \
+             persist it in /etc/sysctl.d/"
+        ));
+        out.push(
+            "the demand is a heuristic: the peak failures per second times the block size, a \
+             reserve that outlasts one second of the burst while kswapd and kcompactd catch up"
+                .to_owned(),
+        );
+    }
+    if findings.iter().any(|f| f.cause == Cause::Fragmentation) {
+        out.push(
+            "watermarks count pages, not blocks: for fragmentation, a larger \
+             watermark_scale_factor gives kswapd/kcompactd room to rebuild blocks; also see \
+             compact_stall/compact_fail in vmstat, vm.compaction_proactiveness (5.9+), and \
+             `echo 1 > /proc/sys/vm/compact_memory` for relief now"
+                .to_owned(),
+        );
+    }
+    out
+}
+
+impl Advice {
+    /// The advice as text for people.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let mut s = format!("verdict: {}\n", self.verdict);
+        for f in &self.findings {
+            s.push_str(&format!(
+                "\norder {}: {} failures in {} rows: {}\n  {}\n",
+                f.order,
+                f.failures,
+                f.rows,
+                f.cause.as_str().to_uppercase(),
+                f.explanation
+            ));
+            for e in &f.examples {
+                s.push_str(&format!("  e.g. {e}\n"));
+            }
+        }
+        for r in &self.recommendations {
+            s.push_str(&format!(
+                "\nto keep a reserve of order-{} blocks in {} ({} blocks/s = {} pages):\n",
+                r.order, r.zone, r.blocks_per_second, r.demand_pages
+            ));
+            for set in [&r.watermark_scale_factor, &r.min_free_kbytes] {
+                if set.suggested == set.current {
+                    s.push_str(&format!(
+                        "  {} = {} (keep): {}\n",
+                        set.name, set.current, set.note
+                    ));
+                } else {
+                    s.push_str(&format!(
+                        "  {} {} -> {} (costs {} KiB kept free{}): {}\n",
+                        set.name,
+                        set.current,
+                        set.suggested,
+                        set.cost_kb,
+                        if set.capped { ", CAPPED" } else { "" },
+                        set.note
+                    ));
+                }
+            }
+        }
+        if let Some(d) = &self.drops {
+            let opt = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
+            s.push_str(&format!(
+                "\npacket drops over the window: softnet backlog {}, ListenDrops {}, \
+                 ListenOverflows {}, TCPBacklogDrop {}\n",
+                d.softnet_dropped,
+                opt(d.listen_drops),
+                opt(d.listen_overflows),
+                opt(d.backlog_drops)
+            ));
+        }
+        if !self.cautions.is_empty() {
+            s.push_str("\ncautions:\n");
+            for c in &self.cautions {
+                s.push_str(&format!("  - {c}\n"));
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::tests::snapshot;
+
+    /// A row as `watch`/`logs` write it; `span_s` seconds from first to last failure.
+    fn row(
+        kernel: &str,
+        order: u32,
+        gfp: &str,
+        flags: &str,
+        failures: u64,
+        span_s: u32,
+        stack: &str,
+    ) -> SummaryRow {
+        SummaryRow {
+            window_start: "2026-03-01T10:00:00Z".into(),
+            window_end: "2026-03-01T10:01:00Z".into(),
+            host: "guest".into(),
+            kernel: kernel.into(),
+            comm: "ksoftirqd/0".into(),
+            pid: "12".into(),
+            cgroup: "/".into(),
+            context: "softirq".into(),
+            path: "tcp".into(),
+            order: Some(order),
+            gfp: gfp.into(),
+            gfp_flags: flags.into(),
+            atomic: Some(true),
+            failures,
+            warned: 0,
+            first_seen: "2026-03-01T10:00:10Z".into(),
+            last_seen: format!("2026-03-01T10:00:{}Z", 10 + span_s),
+            top_stack: stack.into(),
+        }
+    }
+
+    const K61: &str = "6.1.0-56-cloud-amd64";
+    const NET_STACK: &str = "ret_from_fork;kthread;smpboot_thread_fn;run_ksoftirqd;__do_softirq;net_rx_action;bond_start_xmit;skb_segment;__alloc_skb;kmalloc_reserve";
+
+    fn atomic_order3(failures: u64, span_s: u32) -> SummaryRow {
+        row(K61, 3, "0xa20", "GFP_ATOMIC", failures, span_s, NET_STACK)
+    }
+
+    fn assert_within_bounds(a: &Advice, snap: &Snapshot) {
+        let cap = snap.lowmem_pages() * snap.page_kb * ADVISED_MAX_PERCENT / 100;
+        for r in &a.recommendations {
+            let w = &r.watermark_scale_factor;
+            assert!(
+                (WATERMARK_SCALE_FACTOR_MIN..=WATERMARK_SCALE_FACTOR_MAX).contains(&w.suggested),
+                "{w:?}"
+            );
+            assert!(w.suggested >= w.current);
+            let m = &r.min_free_kbytes;
+            assert!(m.suggested >= MIN_FREE_KBYTES_DEFAULT_FLOOR, "{m:?}");
+            assert!(
+                m.suggested == m.current || m.suggested <= cap,
+                "{m:?} over {cap}"
+            );
+        }
+    }
+
+    #[test]
+    fn fragmented_zone_is_fragmentation_with_values_in_bounds() {
+        // advice-fragmented: the 6.1 guest with DMA32's free pages all in order 0 and 1.
+        let snap = snapshot("advice-fragmented");
+        // 500 failures over 5 s: 100 order-3 blocks/s = 800 pages.
+        let a = advise(&[atomic_order3(500, 5)], &snap, None);
+        assert_eq!(a.findings.len(), 1);
+        assert_eq!(a.findings[0].cause, Cause::Fragmentation);
+        assert!(
+            a.findings[0]
+                .explanation
+                .contains("0 free blocks of order >= 3"),
+            "{}",
+            a.findings[0].explanation
+        );
+        assert!(a.verdict.starts_with("fragmentation"), "{}", a.verdict);
+        let r = &a.recommendations[0];
+        assert_eq!(
+            (r.zone.as_str(), r.blocks_per_second, r.demand_pages),
+            ("node0 DMA32", 100, 800)
+        );
+        // gap 800 pages of 52007 managed: ceil(800 * 10000 / 52007) = 154.
+        assert_eq!(r.watermark_scale_factor.suggested, 154);
+        // GFP_ATOMIC may use 5/8 of min: min 1280; min_free_kbytes = ceil(1280 * 55847 / 52007) pages * 4.
+        assert_eq!(r.min_free_kbytes.suggested, 1375 * 4);
+        assert_eq!(r.min_free_kbytes.cost_kb, 1375 * 4 - 1845);
+        assert!(r.watermark_scale_factor.cost_kb > 0);
+        assert_within_bounds(&a, &snap);
+        assert!(a.cautions.iter().any(|c| c.contains("not measured")));
+        assert!(
+            a.cautions
+                .iter()
+                .any(|c| c.contains("watermarks count pages, not blocks"))
+        );
+        let text = a.to_text();
+        assert!(
+            text.contains("vm.watermark_scale_factor 10 -> 154"),
+            "{text}"
+        );
+        assert!(text.contains("FRAGMENTATION"), "{text}");
+    }
+
+    #[test]
+    fn exhausted_zone_is_exhaustion() {
+        // advice-exhausted: the 6.1 guest with DMA32 at 480 free pages (min 427, low 533).
+        let snap = snapshot("advice-exhausted");
+        let a = advise(&[atomic_order3(500, 5)], &snap, None);
+        assert_eq!(a.findings[0].cause, Cause::Exhaustion);
+        assert!(a.verdict.starts_with("exhaustion"), "{}", a.verdict);
+        assert_eq!(a.recommendations.len(), 1);
+        assert_within_bounds(&a, &snap);
+    }
+
+    #[test]
+    fn nowarn_only_failures_need_no_change() {
+        let snap = snapshot("advice-fragmented");
+        let rows = [
+            row(
+                K61,
+                3,
+                "0x2a20",
+                "GFP_ATOMIC|__GFP_NOWARN",
+                40_000,
+                2,
+                NET_STACK,
+            ),
+            // An opportunistic order-3 try: GFP_NOWAIT|__GFP_NORETRY (tcp_sendmsg's page frag).
+            row(
+                K61,
+                3,
+                "0x10800",
+                "GFP_NOWAIT|__GFP_NORETRY",
+                9000,
+                2,
+                "tcp_sendmsg;skb_page_frag_refill",
+            ),
+        ];
+        let a = advise(&rows, &snap, None);
+        assert!(
+            a.findings
+                .iter()
+                .all(|f| f.cause == Cause::ExpectedFallback),
+            "{a:?}"
+        );
+        assert!(a.recommendations.is_empty());
+        assert!(a.verdict.contains("no change needed"), "{}", a.verdict);
+        assert!(a.cautions.is_empty());
+    }
+
+    #[test]
+    fn accounted_failures_with_free_memory_are_the_memcg_limit() {
+        // 6.18 host: Normal has 58932 free pages (high 17611) and order >= 6 blocks.
+        let snap = snapshot("6.18");
+        let trigger = row(
+            "6.18.44-fc-v669",
+            6,
+            "0x4428c0",
+            "GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_COMP|__GFP_ACCOUNT",
+            1,
+            0,
+            "entry_SYSCALL_64;do_syscall_64;__x64_sys_dup2;ksys_dup3;expand_files;alloc_fdtable;__kvmalloc_node_noprof;__kmalloc_large_node_noprof;___kmalloc_large_node",
+        );
+        let a = advise(&[trigger], &snap, None);
+        assert_eq!(a.findings[0].cause, Cause::MemcgLimit);
+        assert!(
+            a.recommendations.is_empty(),
+            "no sysctl change for a memcg limit"
+        );
+        assert!(
+            a.verdict.contains("memcg limit, not zone watermarks"),
+            "{}",
+            a.verdict
+        );
+        assert!(a.findings[0].explanation.contains("cgroup"));
+        // The same accounted request where the zone has no room is judged by the zone.
+        let frag = snapshot("advice-fragmented");
+        let mut r = row(
+            K61,
+            3,
+            "0x400a20",
+            "GFP_ATOMIC|__GFP_ACCOUNT",
+            10,
+            1,
+            NET_STACK,
+        );
+        r.kernel = K61.into();
+        assert_eq!(
+            advise(&[r], &frag, None).findings[0].cause,
+            Cause::Fragmentation
+        );
+    }
+
+    #[test]
+    fn nowait_requests_get_no_min_free_raise() {
+        // GFP_NOWAIT lacks __GFP_HIGH: memory below min is closed to it.
+        let snap = snapshot("advice-fragmented");
+        let a = advise(
+            &[row(K61, 2, "0x800", "GFP_NOWAIT", 300, 3, NET_STACK)],
+            &snap,
+            None,
+        );
+        let r = &a.recommendations[0];
+        assert_eq!(r.min_free_kbytes.suggested, r.min_free_kbytes.current);
+        assert!(r.min_free_kbytes.note.contains("lack __GFP_HIGH"));
+        assert!(r.watermark_scale_factor.suggested > 10);
+    }
+
+    #[test]
+    fn huge_bursts_are_capped_at_the_bounds() {
+        let snap = snapshot("advice-exhausted");
+        let a = advise(
+            &[row(K61, 4, "0xa20", "GFP_ATOMIC", 1_000_000, 1, NET_STACK)],
+            &snap,
+            None,
+        );
+        let r = &a.recommendations[0];
+        assert!(
+            r.min_free_kbytes.capped && r.watermark_scale_factor.capped,
+            "{r:?}"
+        );
+        assert_eq!(
+            r.watermark_scale_factor.suggested,
+            WATERMARK_SCALE_FACTOR_MAX
+        );
+        assert_eq!(r.min_free_kbytes.suggested, 55_847 * 4 * 5 / 100);
+        assert_within_bounds(&a, &snap);
+        assert!(a.to_text().contains("CAPPED"));
+    }
+
+    #[test]
+    fn drops_are_reported_and_their_absence_cautions() {
+        let snap = snapshot("advice-fragmented");
+        let none = NetDrops {
+            softnet_dropped: 0,
+            listen_drops: Some(0),
+            listen_overflows: Some(0),
+            backlog_drops: Some(0),
+        };
+        let a = advise(&[atomic_order3(50, 5)], &snap, Some(none));
+        assert!(
+            a.cautions
+                .iter()
+                .any(|c| c.contains("no packet drops were counted")),
+            "{:?}",
+            a.cautions
+        );
+        let some = NetDrops {
+            listen_drops: Some(7),
+            ..none
+        };
+        let a = advise(&[atomic_order3(50, 5)], &snap, Some(some));
+        assert!(!a.cautions.iter().any(|c| c.contains("packet drops")));
+        assert!(a.to_text().contains("ListenDrops 7"));
+    }
+
+    #[test]
+    fn transient_failures_are_not_explained_by_the_state_now() {
+        let a = advise(
+            &[row("6.18.44", 3, "0x820", "GFP_ATOMIC", 5, 1, NET_STACK)],
+            &snapshot("6.18"),
+            None,
+        );
+        assert_eq!(a.findings[0].cause, Cause::NotExplainedNow);
+        assert!(a.recommendations.is_empty());
+    }
+
+    #[test]
+    fn gfp_marks_from_names_and_bits() {
+        let r = row(
+            "6.18.44",
+            6,
+            "0x4428c0",
+            "GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_COMP|__GFP_ACCOUNT",
+            1,
+            0,
+            "",
+        );
+        let m = GfpMarks::of_row(&r);
+        assert!(
+            m.account && m.nowarn && !m.high && !m.direct_reclaim,
+            "{m:?}"
+        );
+        // 4.9: bit layout differs; names only. GFP_ATOMIC was 0x2080020 there.
+        let r = row("4.9.0", 1, "0x2080020", "GFP_ATOMIC", 1, 0, "");
+        assert_eq!(
+            GfpMarks::of_row(&r),
+            GfpMarks {
+                high: true,
+                ..GfpMarks::default()
+            }
+        );
+        let r = row(
+            "4.9.0",
+            1,
+            "0x14000c0",
+            "GFP_KERNEL_ACCOUNT|__GFP_NOWARN",
+            1,
+            0,
+            "",
+        );
+        let m = GfpMarks::of_row(&r);
+        assert!(m.account && m.nowarn && m.direct_reclaim && !m.high);
+    }
+
+    #[test]
+    fn default_min_free_kbytes_follows_the_kernel() {
+        assert_eq!(
+            default_min_free_kbytes(1 << 20),
+            4096,
+            "1 GiB: 4 * sqrt(1048576)"
+        );
+        assert_eq!(default_min_free_kbytes(16 << 20), 16_384);
+        assert_eq!(default_min_free_kbytes(512), MIN_FREE_KBYTES_DEFAULT_FLOOR);
+        assert_eq!(
+            default_min_free_kbytes(16 << 30),
+            MIN_FREE_KBYTES_DEFAULT_CEILING
+        );
+    }
+
+    #[test]
+    fn no_rows_no_change() {
+        let a = advise(&[], &snapshot("6.18"), None);
+        assert!(a.findings.is_empty() && a.recommendations.is_empty());
+        assert!(a.verdict.contains("nothing to change"));
+    }
+}
