@@ -48,6 +48,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod qemu;
 pub mod smoke;
+pub mod test;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
