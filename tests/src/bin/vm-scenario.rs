@@ -131,7 +131,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     let pf_out = fs::File::create("/tmp/pagefail.out").map_err(|e| format!("/tmp: {e}"))?;
     let mut child = Command::new(pagefail)
         .args(["-v", "watch", "--min-order", "1", "--interval", "2s"])
-        .args(["--ring-kib", "4096", "--csv", "/tmp/pagefail.csv"])
+        .args(["--ring-kib", "16384", "--csv", "/tmp/pagefail.csv"])
         .stdout(pf_out)
         .stderr(Stdio::piped())
         .spawn()
