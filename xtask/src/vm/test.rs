@@ -69,6 +69,10 @@ pub struct TestArgs {
     /// Which scenario (only `atomic-net` so far).
     #[arg(long, default_value = "atomic-net")]
     pub scenario: String,
+    /// Force pagefail's attach style in the guest (`PAGEFAIL_ATTACH`):
+    /// raw_tp, tp_btf or tracepoint; default: pagefail's own choice.
+    #[arg(long)]
+    pub attach: Option<String>,
 }
 
 /// One check of one run.
@@ -176,7 +180,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
         "all" => KERNELS.iter().map(|k| k.ver).collect(),
         one => vec![one],
     };
-    let report = run_all(&kernels, &args.scenario)?;
+    let report = match args.attach.as_deref() {
+        None => run_all(&kernels, &args.scenario)?,
+        Some(a) => run_matrix(&kernels, &args.scenario, Some(a))?,
+    };
     let md = report.markdown();
     println!("{md}");
     let path = super::vm_dir().join("report.md");
@@ -195,6 +202,23 @@ pub fn run(args: &TestArgs) -> Result<()> {
 /// A failed run is a row with `error` or failed checks, not an `Err`; `Err`
 /// means the runs could not be made at all (build, missing host tools).
 pub fn run_all(kernels: &[&str], scenario: &str) -> Result<Report> {
+    run_matrix(kernels, scenario, None)
+}
+
+/// [`run_all`] with pagefail's attach style forced (`None`: its own choice).
+pub fn run_matrix(kernels: &[&str], scenario: &str, attach: Option<&str>) -> Result<Report> {
+    if let Some(a) = attach
+        && !["raw_tp", "tp_btf", "tracepoint"].contains(&a)
+    {
+        bail!("unknown attach style {a:?}: use raw_tp, tp_btf or tracepoint");
+    }
+    crate::setup::ensure_packages(&[
+        "qemu-system-x86",
+        "busybox-static",
+        "kmod",
+        "xz-utils",
+        "iproute2",
+    ])?;
     if !SCENARIOS.contains(&scenario) {
         bail!(
             "unknown scenario {scenario:?}: use one of {}",
@@ -221,14 +245,14 @@ pub fn run_all(kernels: &[&str], scenario: &str) -> Result<Report> {
     let mut report = Report::default();
     for ver in kernels {
         let start = Instant::now();
-        let mut row = match run_one(ver, &pagefail, &scenario_bin, ip) {
+        let mut row = match run_one(ver, &pagefail, &scenario_bin, ip, attach) {
             Ok(row) => row,
             Err(e) => Row {
                 kernel: (*ver).to_owned(),
                 error: Some(format!("{e:#}")),
                 log: super::vm_dir()
                     .join("logs")
-                    .join(format!("vm-test-{ver}.log")),
+                    .join(format!("{}.log", run_name(ver, attach))),
                 ..Row::default()
             },
         };
@@ -243,7 +267,15 @@ pub fn run_all(kernels: &[&str], scenario: &str) -> Result<Report> {
     Ok(report)
 }
 
-fn init_script(modules: &[String]) -> String {
+/// The run's name: its console log is `target/vm/logs/<name>.log`.
+fn run_name(ver: &str, attach: Option<&str>) -> String {
+    match attach {
+        Some(a) => format!("vm-test-{ver}-{a}"),
+        None => format!("vm-test-{ver}"),
+    }
+}
+
+fn init_script(modules: &[String], attach: Option<&str>) -> String {
     let mut s = String::from(
         "#!/bin/sh\n/bin/busybox --install -s /bin\nexport PATH=/bin:/sbin:/usr/bin\n\
          mount -t proc proc /proc\nmount -t sysfs sysfs /sys\n\
@@ -300,6 +332,9 @@ cat /proc/meminfo | head -3
 pf_end net
 ",
     );
+    if let Some(a) = attach {
+        let _ = writeln!(s, "export PAGEFAIL_ATTACH={a}");
+    }
     let _ = writeln!(
         s,
         "/bin/vm-scenario run /bin/pagefail {TRAFFIC_SECS}\necho vm-scenario-exit=$?\npoweroff -f"
@@ -307,15 +342,21 @@ pf_end net
     s
 }
 
-fn run_one(ver: &str, pagefail: &Path, scenario_bin: &Path, ip: &Path) -> Result<Row> {
+fn run_one(
+    ver: &str,
+    pagefail: &Path,
+    scenario_bin: &Path,
+    ip: &Path,
+    attach: Option<&str>,
+) -> Result<Row> {
     let k = kernel::fetch(&kernel::spec(ver)?)?;
     let mut tree = Initramfs::new()?;
     let modules = tree.add_modules(&k, &["veth", "bonding"])?;
     tree.add_binary(ip, "/sbin/ip")?;
     tree.add_binary(pagefail, "/bin/pagefail")?;
     tree.add_binary(scenario_bin, "/bin/vm-scenario")?;
-    tree.set_init(&init_script(&modules));
-    let name = format!("vm-test-{ver}");
+    tree.set_init(&init_script(&modules, attach));
+    let name = run_name(ver, attach);
     let image = super::vm_dir().join("images").join(format!("{name}.cpio"));
     tree.write(&image)?;
     let mut cfg = QemuConfig::new(&name);
