@@ -31,6 +31,16 @@
 //! counts. The CSV's (order, gfp names) totals must equal what tracefs printed
 //! (exactly when nothing was lost).
 //!
+//! # Attach styles
+//! `--attach raw_tp|tp_btf|tracepoint` forces pagefail's style in the guest
+//! (`PAGEFAIL_ATTACH`). Measured: raw_tp and tp_btf equal tracefs exactly on
+//! 5.10, 6.1 and 6.12 (they need the enter/main/nested/exit programs of
+//! tracer-ebpf on 6.1 and 6.12, whose `__bpf_trace_run` skips a program
+//! nested in itself). The classic tracepoint does not: its program and the
+//! warn_alloc kprobe share the per-CPU `bpf_prog_active` guard, so events nested
+//! in either are skipped by the kernel (0.1-0.7% of failures, and of warn_alloc
+//! entries, in these runs); it is only pagefail's last fallback.
+//!
 //! # Time
 //! Each guest has a hard limit of [`GUEST_TIMEOUT`]; a panic or soft lockup
 //! fails the run (see [`super::qemu`]). The report goes to `target/vm/report.md`.
