@@ -113,6 +113,8 @@ pub struct Row {
     pub checks: Vec<Check>,
     /// A run that did not get as far as checks (boot, timeout, panic, ...).
     pub error: Option<String>,
+    /// What the traffic generators did (connects, frames, bytes).
+    pub traffic: String,
     pub log: PathBuf,
 }
 
@@ -168,6 +170,9 @@ impl Report {
             let _ = writeln!(s, "\n### {} (console: {})\n", r.kernel, r.log.display());
             if let Some(e) = &r.error {
                 let _ = writeln!(s, "- error: {e}");
+            }
+            if !r.traffic.is_empty() {
+                let _ = writeln!(s, "- traffic: {}", r.traffic);
             }
             for c in &r.checks {
                 let _ = writeln!(
@@ -489,6 +494,9 @@ fn check_into(
         .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok());
     row.pf_warn = number_after(summary, "warn_alloc entries: ");
     row.tracefs = num("tracefs_failures");
+    row.traffic = sections
+        .get("traffic")
+        .map_or_else(String::new, |t| t.trim().to_owned());
     row.tracefs_warn = num("tracefs_warn_alloc");
 
     add(
@@ -680,4 +688,89 @@ fn check_into(
         same && !from_trace.is_empty(),
         detail,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A console as a guest prints it, cut down to one CSV row a path.
+    fn console(tracefs: u64, lost: u64) -> String {
+        let recorded = tracefs - lost;
+        format!(
+            "boot noise\n\
+=====PAGEFAIL-BEGIN pagefail-stderr=====\n\
+pagefail: attached to mm_page_alloc (raw_tp) in 40 ms on 6.1.0; Ctrl-C to stop\n\
+pagefail: warn_alloc kprobe attached\n\
+=====PAGEFAIL-END pagefail-stderr=====\n\
+=====PAGEFAIL-BEGIN pagefail-summary=====\n\
+failures matching the filters: {tracefs} = {recorded} recorded + {lost} lost (ring buffer full)\n\
+warn_alloc entries: 7\n\
+=====PAGEFAIL-END pagefail-summary=====\n\
+=====PAGEFAIL-BEGIN pagefail-csv=====\n\
+window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack\n\
+a,b,h,k,pfgen-bulk0,10,/,task,tcp,3,0x528c0,GFP_NOWAIT|__GFP_COMP,yes,{},0,a,b,x;y\n\
+a,b,h,k,ksoftirqd/1,12,/,softirq,bonding+net-tx+tcp,2,0xa20,GFP_ATOMIC,yes,1,0,a,b,x;y\n\
+a,b,h,k,swapper/0,0,/,softirq,net-rx+neigh,1,0xa20,GFP_ATOMIC,yes,1,1,a,b,x;y\n\
+=====PAGEFAIL-END pagefail-csv=====\n\
+=====PAGEFAIL-BEGIN tracefs-order-gfp=====\n\
+1\tGFP_ATOMIC\t1\n2\tGFP_ATOMIC\t1\n3\tGFP_NOWAIT|__GFP_COMP\t{}\n\
+=====PAGEFAIL-END tracefs-order-gfp=====\n\
+PAGEFAIL-RESULT fragmented=1 frag_secs=3.0 pagefail_exit=exit_status:_0 \
+tracefs_failures={tracefs} tracefs_warn_alloc=7 tracefs_overrun=0 tracefs_dropped=0 \
+tracefs_unparsed=0\n",
+            recorded - 2,
+            tracefs - 2
+        )
+    }
+
+    fn checked(console: &str) -> Row {
+        let mut row = Row::default();
+        check_run(console, &parse_sections_of(console), &mut row);
+        row
+    }
+
+    fn parse_sections_of(console: &str) -> BTreeMap<String, String> {
+        crate::vm::parse_sections(console).present
+    }
+
+    #[test]
+    fn equal_counts_pass_every_check() {
+        let row = checked(&console(10, 0));
+        let failed: Vec<_> = row.checks.iter().filter(|c| !c.pass).collect();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(row.ok());
+        assert_eq!(row.style, "raw_tp");
+        assert_eq!(
+            (row.pf_matched, row.tracefs, row.pf_lost),
+            (Some(10), Some(10), Some(0))
+        );
+        assert_eq!(row.paths, ["bonding", "neigh", "net-rx", "net-tx", "tcp"]);
+    }
+
+    #[test]
+    fn lost_records_leave_a_subset_that_still_passes() {
+        let row = checked(&console(10, 3));
+        assert!(row.ok(), "{:?}", row.checks);
+    }
+
+    #[test]
+    fn a_missed_failure_fails_the_count_check() {
+        let text = console(10, 0).replace("tracefs_failures=10", "tracefs_failures=11");
+        let row = checked(&text);
+        let c = row
+            .checks
+            .iter()
+            .find(|c| c.name == "pagefail count == tracefs count")
+            .unwrap();
+        assert!(!c.pass);
+        assert!(!row.ok());
+    }
+
+    #[test]
+    fn no_result_line_is_an_error() {
+        let row = checked("Kernel booted\n");
+        assert!(row.error.is_some());
+        assert!(!row.ok());
+    }
 }
