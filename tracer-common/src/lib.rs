@@ -106,6 +106,23 @@ pub const MAP_WARN_SEEN: &str = "WARN_SEEN";
 pub const PROG_RAW_TP: &str = "pagefail_raw_tp";
 /// Program attached as a BTF tracepoint (`tp_btf/mm_page_alloc`).
 pub const PROG_BTF_TP: &str = "pagefail_btf_tp";
+/// Raw tracepoint programs in attach order around [`PROG_RAW_TP`]: `enter`
+/// opens a nesting level, `nested` handles the events the kernel kept from the
+/// main program because it was already running on that CPU, `exit` closes
+/// the level (see tracer-ebpf).
+pub const PROGS_RAW_TP: [&str; 4] = [
+    "pagefail_raw_tp_enter",
+    PROG_RAW_TP,
+    "pagefail_raw_tp_nested",
+    "pagefail_raw_tp_exit",
+];
+/// BTF tracepoint programs in attach order, as [`PROGS_RAW_TP`].
+pub const PROGS_BTF_TP: [&str; 4] = [
+    "pagefail_btf_tp_enter",
+    PROG_BTF_TP,
+    "pagefail_btf_tp_nested",
+    "pagefail_btf_tp_exit",
+];
 /// Program attached as a classic tracepoint (`tracepoint/kmem/mm_page_alloc`).
 pub const PROG_CLASSIC_TP: &str = "pagefail_classic_tp";
 /// Kprobe on `warn_alloc`.

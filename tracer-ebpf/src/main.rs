@@ -75,6 +75,67 @@ static FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ORDER_SLOTS, 0);
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 #[map]
 static WARN_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+/// Per CPU: slot 0 is the nesting depth of mm_page_alloc events, slots
+/// 1..=NEST_SLOTS say whether the main program handled the event at that depth.
+#[map]
+static NEST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1 + NEST_SLOTS, 0);
+const NEST_SLOTS: u32 = 8;
+
+// ---- nested events ----
+// Newer kernels skip a raw/BTF tracepoint program that is already running on
+// the same CPU (`prog->active` in `__bpf_trace_run`; only the program's
+// `recursion_misses` counts it; measured in `cargo xtask vm-test`: 6.1 and
+// 6.12 skip, 5.10 does not):
+// <https://elixir.bootlin.com/linux/v6.1/source/kernel/trace/bpf_trace.c>.
+// A failed allocation in a softirq that interrupts the program (during its own
+// `bpf_get_stack`, say) would be lost silently. So four programs are attached
+// to the tracepoint, and the kernel calls them in attach order:
+//   enter  - depth += 1; handled[depth] = 0
+//   main   - the work; handled[depth] = 1
+//   nested - the work, only when handled[depth] == 0: the kernel skipped main
+//            for this event because main was running on this CPU
+//   exit   - depth -= 1
+// An event nested inside `main` (prologue and epilogue included) runs enter,
+// nested and exit at a deeper depth, so its slot stays 0 and `nested` does the
+// work. Where a kernel skips enter or exit instead (an event nested in them),
+// main runs normally and the depth only drifts, which the wrapping slot index
+// absorbs. On kernels without the check, nested events run main themselves.
+
+#[inline(always)]
+fn nest_get(slot: u32) -> u32 {
+    NEST.get(slot).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn nest_set(slot: u32, v: u32) {
+    if let Some(p) = NEST.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot of a plain integer.
+        unsafe { *p = v };
+    }
+}
+
+#[inline(always)]
+fn depth_slot(depth: u32) -> u32 {
+    1 + (depth & (NEST_SLOTS - 1))
+}
+
+#[inline(always)]
+fn nest_enter() {
+    let d = nest_get(0).wrapping_add(1);
+    nest_set(0, d);
+    nest_set(depth_slot(d), 0);
+}
+
+#[inline(always)]
+fn nest_exit() {
+    nest_set(0, nest_get(0).wrapping_sub(1));
+}
+
+/// The slot of the current depth, read before the main program's work.
+#[inline(always)]
+fn current_slot() -> u32 {
+    depth_slot(nest_get(0))
+}
 
 #[inline(always)]
 fn bump(map: &PerCpuArray<u64>, slot: u32) {
@@ -173,27 +234,88 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
 /// Preferred: raw tracepoint, arguments as plain u64 (kernel 4.17+, no BTF).
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
 pub fn pagefail_raw_tp(ctx: RawTracePointContext) -> i32 {
+    let slot = current_slot();
+    raw_tp_body(&ctx);
+    nest_set(slot, 1);
+    0
+}
+
+/// Attached before [`pagefail_raw_tp`]: opens a nesting level.
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn pagefail_raw_tp_enter(_ctx: RawTracePointContext) -> i32 {
+    nest_enter();
+    0
+}
+
+/// Attached after [`pagefail_raw_tp`]: does its work for the events the kernel
+/// kept from it because it was running on this CPU.
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn pagefail_raw_tp_nested(ctx: RawTracePointContext) -> i32 {
+    if nest_get(current_slot()) == 0 {
+        raw_tp_body(&ctx);
+    }
+    0
+}
+
+/// Attached last: closes the nesting level.
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn pagefail_raw_tp_exit(_ctx: RawTracePointContext) -> i32 {
+    nest_exit();
+    0
+}
+
+#[inline(always)]
+fn raw_tp_body(ctx: &RawTracePointContext) {
     let page: u64 = ctx.arg(0);
     let order: u64 = ctx.arg(1);
     if page != 0 {
         bump(&ALLOCS, order_slot(order as u32));
-        return 0;
+        return;
     }
     let gfp: u64 = ctx.arg(2);
     let migratetype: u64 = ctx.arg(3);
-    on_failure(&ctx, order as u32, gfp, migratetype as i32);
-    0
+    on_failure(ctx, order as u32, gfp, migratetype as i32);
 }
 
 /// Fallback: BTF tracepoint (same arguments, typed by BTF).
 #[btf_tracepoint(function = "mm_page_alloc")]
 pub fn pagefail_btf_tp(ctx: BtfTracePointContext) -> i32 {
+    let slot = current_slot();
+    btf_tp_body(&ctx);
+    nest_set(slot, 1);
+    0
+}
+
+/// As [`pagefail_raw_tp_enter`].
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn pagefail_btf_tp_enter(_ctx: BtfTracePointContext) -> i32 {
+    nest_enter();
+    0
+}
+
+/// As [`pagefail_raw_tp_nested`].
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn pagefail_btf_tp_nested(ctx: BtfTracePointContext) -> i32 {
+    if nest_get(current_slot()) == 0 {
+        btf_tp_body(&ctx);
+    }
+    0
+}
+
+/// As [`pagefail_raw_tp_exit`].
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn pagefail_btf_tp_exit(_ctx: BtfTracePointContext) -> i32 {
+    nest_exit();
+    0
+}
+
+#[inline(always)]
+fn btf_tp_body(ctx: &BtfTracePointContext) {
     let page: u64 = ctx.arg(0);
     let order: u64 = ctx.arg(1);
     let gfp: u64 = ctx.arg(2);
     let migratetype: u64 = ctx.arg(3);
-    on_alloc(&ctx, page == 0, order as u32, gfp, migratetype as i32);
-    0
+    on_alloc(ctx, page == 0, order as u32, gfp, migratetype as i32);
 }
 
 /// Last resort: the classic tracepoint record, at offsets from the format file.

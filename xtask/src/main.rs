@@ -39,6 +39,10 @@ enum Task {
     /// Boot Debian kernels with modules and host binaries in the initramfs,
     /// to check the VM runner works.
     VmSmoke(vm::smoke::SmokeArgs),
+    /// Real atomic failures in Debian kernels under qemu: pagefail against tracefs.
+    ///
+    /// Example: cargo xtask vm-test --kernel 6.1
+    VmTest(vm::test::TestArgs),
 }
 
 fn workspace_root() -> PathBuf {
@@ -103,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test => test(),
         Task::VmCapture(args) => vm::capture::run(&args),
         Task::VmSmoke(args) => vm::smoke::run(&args),
+        Task::VmTest(args) => vm::test::run(&args),
     }
 }
 

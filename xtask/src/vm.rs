@@ -26,6 +26,10 @@
 //! 4. [`capture`]: `cargo xtask vm-capture` uses the three to regenerate the
 //!    fixtures under `tests/fixtures/` from real kernels; [`smoke`]
 //!    (`cargo xtask vm-smoke`) checks modules and host binaries work in guests.
+//! 5. [`test`]: `cargo xtask vm-test` causes real atomic allocation failures
+//!    (fragmented memory, traffic over a bond) in each kernel and checks
+//!    `pagefail watch` against tracefs in the same guest; the table goes to
+//!    `target/vm/report.md`. [`test::run_all`] is the entry for `cargo xtask test`.
 //!
 //! # Time limits
 //! Under TCG a cloud kernel boots to `/init` in 4-8 s (256 MB, 2 vCPUs). Every
@@ -37,17 +41,24 @@
 //! Downloads (once per kernel) take a few seconds each. Measured on these
 //! machines: `vm-capture --kernel all` ~26 s with warm caches (boots 4.7 s for
 //! 5.10, 6.0 s for 6.1, 8.1 s for 6.12), `vm-smoke` ~29 s, and
-//! `cargo test -p xtask -- --ignored` (panic and timeout detection) ~20 s.
+//! `cargo test -p xtask -- --ignored` (panic and timeout detection) ~20 s,
+//! `vm-test --kernel all` ~80 s with warm caches (24-33 s a kernel: boot,
+//! attach ~1 s, fragmenting 2-5 s, 8 s of traffic, quiesce, report), each
+//! guest limited to [`test::GUEST_TIMEOUT`].
 //!
 //! # Host requirements
 //! `qemu-system-x86 busybox-static kmod xz-utils` (and `iproute2` for
-//! `vm-smoke`), installed with apt; each missing tool is named in the error.
+//! `vm-smoke` and `vm-test`), installed with apt; each missing tool is named
+//! in the error (`vm-test` installs them itself when run as root on Debian).
+//! No `ethtool` is needed: the guest turns scatter-gather off with the
+//! `SIOCETHTOOL` ioctl.
 
 pub mod capture;
 pub mod initramfs;
 pub mod kernel;
 pub mod qemu;
 pub mod smoke;
+pub mod test;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -17,8 +17,8 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    MAP_ALLOCS, MAP_EVENTS, MAP_FAILS, MAP_STATS, ORDER_SLOTS, PROG_BTF_TP, PROG_CLASSIC_TP,
-    PROG_RAW_TP, PROG_WARN_ALLOC, global, stat,
+    MAP_ALLOCS, MAP_EVENTS, MAP_FAILS, MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP, PROG_RAW_TP,
+    PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
 pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
@@ -114,8 +114,9 @@ pub enum WarnAllocProbe {
 
 #[derive(Debug)]
 enum Link {
-    Raw(RawTracePointLinkId),
-    Btf(BtfTracePointLinkId),
+    /// Program name (main or nested copy) and link.
+    Raw(&'static str, RawTracePointLinkId),
+    Btf(&'static str, BtfTracePointLinkId),
     Classic(TracePointLinkId),
     Kprobe(KProbeLinkId),
 }
@@ -280,7 +281,7 @@ impl Tracer {
                 Err(e) => fallbacks.push((style, e)),
             }
         }
-        let Some((style, link)) = attached else {
+        let Some((style, style_links)) = attached else {
             let tried = if fallbacks.is_empty() {
                 "no style applies (see `pagefail check`)".to_owned()
             } else {
@@ -296,7 +297,7 @@ impl Tracer {
             });
         };
         let attach_time = start.elapsed();
-        let mut links = vec![link];
+        let mut links = style_links;
 
         let warn_alloc = if !cfg.warn_alloc {
             WarnAllocProbe::Disabled
@@ -379,18 +380,9 @@ impl Tracer {
     /// Detach every program. Counters and the ring buffer stay readable, so
     /// after a detach and a final drain, delivered + lost = matched exactly.
     pub fn detach(&mut self) {
-        for link in self.links.drain(..) {
-            let result = match link {
-                Link::Raw(id) => prog::<RawTracePoint>(&mut self.ebpf, PROG_RAW_TP)
-                    .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
-                Link::Btf(id) => prog::<BtfTracePoint>(&mut self.ebpf, PROG_BTF_TP)
-                    .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
-                Link::Classic(id) => prog::<TracePoint>(&mut self.ebpf, PROG_CLASSIC_TP)
-                    .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
-                Link::Kprobe(id) => prog::<KProbe>(&mut self.ebpf, PROG_WARN_ALLOC)
-                    .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
-            };
-            if let Err(e) = result {
+        // Reverse attach order: the nesting programs wrap the main one.
+        for link in self.links.drain(..).rev() {
+            if let Err(e) = detach_link(&mut self.ebpf, link) {
                 log::warn!("detaching: {e}");
             }
         }
@@ -414,38 +406,85 @@ where
         .map_err(|_| format!("program {name} has an unexpected type"))
 }
 
+/// Attach `style`'s program; for the raw and BTF tracepoints also its nested
+/// copy (see tracer-ebpf: it catches the events the kernel keeps from a
+/// program already running on the same CPU). The main link comes first.
 fn attach_style(
     ebpf: &mut Ebpf,
     style: AttachStyle,
     btf: &mut Option<Btf>,
-) -> Result<Link, String> {
+) -> Result<Vec<Link>, String> {
     match style {
         AttachStyle::Raw => {
-            let p = prog::<RawTracePoint>(ebpf, PROG_RAW_TP)?;
-            p.load().map_err(|e| format!("load: {e}"))?;
-            p.attach("mm_page_alloc")
-                .map(Link::Raw)
-                .map_err(|e| format!("attach: {e}"))
+            let attach = |ebpf: &mut Ebpf, name: &'static str| -> Result<Link, String> {
+                let p = prog::<RawTracePoint>(ebpf, name)?;
+                p.load().map_err(|e| format!("load {name}: {e}"))?;
+                let id = p
+                    .attach("mm_page_alloc")
+                    .map_err(|e| format!("attach {name}: {e}"))?;
+                Ok(Link::Raw(name, id))
+            };
+            attach_all(ebpf, &PROGS_RAW_TP, attach)
         }
         AttachStyle::Btf => {
             if btf.is_none() {
                 *btf = Some(Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?);
             }
             let btf = btf.as_ref().ok_or("kernel BTF missing")?;
-            let p = prog::<BtfTracePoint>(ebpf, PROG_BTF_TP)?;
-            p.load("mm_page_alloc", btf)
-                .map_err(|e| format!("load: {e}"))?;
-            p.attach()
-                .map(Link::Btf)
-                .map_err(|e| format!("attach: {e}"))
+            let attach = |ebpf: &mut Ebpf, name: &'static str| -> Result<Link, String> {
+                let p = prog::<BtfTracePoint>(ebpf, name)?;
+                p.load("mm_page_alloc", btf)
+                    .map_err(|e| format!("load {name}: {e}"))?;
+                let id = p.attach().map_err(|e| format!("attach {name}: {e}"))?;
+                Ok(Link::Btf(name, id))
+            };
+            attach_all(ebpf, &PROGS_BTF_TP, attach)
         }
         AttachStyle::Classic => {
             let p = prog::<TracePoint>(ebpf, PROG_CLASSIC_TP)?;
             p.load().map_err(|e| format!("load: {e}"))?;
             p.attach("kmem", "mm_page_alloc")
-                .map(Link::Classic)
+                .map(|id| vec![Link::Classic(id)])
                 .map_err(|e| format!("attach: {e}"))
         }
+    }
+}
+
+/// Attach `names` in order (the kernel calls a tracepoint's programs in attach
+/// order); on a failure, detach what was attached so the next style starts
+/// clean.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    names: &[&'static str],
+    attach: impl Fn(&mut Ebpf, &'static str) -> Result<Link, String>,
+) -> Result<Vec<Link>, String> {
+    let mut links = Vec::new();
+    for name in names {
+        match attach(ebpf, name) {
+            Ok(l) => links.push(l),
+            Err(e) => {
+                for l in links.into_iter().rev() {
+                    let _ = detach_link(ebpf, l);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(links)
+}
+
+fn detach_link(ebpf: &mut Ebpf, link: Link) -> Result<(), String> {
+    match link {
+        Link::Raw(name, id) => {
+            prog::<RawTracePoint>(ebpf, name).and_then(|p| p.detach(id).map_err(|e| e.to_string()))
+        }
+        Link::Btf(name, id) => {
+            prog::<BtfTracePoint>(ebpf, name).and_then(|p| p.detach(id).map_err(|e| e.to_string()))
+        }
+        Link::Classic(id) => prog::<TracePoint>(ebpf, PROG_CLASSIC_TP)
+            .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
+        Link::Kprobe(id) => prog::<KProbe>(ebpf, PROG_WARN_ALLOC)
+            .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
     }
 }
 

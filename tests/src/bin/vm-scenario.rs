@@ -1,0 +1,1056 @@
+//! The guest side of `cargo xtask vm-test`: fragments memory, drives network
+//! traffic over a bond, and compares `pagefail watch` with tracefs.
+//!
+//! Runs as root inside a qemu guest whose `/init` has loaded `veth` and
+//! `bonding` and built the topology (bond0 in the initial netns, bond1 in the
+//! netns `peer`, joined by the veth pairs v0-v1 and v2-v3). Subcommands:
+//!
+//! - `vm-scenario run PAGEFAIL_BIN TRAFFIC_SECS`: the whole scenario; prints
+//!   result sections between `=====PAGEFAIL-BEGIN/END name=====` markers and
+//!   one `PAGEFAIL-RESULT key=value ...` line.
+//! - `vm-scenario fragment READY_FILE RELEASE_FILE`: the memory fragmenter,
+//!   started by `run` as a child process before anything is fragmented.
+//!
+//! # Why it is built this way
+//! Once memory is fragmented no free block of order >= 1 remains, so a
+//! `fork` (which needs order-1+ pages for the new task) would end in the OOM
+//! killer. Every process and thread is therefore created first; the threads
+//! wait for a go flag, the fragmenter signals through a ready file. Every loop
+//! is bounded by a deadline and a count.
+//!
+//! # How the counts are made comparable
+//! pagefail attaches first; the tracefs instance starts recording after
+//! pagefail printed "attached" and before anything is fragmented, and stops
+//! after the traffic ended and the fragmenter exited (its memory freed, so
+//! order >= 1 blocks exist again) plus a settling pause. Failures of order >= 1
+//! are only possible while memory is fragmented, and that whole period lies
+//! inside both windows, so both tools must see the same failures.
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    path::Path,
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const INSTANCE: &str = "/sys/kernel/tracing/instances/pfcheck";
+/// `__GFP_HIGH` and `__GFP_DIRECT_RECLAIM` on 4.10+ kernels (5.10, 6.1 and
+/// 6.12 all use these bits): the tracer's atomic rule, written as a filter.
+const FAILED_ATOMIC_FILTER: &str = "pfn == 18446744073709551615 && order >= 1 && \
+                                    ((gfp_flags & 0x20) || !(gfp_flags & 0x400))";
+const BOND0_IP: [u8; 4] = [10, 9, 0, 1];
+const BOND1_IP: [u8; 4] = [10, 9, 0, 2];
+const BULK_PORT: u16 = 5001;
+const STORM_PORT: u16 = 5002;
+const REUSEPORT_BASE: u16 = 7000;
+const BULK_FLOWS: usize = 8;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some("run") if args.len() == 4 => {
+            let secs = args[3].parse().unwrap_or(8);
+            run(&args[2], Duration::from_secs(secs))
+        }
+        Some("fragment") if args.len() == 4 => fragment(&args[2], &args[3]),
+        _ => Err("usage: vm-scenario run PAGEFAIL_BIN TRAFFIC_SECS | \
+                  vm-scenario fragment READY_FILE RELEASE_FILE"
+            .to_owned()),
+    };
+    if let Err(e) = result {
+        eprintln!("vm-scenario: {e}");
+        println!("PAGEFAIL-RESULT error={}", e.replace(' ', "_"));
+        std::process::exit(1);
+    }
+}
+
+type Res<T> = Result<T, String>;
+
+fn write_file(path: &str, value: &str) -> Res<()> {
+    fs::write(path, value).map_err(|e| format!("writing {value:?} to {path}: {e}"))
+}
+
+fn append_file(path: &str, value: &str) -> Res<()> {
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("opening {path}: {e}"))?;
+    f.write_all(value.as_bytes())
+        .map_err(|e| format!("appending {value:?} to {path}: {e}"))
+}
+
+fn section(name: &str, body: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "=====PAGEFAIL-BEGIN {name}=====");
+    let _ = out.write_all(body.as_bytes());
+    if !body.is_empty() && !body.ends_with('\n') {
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "=====PAGEFAIL-END {name}=====");
+    let _ = out.flush();
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+// ---------------------------------------------------------------- orchestration
+
+fn run(pagefail: &str, traffic: Duration) -> Res<()> {
+    let t0 = Instant::now();
+    raise_fd_limit()?;
+    // Knobs from docs/KERNEL.md: no THP, and compaction must not undo the
+    // fragmentation by migrating the locked pages.
+    for (path, value) in [
+        ("/sys/kernel/mm/transparent_hugepage/enabled", "never"),
+        ("/sys/kernel/mm/transparent_hugepage/defrag", "never"),
+        ("/proc/sys/vm/compact_unevictable_allowed", "0"),
+        ("/proc/sys/vm/compaction_proactiveness", "0"),
+    ] {
+        if Path::new(path).exists() {
+            write_file(path, value)?;
+        }
+    }
+    // Our own processes stay alive; the fragmenter is the OOM killer's choice.
+    let _ = write_file("/proc/self/oom_score_adj", "-500");
+    scatter_gather_off("v0")?;
+
+    setup_tracefs()?;
+
+    // pagefail attaches first; its stderr tells when.
+    let pf_out = fs::File::create("/tmp/pagefail.out").map_err(|e| format!("/tmp: {e}"))?;
+    let mut child = Command::new(pagefail)
+        .args(["-v", "watch", "--min-order", "1", "--interval", "2s"])
+        .args(["--ring-kib", "16384", "--csv", "/tmp/pagefail.csv"])
+        .stdout(pf_out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {pagefail}: {e}"))?;
+    let stderr_lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let attached = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stderr = child.stderr.take().ok_or("no pagefail stderr")?;
+        let lines = Arc::clone(&stderr_lines);
+        let attached = Arc::clone(&attached);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[pagefail] {line}");
+                let done = line.contains("warn_alloc kprobe attached")
+                    || line.contains("warn_alloc probe unavailable");
+                lines.lock().unwrap().push(line);
+                if done {
+                    attached.store(true, Ordering::SeqCst);
+                }
+            }
+            attached.store(true, Ordering::SeqCst);
+        })
+    };
+    let wait_start = Instant::now();
+    while !attached.load(Ordering::SeqCst) {
+        if wait_start.elapsed() > Duration::from_secs(90) {
+            let _ = child.kill();
+            return Err("pagefail did not attach within 90 s".to_owned());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    if let Ok(Some(status)) = child.try_wait() {
+        let _ = reader.join();
+        section("pagefail-stderr", &stderr_lines.lock().unwrap().join("\n"));
+        return Err(format!("pagefail exited at start: {status}"));
+    }
+    let attach_secs = t0.elapsed().as_secs_f64();
+
+    // The ground-truth window opens: after pagefail's, before fragmenting.
+    write_file(&format!("{INSTANCE}/tracing_on"), "1")?;
+
+    // Every thread and process is made now, before memory is fragmented.
+    let go = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    let server = {
+        let (go, stop, c) = (Arc::clone(&go), Arc::clone(&stop), Arc::clone(&counters));
+        spawn_named("pfgen-server", move || server(&go, &stop, &c))
+    };
+    // Let the listeners come up, then connect the bulk flows (proves the link).
+    thread::sleep(Duration::from_millis(500));
+    let mut bulk = Vec::new();
+    for i in 0..BULK_FLOWS {
+        let fd = tcp_connect(BOND1_IP, BULK_PORT, Duration::from_secs(10))
+            .map_err(|e| format!("bulk flow {i} cannot connect to 10.9.0.2 over the bond: {e}"))?;
+        bulk.push(fd);
+    }
+    let mut workers = Vec::new();
+    for (i, fd) in bulk.into_iter().enumerate() {
+        let (go, c) = (Arc::clone(&go), Arc::clone(&counters));
+        workers.push(spawn_named(&format!("pfgen-bulk{i}"), move || {
+            bulk_sender(&fd, &go, traffic, &c);
+        }));
+    }
+    {
+        let (go, c) = (Arc::clone(&go), Arc::clone(&counters));
+        workers.push(spawn_named("pfgen-neigh", move || {
+            neigh_growth(&go, traffic, &c);
+        }));
+    }
+    {
+        let (go, c) = (Arc::clone(&go), Arc::clone(&counters));
+        workers.push(spawn_named("pfgen-arp", move || {
+            arp_flood(&go, traffic, &c)
+        }));
+    }
+    for i in 0..2 {
+        let (go, c) = (Arc::clone(&go), Arc::clone(&counters));
+        workers.push(spawn_named(&format!("pfgen-storm{i}"), move || {
+            connect_storm(&go, traffic, &c);
+        }));
+    }
+    {
+        let (go, c) = (Arc::clone(&go), Arc::clone(&counters));
+        workers.push(spawn_named("pfgen-reuse", move || {
+            reuseport_groups(&go, traffic, &c);
+        }));
+    }
+
+    let _ = fs::remove_file("/tmp/frag.ready");
+    let _ = fs::remove_file("/tmp/frag.release");
+    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut frag = Command::new(me)
+        .args(["fragment", "/tmp/frag.ready", "/tmp/frag.release"])
+        .spawn()
+        .map_err(|e| format!("starting the fragmenter: {e}"))?;
+    let frag_start = Instant::now();
+    let mut fragmented = false;
+    while frag_start.elapsed() < Duration::from_secs(120) {
+        if Path::new("/tmp/frag.ready").exists() {
+            fragmented = true;
+            break;
+        }
+        if let Ok(Some(status)) = frag.try_wait() {
+            eprintln!("vm-scenario: the fragmenter exited early: {status}");
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let frag_secs = frag_start.elapsed().as_secs_f64();
+    let buddy_fragmented = fs::read_to_string("/proc/buddyinfo").unwrap_or_default();
+
+    // Go: traffic for `traffic`, every loop bounded.
+    let go_at = Instant::now();
+    go.store(true, Ordering::SeqCst);
+    for w in workers {
+        let _ = w.join();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = server.join();
+    let traffic_secs = go_at.elapsed().as_secs_f64();
+
+    // Quiesce: free the fragmented memory, let timers settle, then close the
+    // tracefs window, then stop pagefail.
+    let _ = fs::write("/tmp/frag.release", "");
+    let rel = Instant::now();
+    let frag_status = loop {
+        if let Ok(Some(s)) = frag.try_wait() {
+            break Some(s);
+        }
+        if rel.elapsed() > Duration::from_secs(30) {
+            let _ = frag.kill();
+            break frag.wait().ok();
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    thread::sleep(Duration::from_secs(2));
+    let buddy_after = fs::read_to_string("/proc/buddyinfo").unwrap_or_default();
+    write_file(&format!("{INSTANCE}/tracing_on"), "0")?;
+
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let stop_at = Instant::now();
+    let pf_status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break Some(s);
+        }
+        if stop_at.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let _ = reader.join();
+
+    let trace = read_trace()?;
+    let stats = instance_stats();
+    let pf_stdout = fs::read_to_string("/tmp/pagefail.out").unwrap_or_default();
+    let summary = pf_stdout
+        .find("=== pagefail summary ===")
+        .map_or("", |i| &pf_stdout[i..]);
+    let csv = fs::read_to_string("/tmp/pagefail.csv").unwrap_or_default();
+
+    section("pagefail-stderr", &stderr_lines.lock().unwrap().join("\n"));
+    section("pagefail-summary", summary);
+    section("pagefail-csv", &csv);
+    section("buddyinfo-fragmented", &buddy_fragmented);
+    section("buddyinfo-after", &buddy_after);
+    section("tracefs-stats", &stats.text);
+    let mut keys = String::new();
+    for ((order, gfp), n) in &trace.by_order_gfp {
+        keys.push_str(&format!("{order}\t{gfp}\t{n}\n"));
+    }
+    section("tracefs-order-gfp", &keys);
+    let mut comms = String::new();
+    for (comm, n) in &trace.by_comm {
+        comms.push_str(&format!("{comm}\t{n}\n"));
+    }
+    section("tracefs-comm", &comms);
+    section("traffic", &counters.report());
+
+    println!(
+        "PAGEFAIL-RESULT fragmented={} frag_secs={frag_secs:.1} attach_secs={attach_secs:.1} \
+         traffic_secs={traffic_secs:.1} fragmenter_exit={} pagefail_exit={} \
+         tracefs_failures={} tracefs_warn_alloc={} tracefs_overrun={} tracefs_dropped={} \
+         tracefs_unparsed={}",
+        u8::from(fragmented),
+        frag_status.map_or_else(|| "none".to_owned(), |s| s.to_string().replace(' ', "_")),
+        pf_status.map_or_else(|| "killed".to_owned(), |s| s.to_string().replace(' ', "_")),
+        trace.failures,
+        trace.warn_alloc,
+        stats.overrun,
+        stats.dropped,
+        trace.unparsed,
+    );
+    Ok(())
+}
+
+fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> thread::JoinHandle<()> {
+    // The thread name becomes the task's comm, which pagefail's CSV shows.
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .expect("spawning a scenario thread")
+}
+
+fn raise_fd_limit() -> Res<()> {
+    let lim = libc::rlimit {
+        rlim_cur: 65536,
+        rlim_max: 65536,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        return Err(format!("setrlimit(RLIMIT_NOFILE): {}", errno()));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- tracefs
+
+fn setup_tracefs() -> Res<()> {
+    if !Path::new(&format!("{TRACEFS}/events")).exists() {
+        let src = CString::new("tracefs").unwrap();
+        let dst = CString::new(TRACEFS).unwrap();
+        // SAFETY: mount(2) with valid C strings.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            return Err(format!("mounting tracefs on {TRACEFS}: {}", errno()));
+        }
+    }
+    if !Path::new(INSTANCE).exists() {
+        fs::create_dir(INSTANCE).map_err(|e| format!("creating {INSTANCE}: {e}"))?;
+    }
+    write_file(&format!("{INSTANCE}/tracing_on"), "0")?;
+    // 8 MiB per CPU: room for a few hundred thousand records; the overrun
+    // counters prove it was enough.
+    write_file(&format!("{INSTANCE}/buffer_size_kb"), "8192")?;
+    append_file(
+        &format!("{TRACEFS}/kprobe_events"),
+        "p:wa warn_alloc gfp_mask=%di:x32\n",
+    )?;
+    let ev = format!("{INSTANCE}/events/kmem/mm_page_alloc");
+    write_file(&format!("{ev}/filter"), FAILED_ATOMIC_FILTER)
+        .map_err(|e| format!("{e} (the tracefs filter syntax was refused)"))?;
+    write_file(&format!("{ev}/enable"), "1")?;
+    write_file(&format!("{INSTANCE}/events/kprobes/wa/enable"), "1")?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Trace {
+    failures: u64,
+    warn_alloc: u64,
+    unparsed: u64,
+    by_order_gfp: BTreeMap<(u32, String), u64>,
+    by_comm: BTreeMap<String, u64>,
+}
+
+/// Count the instance's records: `mm_page_alloc` failures by (order, gfp
+/// names as tracefs printed them) and by comm, and `wa` (warn_alloc) hits.
+fn read_trace() -> Res<Trace> {
+    let path = format!("{INSTANCE}/trace");
+    let f = fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
+    let mut t = Trace::default();
+    for line in BufReader::new(f).lines() {
+        let line = line.map_err(|e| format!("reading {path}: {e}"))?;
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        if let Some(i) = line.find(" mm_page_alloc: ") {
+            let rest = &line[i + 16..];
+            let order = field(rest, "order=").and_then(|o| o.parse::<u32>().ok());
+            let gfp = field(rest, "gfp_flags=");
+            match (order, gfp) {
+                (Some(o), Some(g)) => {
+                    t.failures += 1;
+                    *t.by_order_gfp.entry((o, g.to_owned())).or_default() += 1;
+                    *t.by_comm.entry(task_comm(&line[..i])).or_default() += 1;
+                }
+                _ => t.unparsed += 1,
+            }
+        } else if line.contains(" wa: ") {
+            t.warn_alloc += 1;
+        } else {
+            t.unparsed += 1;
+        }
+    }
+    Ok(t)
+}
+
+fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let start = text.find(key)? + key.len();
+    Some(text[start..].split_whitespace().next().unwrap_or(""))
+}
+
+/// `          <comm>-<pid>     [001] ..... 12.3:` -> comm.
+fn task_comm(prefix: &str) -> String {
+    let head = prefix.split(" [").next().unwrap_or("").trim();
+    match head.rfind('-') {
+        Some(i) => head[..i].to_owned(),
+        None => head.to_owned(),
+    }
+}
+
+struct Stats {
+    text: String,
+    overrun: u64,
+    dropped: u64,
+}
+
+fn instance_stats() -> Stats {
+    let mut s = Stats {
+        text: String::new(),
+        overrun: 0,
+        dropped: 0,
+    };
+    for cpu in 0..64 {
+        let p = format!("{INSTANCE}/per_cpu/cpu{cpu}/stats");
+        let Ok(text) = fs::read_to_string(&p) else {
+            break;
+        };
+        for line in text.lines() {
+            let num = |k: &str| {
+                line.strip_prefix(k)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let Some(n) = num("overrun:") {
+                s.overrun += n;
+            }
+            if let Some(n) = num("dropped events:") {
+                s.dropped += n;
+            }
+        }
+        s.text.push_str(&format!("cpu{cpu}:\n{text}"));
+    }
+    s
+}
+
+// ---------------------------------------------------------------- fragmenter
+
+fn meminfo_kb(key: &str) -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// Free blocks per order, summed over zones, from `/proc/buddyinfo`.
+fn buddy_totals() -> [u64; 11] {
+    let mut totals = [0u64; 11];
+    for line in fs::read_to_string("/proc/buddyinfo")
+        .unwrap_or_default()
+        .lines()
+    {
+        let counts: Vec<u64> = line
+            .split_whitespace()
+            .skip(4)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        for (o, c) in counts.iter().enumerate().take(11) {
+            totals[o] += c;
+        }
+    }
+    totals
+}
+
+/// Touch anonymous memory until MemFree is about 4 MB, give back every page
+/// with an even PFN (its odd buddy stays, so nothing merges), lock the rest
+/// so compaction leaves it alone, then take each remaining free block of
+/// order >= 1 with an AF_PACKET RX ring of exactly that block size.
+fn fragment(ready: &str, release: &str) -> Res<()> {
+    // Killable on purpose: if memory runs out, the OOM killer takes us.
+    let _ = write_file("/proc/self/oom_score_adj", "1000");
+    let page = 4096usize;
+    let total_kb = meminfo_kb("MemTotal:");
+    let len = usize::try_from(total_kb).unwrap_or(0) * 1024;
+    // SAFETY: anonymous private mapping; only touched below within `len`.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(format!("mmap {len} bytes: {}", errno()));
+    }
+    let base = base.cast::<u8>();
+    let mut touched = 0usize;
+    while touched < len {
+        let free = meminfo_kb("MemFree:");
+        if free <= 4096 {
+            break;
+        }
+        // Big steps while far away, single pages near the target.
+        let step_pages = usize::try_from((free - 4096) / 4 / 2)
+            .unwrap_or(1)
+            .clamp(1, 1024);
+        for _ in 0..step_pages {
+            if touched >= len {
+                break;
+            }
+            // SAFETY: within the mapping.
+            unsafe { base.add(touched).write_volatile(1) };
+            touched += page;
+        }
+    }
+    let pages = touched / page;
+    // PFNs from pagemap: bit 63 present, bits 0-54 the PFN (root sees them).
+    let mut pm = fs::File::open("/proc/self/pagemap").map_err(|e| format!("pagemap: {e}"))?;
+    let mut buf = vec![0u8; pages * 8];
+    let offset = (base as usize / page) * 8;
+    {
+        use std::io::{Seek, SeekFrom};
+        pm.seek(SeekFrom::Start(offset as u64))
+            .map_err(|e| format!("pagemap seek: {e}"))?;
+        pm.read_exact(&mut buf)
+            .map_err(|e| format!("pagemap read: {e}"))?;
+    }
+    let mut released = 0usize;
+    for i in 0..pages {
+        let e = u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap());
+        let present = e >> 63 == 1;
+        let pfn = e & ((1 << 55) - 1);
+        if present && pfn % 2 == 0 {
+            // SAFETY: one page inside the mapping.
+            unsafe { libc::madvise(base.add(i * page).cast(), page, libc::MADV_DONTNEED) };
+            released += 1;
+        }
+    }
+    // mlock2(MLOCK_ONFAULT): lock what is resident without refaulting the holes.
+    // SAFETY: the range is our mapping.
+    let r = unsafe { libc::syscall(libc::SYS_mlock2, base, touched, 1) };
+    if r != 0 {
+        eprintln!("vm-scenario: mlock2: {}", errno());
+    }
+    // Take the remaining blocks of order >= 1, highest order first.
+    let mut rings: Vec<OwnedFd> = Vec::new();
+    for _ in 0..64 {
+        let totals = buddy_totals();
+        let Some(order) = (1..11).rev().find(|&o| totals[o] > 0) else {
+            break;
+        };
+        match packet_ring(order, totals[order]) {
+            Ok(fd) => rings.push(fd),
+            Err(e) => {
+                eprintln!("vm-scenario: ring of order {order}: {e}");
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "vm-scenario: fragmented: touched {pages} pages, released {released}, {} rings, \
+         MemFree {} kB, free blocks by order {:?}",
+        rings.len(),
+        meminfo_kb("MemFree:"),
+        buddy_totals()
+    );
+    write_file(ready, "")?;
+    let start = Instant::now();
+    while !Path::new(release).exists() && start.elapsed() < Duration::from_secs(300) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// An AF_PACKET RX ring of `blocks` blocks of `PAGE_SIZE << order` bytes.
+fn packet_ring(order: usize, blocks: u64) -> Res<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(format!("socket(AF_PACKET): {}", errno()));
+    }
+    // SAFETY: we own the new descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let block = 4096u32 << order;
+    let frame = 2048u32;
+    let req = libc::tpacket_req {
+        tp_block_size: block,
+        tp_block_nr: u32::try_from(blocks).unwrap_or(u32::MAX),
+        tp_frame_size: frame,
+        tp_frame_nr: u32::try_from(blocks).unwrap_or(0) * (block / frame),
+    };
+    setsockopt(fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_RX_RING, &req)
+        .map_err(|e| format!("PACKET_RX_RING: {e}"))?;
+    Ok(fd)
+}
+
+// ---------------------------------------------------------------- network helpers
+
+fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> std::io::Result<()> {
+    // SAFETY: `value` is a valid T for the option.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(errno()) }
+}
+
+fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn tcp_socket(nonblock: bool) -> std::io::Result<OwnedFd> {
+    let flags =
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, flags, 0) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: we own the new descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn connect_raw(fd: RawFd, ip: [u8; 4], port: u16) -> std::io::Result<()> {
+    let sa = sockaddr(ip, port);
+    // SAFETY: valid sockaddr_in.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            std::ptr::from_ref(&sa).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(errno()) }
+}
+
+fn timeout(d: Duration) -> libc::timeval {
+    libc::timeval {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(d.subsec_micros()),
+    }
+}
+
+/// A blocking connect bounded by `limit` (SO_SNDTIMEO bounds connect(2)).
+fn tcp_connect(ip: [u8; 4], port: u16, limit: Duration) -> std::io::Result<OwnedFd> {
+    let fd = tcp_socket(false)?;
+    setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_SNDTIMEO,
+        &timeout(limit),
+    )?;
+    connect_raw(fd.as_raw_fd(), ip, port)?;
+    Ok(fd)
+}
+
+fn listener(port: u16, reuseport: bool, backlog: i32) -> std::io::Result<OwnedFd> {
+    let fd = tcp_socket(true)?;
+    let one: i32 = 1;
+    setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, &one)?;
+    if reuseport {
+        setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, &one)?;
+    }
+    let sa = sockaddr([0, 0, 0, 0], port);
+    // SAFETY: valid sockaddr_in; listen on our socket.
+    unsafe {
+        if libc::bind(
+            fd.as_raw_fd(),
+            std::ptr::from_ref(&sa).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) != 0
+            || libc::listen(fd.as_raw_fd(), backlog) != 0
+        {
+            return Err(errno());
+        }
+    }
+    Ok(fd)
+}
+
+/// Move the calling thread into the netns `peer` (network namespaces are per thread).
+fn enter_peer_netns() -> Res<()> {
+    let f = fs::File::open("/run/netns/peer").map_err(|e| format!("/run/netns/peer: {e}"))?;
+    // SAFETY: setns on a namespace file descriptor.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(format!("setns(peer): {}", errno()));
+    }
+    Ok(())
+}
+
+/// `ethtool -K IFACE sg off` through the legacy ETHTOOL_SSG ioctl.
+fn scatter_gather_off(iface: &str) -> Res<()> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_SSG: u32 = 0x19;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_SSG,
+        data: 0,
+    };
+    let mut req = IfReq {
+        name: [0; 16],
+        data: &raw mut value,
+        _pad: [0; 16],
+    };
+    req.name[..iface.len()].copy_from_slice(iface.as_bytes());
+    // SAFETY: plain socket(2).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", errno()));
+    }
+    // SAFETY: we own the descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL with a valid ifreq pointing at a valid ethtool_value.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), SIOCETHTOOL, &raw mut req) } != 0 {
+        return Err(format!("ethtool sg off on {iface}: {}", errno()));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- traffic
+
+#[derive(Default)]
+struct Counters {
+    bulk_bytes: AtomicU64,
+    neigh_connects: AtomicU64,
+    arp_frames: AtomicU64,
+    storm_connects: AtomicU64,
+    storm_errors: AtomicU64,
+    reuse_listeners: AtomicU64,
+    reuse_errors: AtomicU64,
+    accepted: AtomicU64,
+    server_error: Mutex<String>,
+}
+
+impl Counters {
+    fn report(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "bulk_bytes={} neigh_connects={} arp_frames={} storm_connects={} storm_errors={} \
+             reuseport_listeners={} reuseport_errors={} accepted={} server_error={}\n",
+            g(&self.bulk_bytes),
+            g(&self.neigh_connects),
+            g(&self.arp_frames),
+            g(&self.storm_connects),
+            g(&self.storm_errors),
+            g(&self.reuse_listeners),
+            g(&self.reuse_errors),
+            g(&self.accepted),
+            self.server_error.lock().unwrap()
+        )
+    }
+}
+
+fn wait_go(go: &AtomicBool) {
+    while !go.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The one receiver in netns `peer`: accepts the bulk flows and reads them,
+/// accepts storm connections and closes them; one epoll loop, no fork.
+fn server(go: &AtomicBool, stop: &AtomicBool, c: &Counters) {
+    if let Err(e) = server_loop(go, stop, c) {
+        eprintln!("vm-scenario: server: {e}");
+        *c.server_error.lock().unwrap() = e.replace(' ', "_");
+    }
+}
+
+fn server_loop(_go: &AtomicBool, stop: &AtomicBool, c: &Counters) -> Res<()> {
+    enter_peer_netns()?;
+    let bulk = listener(BULK_PORT, false, 64).map_err(|e| format!("listen {BULK_PORT}: {e}"))?;
+    let storm =
+        listener(STORM_PORT, false, 4096).map_err(|e| format!("listen {STORM_PORT}: {e}"))?;
+    // SAFETY: epoll_create1 and epoll_ctl on descriptors we own.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(format!("epoll_create1: {}", errno()));
+    }
+    // SAFETY: we own the descriptor.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    let add = |fd: RawFd| {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: valid epoll and target descriptors.
+        unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) };
+    };
+    add(bulk.as_raw_fd());
+    add(storm.as_raw_fd());
+    let mut conns: Vec<OwnedFd> = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+    while !stop.load(Ordering::SeqCst) {
+        // SAFETY: valid buffer of 64 events.
+        let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), 64, 100) };
+        for ev in events.iter().take(usize::try_from(n).unwrap_or(0)) {
+            let fd = ev.u64 as RawFd;
+            if fd == bulk.as_raw_fd() || fd == storm.as_raw_fd() {
+                for _ in 0..64 {
+                    // SAFETY: accept4 on a listening socket.
+                    let a = unsafe {
+                        libc::accept4(
+                            fd,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        )
+                    };
+                    if a < 0 {
+                        break;
+                    }
+                    c.accepted.fetch_add(1, Ordering::Relaxed);
+                    // SAFETY: we own the accepted descriptor.
+                    let a = unsafe { OwnedFd::from_raw_fd(a) };
+                    if fd == bulk.as_raw_fd() {
+                        add(a.as_raw_fd());
+                        conns.push(a);
+                    }
+                }
+            } else {
+                for _ in 0..16 {
+                    // SAFETY: read into our buffer.
+                    let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+                    if r <= 0 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One bulk TCP flow: write as fast as the bond takes it until the deadline.
+fn bulk_sender(fd: &OwnedFd, go: &AtomicBool, run_for: Duration, c: &Counters) {
+    let _ = setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_SNDTIMEO,
+        &timeout(Duration::from_millis(200)),
+    );
+    let buf = vec![0x5au8; 64 * 1024];
+    wait_go(go);
+    let end = Instant::now() + run_for;
+    let mut rounds = 0u64;
+    while Instant::now() < end && rounds < 10_000_000 {
+        rounds += 1;
+        // SAFETY: write from our buffer.
+        let r = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if r > 0 {
+            c.bulk_bytes.fetch_add(r as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Non-blocking connects to thousands of absent hosts on bond0's subnet: each
+/// creates a neighbour entry, and the table's hash grows (`neigh_hash_alloc`).
+fn neigh_growth(go: &AtomicBool, run_for: Duration, c: &Counters) {
+    wait_go(go);
+    let end = Instant::now() + run_for;
+    for i in 0..40_000u32 {
+        if Instant::now() >= end {
+            break;
+        }
+        let ip = [10, 9, 100 + (i / 250 % 150) as u8, 1 + (i % 250) as u8];
+        if let Ok(fd) = tcp_socket(true) {
+            let _ = connect_raw(fd.as_raw_fd(), ip, 9);
+            c.neigh_connects.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// ARP requests for bond0's address from thousands of sender IPs, sent from
+/// netns `peer` over bond1; RPS spreads their receive over both CPUs, where
+/// `arp_process` adds neighbour entries in softirq.
+fn arp_flood(go: &AtomicBool, run_for: Duration, c: &Counters) {
+    if let Err(e) = enter_peer_netns() {
+        eprintln!("vm-scenario: arp flood: {e}");
+        return;
+    }
+    let name = CString::new("bond1").unwrap();
+    // SAFETY: if_nametoindex with a valid C string; socket(2).
+    let (ifindex, fd) = unsafe {
+        (
+            libc::if_nametoindex(name.as_ptr()),
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0),
+        )
+    };
+    if ifindex == 0 || fd < 0 {
+        eprintln!(
+            "vm-scenario: arp flood: no bond1 or no packet socket: {}",
+            errno()
+        );
+        return;
+    }
+    // SAFETY: we own the descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = 0x0806u16.to_be();
+    sll.sll_ifindex = ifindex as i32;
+    sll.sll_halen = 6;
+    sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    wait_go(go);
+    let end = Instant::now() + run_for;
+    let mut frame = [0u8; 60];
+    for i in 0..2_000_000u32 {
+        if i % 64 == 0 && Instant::now() >= end {
+            break;
+        }
+        let sender = [10, 9, 200 + (i / 250 % 50) as u8, 1 + (i % 250) as u8];
+        let mac = [0x02, 0x00, 0x0a, 0x09, sender[2], sender[3]];
+        frame[0..6].copy_from_slice(&[0xff; 6]);
+        frame[6..12].copy_from_slice(&mac);
+        frame[12..14].copy_from_slice(&[0x08, 0x06]);
+        frame[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        frame[22..28].copy_from_slice(&mac);
+        frame[28..32].copy_from_slice(&sender);
+        frame[32..38].copy_from_slice(&[0; 6]);
+        frame[38..42].copy_from_slice(&BOND0_IP);
+        // SAFETY: send our frame to a valid sockaddr_ll.
+        let r = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::from_ref(&sll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r > 0 {
+            c.arp_frames.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Connect and close as fast as possible: the peer's accept path clones the
+/// listener (`sk_clone_lock`) in softirq. Linger 0 avoids TIME_WAIT build-up.
+fn connect_storm(go: &AtomicBool, run_for: Duration, c: &Counters) {
+    wait_go(go);
+    let end = Instant::now() + run_for;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    for _ in 0..200_000 {
+        if Instant::now() >= end {
+            break;
+        }
+        match tcp_connect(BOND1_IP, STORM_PORT, Duration::from_secs(1)) {
+            Ok(fd) => {
+                let _ = setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
+                c.storm_connects.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                c.storm_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Groups of SO_REUSEPORT listeners: each group's socket array doubles as it
+/// grows (`__reuseport_alloc`, GFP_ATOMIC under a spinlock, order 1+).
+fn reuseport_groups(go: &AtomicBool, run_for: Duration, c: &Counters) {
+    wait_go(go);
+    let end = Instant::now() + run_for;
+    for _round in 0..100 {
+        if Instant::now() >= end {
+            break;
+        }
+        let mut held: Vec<OwnedFd> = Vec::new();
+        for g in 0..4u16 {
+            for _ in 0..1100 {
+                match listener(REUSEPORT_BASE + g, true, 8) {
+                    Ok(fd) => {
+                        held.push(fd);
+                        c.reuse_listeners.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        c.reuse_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if Instant::now() >= end {
+                    break;
+                }
+            }
+        }
+    }
+}

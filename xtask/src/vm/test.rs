@@ -1,0 +1,776 @@
+//! `cargo xtask vm-test`: real atomic page allocation failures in Debian
+//! kernels under qemu, traced by `pagefail watch` and checked against tracefs.
+//!
+//! For each kernel the initramfs holds `pagefail` and the guest program
+//! `vm-scenario` (crate `pagefail-tests`, with their shared libraries), iproute2,
+//! and the `veth` and `bonding` modules. `/init` builds the topology of
+//! docs/KERNEL.md (bond0, balance-xor layer3+4 over v0 and v2, to bond1 in the
+//! netns `peer`; MTU 9000; RPS on both CPUs) and runs `vm-scenario run`, which:
+//!
+//! 1. starts `pagefail -v watch --min-order 1 --csv ...` (atomic only, the
+//!    default) and waits for it to print that it attached;
+//! 2. opens the ground-truth window: a tracefs instance recording
+//!    `kmem/mm_page_alloc` with the filter
+//!    `pfn == 18446744073709551615 && order >= 1 && ((gfp_flags & 0x20) || !(gfp_flags & 0x400))`
+//!    (failed, order >= 1, and the tracer's atomic rule: `__GFP_HIGH`, or no
+//!    `__GFP_DIRECT_RECLAIM`) and a kprobe event `p:wa warn_alloc`;
+//! 3. creates every traffic thread and the fragmenter process, fragments memory
+//!    until no free block of order >= 1 remains, then releases the traffic
+//!    (neighbour growth, ARP flood with RPS, 8 bulk TCP flows, a
+//!    connect/close storm, SO_REUSEPORT groups) for a bounded time;
+//! 4. quiesces: joins the traffic, lets the fragmenter exit (its memory
+//!    merges back into high-order blocks), waits 2 s, closes the tracefs
+//!    window, then stops pagefail with SIGINT.
+//!
+//! # Why the counts must be equal
+//! pagefail's window contains the tracefs window. Outside the tracefs window
+//! memory is not fragmented, so no order >= 1 allocation fails there: both
+//! windows hold the same failures. The check is therefore exact equality of
+//! pagefail's matched count (recorded + lost) with the tracefs count, with the
+//! instance's overrun and dropped counters at 0, and of the warn_alloc kprobe
+//! counts. The CSV's (order, gfp names) totals must equal what tracefs printed
+//! (exactly when nothing was lost).
+//!
+//! # Attach styles
+//! `--attach raw_tp|tp_btf|tracepoint` forces pagefail's style in the guest
+//! (`PAGEFAIL_ATTACH`). Measured: raw_tp and tp_btf equal tracefs exactly on
+//! 5.10, 6.1 and 6.12 (they need the enter/main/nested/exit programs of
+//! tracer-ebpf on 6.1 and 6.12, whose `__bpf_trace_run` skips a program
+//! nested in itself). The classic tracepoint does not: its program and the
+//! warn_alloc kprobe share the per-CPU `bpf_prog_active` guard, so events nested
+//! in either are skipped by the kernel (0.1-0.7% of failures, and of warn_alloc
+//! entries, in these runs); it is only pagefail's last fallback.
+//!
+//! # Time
+//! Each guest has a hard limit of [`GUEST_TIMEOUT`]; a panic or soft lockup
+//! fails the run (see [`super::qemu`]). The report goes to `target/vm/report.md`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::initramfs::Initramfs;
+use super::kernel::{self, KERNELS};
+use super::qemu::{self, QemuConfig};
+
+/// Hard wall-clock limit of one guest.
+pub const GUEST_TIMEOUT: Duration = Duration::from_secs(280);
+
+/// The scenarios `--scenario` accepts.
+pub const SCENARIOS: &[&str] = &["atomic-net"];
+
+/// Seconds of traffic after fragmenting.
+const TRAFFIC_SECS: u32 = 8;
+
+/// Host iproute2 binary copied into the guest (busybox `ip` lacks bonding/netns).
+const HOST_IP: &[&str] = &["/usr/bin/ip", "/sbin/ip", "/bin/ip"];
+
+/// Arguments of `cargo xtask vm-test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Which kernel: 5.10, 6.1, 6.12, or all.
+    #[arg(long, default_value = "all")]
+    pub kernel: String,
+    /// Which scenario (only `atomic-net` so far).
+    #[arg(long, default_value = "atomic-net")]
+    pub scenario: String,
+    /// Force pagefail's attach style in the guest (`PAGEFAIL_ATTACH`):
+    /// raw_tp, tp_btf or tracepoint; default: pagefail's own choice.
+    #[arg(long)]
+    pub attach: Option<String>,
+}
+
+/// One check of one run.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub pass: bool,
+    pub detail: String,
+}
+
+/// The outcome of one kernel's run.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub kernel: String,
+    pub release: String,
+    /// mm_page_alloc attach style pagefail chose (raw tracepoint, tp_btf, ...).
+    pub style: String,
+    /// Whether pagefail attached its warn_alloc kprobe.
+    pub warn_probe: String,
+    pub paths: Vec<String>,
+    pub pf_matched: Option<u64>,
+    pub pf_recorded: Option<u64>,
+    pub pf_lost: Option<u64>,
+    pub tracefs: Option<u64>,
+    pub pf_warn: Option<u64>,
+    pub tracefs_warn: Option<u64>,
+    pub seconds: f64,
+    pub checks: Vec<Check>,
+    /// A run that did not get as far as checks (boot, timeout, panic, ...).
+    pub error: Option<String>,
+    /// What the traffic generators did (connects, frames, bytes).
+    pub traffic: String,
+    pub log: PathBuf,
+}
+
+impl Row {
+    /// Every check passed and the run completed.
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && !self.checks.is_empty() && self.checks.iter().all(|c| c.pass)
+    }
+}
+
+/// All runs of one `vm-test`.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub rows: Vec<Row>,
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+impl Report {
+    /// Every run passed.
+    pub fn ok(&self) -> bool {
+        !self.rows.is_empty() && self.rows.iter().all(Row::ok)
+    }
+
+    /// The report as Markdown: a summary table, then each run's checks.
+    pub fn markdown(&self) -> String {
+        let mut s = String::from(
+            "| kernel | attach style | warn_alloc probe | paths seen | pagefail count | \
+             tracefs count | lost | warn_alloc pagefail/tracefs | run time | result |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "| {} ({}) | {} | {} | {} | {} | {} | {} | {}/{} | {:.0} s | {} |",
+                r.kernel,
+                r.release,
+                r.style,
+                r.warn_probe,
+                r.paths.join(" "),
+                opt(r.pf_matched),
+                opt(r.tracefs),
+                opt(r.pf_lost),
+                opt(r.pf_warn),
+                opt(r.tracefs_warn),
+                r.seconds,
+                if r.ok() { "pass" } else { "FAIL" }
+            );
+        }
+        for r in &self.rows {
+            let _ = writeln!(s, "\n### {} (console: {})\n", r.kernel, r.log.display());
+            if let Some(e) = &r.error {
+                let _ = writeln!(s, "- error: {e}");
+            }
+            if !r.traffic.is_empty() {
+                let _ = writeln!(s, "- traffic: {}", r.traffic);
+            }
+            for c in &r.checks {
+                let _ = writeln!(
+                    s,
+                    "- [{}] {}: {}",
+                    if c.pass { "x" } else { " " },
+                    c.name,
+                    c.detail
+                );
+            }
+        }
+        s
+    }
+}
+
+/// `cargo xtask vm-test`: run, print the table, write `target/vm/report.md`,
+/// fail when any run failed.
+pub fn run(args: &TestArgs) -> Result<()> {
+    let kernels: Vec<&str> = match args.kernel.as_str() {
+        "all" => KERNELS.iter().map(|k| k.ver).collect(),
+        one => vec![one],
+    };
+    let report = match args.attach.as_deref() {
+        None => run_all(&kernels, &args.scenario)?,
+        Some(a) => run_matrix(&kernels, &args.scenario, Some(a))?,
+    };
+    let md = report.markdown();
+    println!("{md}");
+    let path = super::vm_dir().join("report.md");
+    fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("vm-test: report written to {}", path.display());
+    if !report.ok() {
+        bail!(
+            "vm-test failed; see {} and the console logs it names",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Build the guest binaries, then boot each kernel and check the scenario.
+/// A failed run is a row with `error` or failed checks, not an `Err`; `Err`
+/// means the runs could not be made at all (build, missing host tools).
+pub fn run_all(kernels: &[&str], scenario: &str) -> Result<Report> {
+    run_matrix(kernels, scenario, None)
+}
+
+/// [`run_all`] with pagefail's attach style forced (`None`: its own choice).
+pub fn run_matrix(kernels: &[&str], scenario: &str, attach: Option<&str>) -> Result<Report> {
+    if let Some(a) = attach
+        && !["raw_tp", "tp_btf", "tracepoint"].contains(&a)
+    {
+        bail!("unknown attach style {a:?}: use raw_tp, tp_btf or tracepoint");
+    }
+    crate::setup::ensure_packages(&[
+        "qemu-system-x86",
+        "busybox-static",
+        "kmod",
+        "xz-utils",
+        "iproute2",
+    ])?;
+    if !SCENARIOS.contains(&scenario) {
+        bail!(
+            "unknown scenario {scenario:?}: use one of {}",
+            SCENARIOS.join(", ")
+        );
+    }
+    let pagefail = crate::build_release()?;
+    let mut c = crate::cargo();
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "pagefail-tests",
+        "--bin",
+        "vm-scenario",
+    ]);
+    crate::run(c)?;
+    let scenario_bin = crate::workspace_root().join("target/release/vm-scenario");
+    let ip = HOST_IP
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .context("iproute2's ip not found: apt-get install iproute2")?;
+    let mut report = Report::default();
+    for ver in kernels {
+        let start = Instant::now();
+        let mut row = match run_one(ver, &pagefail, &scenario_bin, ip, attach) {
+            Ok(row) => row,
+            Err(e) => Row {
+                kernel: (*ver).to_owned(),
+                error: Some(format!("{e:#}")),
+                log: super::vm_dir()
+                    .join("logs")
+                    .join(format!("{}.log", run_name(ver, attach))),
+                ..Row::default()
+            },
+        };
+        row.seconds = start.elapsed().as_secs_f64();
+        eprintln!(
+            "vm-test: {ver}: {} in {:.0} s",
+            if row.ok() { "pass" } else { "FAIL" },
+            row.seconds
+        );
+        report.rows.push(row);
+    }
+    Ok(report)
+}
+
+/// The run's name: its console log is `target/vm/logs/<name>.log`.
+fn run_name(ver: &str, attach: Option<&str>) -> String {
+    match attach {
+        Some(a) => format!("vm-test-{ver}-{a}"),
+        None => format!("vm-test-{ver}"),
+    }
+}
+
+fn init_script(modules: &[String], attach: Option<&str>) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n/bin/busybox --install -s /bin\nexport PATH=/bin:/sbin:/usr/bin\n\
+         mount -t proc proc /proc\nmount -t sysfs sysfs /sys\n\
+         mount -t tmpfs tmpfs /tmp\nmount -t tmpfs tmpfs /run\n",
+    );
+    s.push_str(super::SHELL_HELPERS);
+    s.push_str("pf_begin uname\nuname -r\npf_end uname\npf_begin net\n");
+    for m in modules {
+        let opts = if m.ends_with("/bonding.ko") {
+            " max_bonds=0"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "insmod {m}{opts} || echo insmod-failed {m}");
+    }
+    // The topology of docs/KERNEL.md. /sbin/ip is iproute2 (busybox's lacks
+    // bonding and netns); the full path avoids busybox's applet.
+    s.push_str(
+        r"I=/sbin/ip
+set -x
+$I link set lo up
+$I netns add peer
+$I -n peer link set lo up
+$I link add v0 type veth peer name v1
+$I link add v2 type veth peer name v3
+$I link add bond0 type bond mode balance-xor xmit_hash_policy layer3+4 miimon 100
+$I link set v0 master bond0
+$I link set v2 master bond0
+$I link set v1 netns peer
+$I link set v3 netns peer
+$I -n peer link add bond1 type bond mode balance-xor xmit_hash_policy layer3+4 miimon 100
+$I -n peer link set v1 master bond1
+$I -n peer link set v3 master bond1
+$I link set bond0 mtu 9000
+$I -n peer link set bond1 mtu 9000
+$I addr add 10.9.0.1/16 dev bond0
+$I -n peer addr add 10.9.0.2/16 dev bond1
+$I link set v0 up
+$I link set v2 up
+$I -n peer link set v1 up
+$I -n peer link set v3 up
+$I link set bond0 up
+$I -n peer link set bond1 up
+for d in v0 v2 bond0; do echo 3 > /sys/class/net/$d/queues/rx-0/rps_cpus; done
+echo 8192 > /proc/sys/net/ipv4/neigh/default/gc_thresh1
+echo 32768 > /proc/sys/net/ipv4/neigh/default/gc_thresh2
+echo 65536 > /proc/sys/net/ipv4/neigh/default/gc_thresh3
+echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse
+set +x
+sleep 1
+$I -br link
+$I -n peer -br addr
+cat /proc/meminfo | head -3
+pf_end net
+",
+    );
+    if let Some(a) = attach {
+        let _ = writeln!(s, "export PAGEFAIL_ATTACH={a}");
+    }
+    let _ = writeln!(
+        s,
+        "/bin/vm-scenario run /bin/pagefail {TRAFFIC_SECS}\necho vm-scenario-exit=$?\npoweroff -f"
+    );
+    s
+}
+
+fn run_one(
+    ver: &str,
+    pagefail: &Path,
+    scenario_bin: &Path,
+    ip: &Path,
+    attach: Option<&str>,
+) -> Result<Row> {
+    let k = kernel::fetch(&kernel::spec(ver)?)?;
+    let mut tree = Initramfs::new()?;
+    let modules = tree.add_modules(&k, &["veth", "bonding"])?;
+    tree.add_binary(ip, "/sbin/ip")?;
+    tree.add_binary(pagefail, "/bin/pagefail")?;
+    tree.add_binary(scenario_bin, "/bin/vm-scenario")?;
+    tree.set_init(&init_script(&modules, attach));
+    let name = run_name(ver, attach);
+    let image = super::vm_dir().join("images").join(format!("{name}.cpio"));
+    tree.write(&image)?;
+    let mut cfg = QemuConfig::new(&name);
+    cfg.timeout = GUEST_TIMEOUT;
+    let out = qemu::run(&k, &image, &cfg)?;
+    let mut row = Row {
+        kernel: ver.to_owned(),
+        release: k.release.clone(),
+        log: out.log.clone(),
+        ..Row::default()
+    };
+    check_run(&out.console, &out.sections.present, &mut row);
+    Ok(row)
+}
+
+/// `key=value` pairs of the guest's `PAGEFAIL-RESULT` line.
+fn result_line(console: &str) -> Option<BTreeMap<String, String>> {
+    let line = console
+        .lines()
+        .find_map(|l| l.split_once("PAGEFAIL-RESULT ").map(|(_, r)| r))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}
+
+/// The number after `prefix` on the first line holding it.
+fn number_after(text: &str, prefix: &str) -> Option<u64> {
+    let i = text.find(prefix)? + prefix.len();
+    text[i..].split_whitespace().next()?.parse().ok()
+}
+
+/// One CSV row's fields the checks use.
+#[derive(Debug)]
+struct CsvRow {
+    comm: String,
+    context: String,
+    path: String,
+    order: u32,
+    gfp_flags: String,
+    failures: u64,
+}
+
+fn parse_csv(text: &str) -> Result<Vec<CsvRow>> {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let headers = r.headers().context("the CSV has no header")?.clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("the CSV lacks the column {name}"))
+    };
+    let (comm, context, path, order, gfp_flags, failures) = (
+        col("comm")?,
+        col("context")?,
+        col("path")?,
+        col("order")?,
+        col("gfp_flags")?,
+        col("failures")?,
+    );
+    let mut rows = Vec::new();
+    for rec in r.records() {
+        let rec = rec.context("a malformed CSV record")?;
+        rows.push(CsvRow {
+            comm: rec[comm].to_owned(),
+            context: rec[context].to_owned(),
+            path: rec[path].to_owned(),
+            order: rec[order].parse().context("order is not a number")?,
+            gfp_flags: rec[gfp_flags].to_owned(),
+            failures: rec[failures].parse().context("failures is not a number")?,
+        });
+    }
+    Ok(rows)
+}
+
+fn check_run(console: &str, sections: &BTreeMap<String, String>, row: &mut Row) {
+    let mut checks = Vec::new();
+    check_into(console, sections, row, &mut checks);
+    row.checks = checks;
+}
+
+fn check_into(
+    console: &str,
+    sections: &BTreeMap<String, String>,
+    row: &mut Row,
+    checks: &mut Vec<Check>,
+) {
+    let mut add = |name: &'static str, pass: bool, detail: String| {
+        checks.push(Check { name, pass, detail });
+    };
+    let Some(res) = result_line(console) else {
+        row.error = Some(format!(
+            "the guest printed no PAGEFAIL-RESULT line; see {}",
+            row.log.display()
+        ));
+        return;
+    };
+    if let Some(e) = res.get("error") {
+        row.error = Some(format!("the scenario failed in the guest: {e}"));
+        return;
+    }
+    let num = |k: &str| res.get(k).and_then(|v| v.parse::<u64>().ok());
+    let empty = String::new();
+    let stderr = sections.get("pagefail-stderr").unwrap_or(&empty);
+    let summary = sections.get("pagefail-summary").unwrap_or(&empty);
+    row.style = stderr
+        .split_once("attached to mm_page_alloc (")
+        .and_then(|(_, r)| r.split_once(')'))
+        .map_or_else(|| "?".to_owned(), |(s, _)| s.to_owned());
+    let probe = stderr.contains("warn_alloc kprobe attached");
+    row.warn_probe = if probe { "attached" } else { "not attached" }.to_owned();
+    row.pf_matched = number_after(summary, "failures matching the filters: ");
+    row.pf_recorded = summary
+        .split_once("failures matching the filters: ")
+        .and_then(|(_, r)| number_after(r, "= "));
+    row.pf_lost = summary
+        .split_once(" recorded + ")
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok());
+    row.pf_warn = number_after(summary, "warn_alloc entries: ");
+    row.tracefs = num("tracefs_failures");
+    row.traffic = sections
+        .get("traffic")
+        .map_or_else(String::new, |t| t.trim().to_owned());
+    row.tracefs_warn = num("tracefs_warn_alloc");
+
+    add(
+        "memory fragmented",
+        res.get("fragmented").map(String::as_str) == Some("1"),
+        format!(
+            "fragmenter ready after {} s; buddyinfo:\n{}",
+            res.get("frag_secs").map_or("?", String::as_str),
+            sections
+                .get("buddyinfo-fragmented")
+                .map_or("?", String::as_str)
+                .trim_end()
+        ),
+    );
+    add(
+        "pagefail ran and exited cleanly",
+        res.get("pagefail_exit")
+            .is_some_and(|s| s.contains("exit_status:_0")),
+        format!(
+            "exit {}",
+            res.get("pagefail_exit").map_or("?", String::as_str)
+        ),
+    );
+    add(
+        "tracefs lost nothing",
+        num("tracefs_overrun") == Some(0)
+            && num("tracefs_dropped") == Some(0)
+            && num("tracefs_unparsed") == Some(0),
+        format!(
+            "overrun {} dropped {} unparsed lines {}",
+            opt(num("tracefs_overrun")),
+            opt(num("tracefs_dropped")),
+            opt(num("tracefs_unparsed"))
+        ),
+    );
+    add(
+        "atomic order>=1 failures happened",
+        row.tracefs.is_some_and(|n| n > 0),
+        format!("tracefs counted {}", opt(row.tracefs)),
+    );
+    add(
+        "pagefail count == tracefs count",
+        row.pf_matched.is_some() && row.pf_matched == row.tracefs,
+        format!(
+            "pagefail {} (= {} recorded + {} lost), tracefs {}",
+            opt(row.pf_matched),
+            opt(row.pf_recorded),
+            opt(row.pf_lost),
+            opt(row.tracefs)
+        ),
+    );
+    add(
+        "recorded + lost == matched",
+        match (row.pf_recorded, row.pf_lost, row.pf_matched) {
+            (Some(r), Some(l), Some(m)) => r + l == m,
+            _ => false,
+        },
+        String::new(),
+    );
+    add(
+        "warn_alloc kprobe attached",
+        probe,
+        stderr
+            .lines()
+            .filter(|l| l.contains("warn_alloc"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    add(
+        "warn_alloc count == tracefs kprobe count",
+        row.pf_warn.is_some() && row.pf_warn == row.tracefs_warn,
+        format!(
+            "pagefail {}, tracefs wa {}",
+            opt(row.pf_warn),
+            opt(row.tracefs_warn)
+        ),
+    );
+
+    let csv = match parse_csv(sections.get("pagefail-csv").unwrap_or(&empty)) {
+        Ok(c) => c,
+        Err(e) => {
+            add("CSV readable", false, format!("{e:#}"));
+            return;
+        }
+    };
+    let mut paths: Vec<String> = csv
+        .iter()
+        .flat_map(|r| r.path.split('+').map(str::to_owned))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    row.paths.clone_from(&paths);
+    for want in ["bonding", "tcp", "neigh"] {
+        let n: u64 = csv
+            .iter()
+            .filter(|r| r.path.split('+').any(|p| p == want))
+            .map(|r| r.failures)
+            .sum();
+        add(
+            match want {
+                "bonding" => "CSV rows with path bonding",
+                "tcp" => "CSV rows with path tcp",
+                _ => "CSV rows with path neigh",
+            },
+            n > 0,
+            format!("{n} failures"),
+        );
+    }
+    let softirq: Vec<String> = csv
+        .iter()
+        .filter(|r| {
+            r.context == "softirq"
+                && (r.comm.starts_with("ksoftirqd/") || r.comm.starts_with("swapper/"))
+        })
+        .map(|r| format!("{} {} o{}", r.comm, r.path, r.order))
+        .collect();
+    add(
+        "softirq rows from ksoftirqd/N or swapper/N",
+        !softirq.is_empty(),
+        softirq.join(", "),
+    );
+    let task: Vec<String> = csv
+        .iter()
+        .filter(|r| r.context == "task" && r.comm.starts_with("pfgen-"))
+        .map(|r| format!("{} {} o{}", r.comm, r.path, r.order))
+        .collect();
+    add(
+        "task rows from the traffic generator",
+        !task.is_empty(),
+        task.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
+    );
+
+    // Orders and gfp names: the CSV's totals per (order, names) against the
+    // records tracefs printed.
+    let mut from_csv: BTreeMap<(u32, String), u64> = BTreeMap::new();
+    for r in &csv {
+        *from_csv.entry((r.order, r.gfp_flags.clone())).or_default() += r.failures;
+    }
+    let mut from_trace: BTreeMap<(u32, String), u64> = BTreeMap::new();
+    for line in sections.get("tracefs-order-gfp").unwrap_or(&empty).lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if let [o, g, n] = f[..]
+            && let (Ok(o), Ok(n)) = (o.parse(), n.parse::<u64>())
+        {
+            from_trace.insert((o, g.to_owned()), n);
+        }
+    }
+    // With lost records the CSV holds a subset: each key at most what tracefs
+    // saw, and the CSV's total is what pagefail recorded.
+    let lost = row.pf_lost.unwrap_or(0);
+    let csv_total: u64 = from_csv.values().sum();
+    let within = from_csv
+        .iter()
+        .all(|(k, n)| from_trace.get(k).is_some_and(|t| n <= t));
+    let same = if lost == 0 {
+        from_csv == from_trace
+    } else {
+        within && Some(csv_total) == row.pf_recorded
+    };
+    let diff: Vec<String> = from_trace
+        .iter()
+        .filter(|(k, n)| from_csv.get(*k) != Some(*n))
+        .map(|((o, g), n)| {
+            format!(
+                "o{o} {g}: tracefs {n}, csv {}",
+                opt(from_csv.get(&(*o, g.clone())).copied())
+            )
+        })
+        .chain(
+            from_csv
+                .iter()
+                .filter(|(k, _)| !from_trace.contains_key(*k))
+                .map(|((o, g), n)| format!("o{o} {g}: csv only {n}")),
+        )
+        .collect();
+    let detail = if diff.is_empty() {
+        format!("{} distinct (order, gfp) keys, all equal", from_trace.len())
+    } else if lost > 0 && same {
+        format!(
+            "{} keys; {lost} records lost, so the CSV holds a subset ({csv_total} = recorded): {}",
+            from_trace.len(),
+            diff.join("; ")
+        )
+    } else {
+        diff.join("; ")
+    };
+    add(
+        "CSV orders and gfp names == tracefs",
+        same && !from_trace.is_empty(),
+        detail,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A console as a guest prints it, cut down to one CSV row a path.
+    fn console(tracefs: u64, lost: u64) -> String {
+        let recorded = tracefs - lost;
+        format!(
+            "boot noise\n\
+=====PAGEFAIL-BEGIN pagefail-stderr=====\n\
+pagefail: attached to mm_page_alloc (raw_tp) in 40 ms on 6.1.0; Ctrl-C to stop\n\
+pagefail: warn_alloc kprobe attached\n\
+=====PAGEFAIL-END pagefail-stderr=====\n\
+=====PAGEFAIL-BEGIN pagefail-summary=====\n\
+failures matching the filters: {tracefs} = {recorded} recorded + {lost} lost (ring buffer full)\n\
+warn_alloc entries: 7\n\
+=====PAGEFAIL-END pagefail-summary=====\n\
+=====PAGEFAIL-BEGIN pagefail-csv=====\n\
+window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack\n\
+a,b,h,k,pfgen-bulk0,10,/,task,tcp,3,0x528c0,GFP_NOWAIT|__GFP_COMP,yes,{},0,a,b,x;y\n\
+a,b,h,k,ksoftirqd/1,12,/,softirq,bonding+net-tx+tcp,2,0xa20,GFP_ATOMIC,yes,1,0,a,b,x;y\n\
+a,b,h,k,swapper/0,0,/,softirq,net-rx+neigh,1,0xa20,GFP_ATOMIC,yes,1,1,a,b,x;y\n\
+=====PAGEFAIL-END pagefail-csv=====\n\
+=====PAGEFAIL-BEGIN tracefs-order-gfp=====\n\
+1\tGFP_ATOMIC\t1\n2\tGFP_ATOMIC\t1\n3\tGFP_NOWAIT|__GFP_COMP\t{}\n\
+=====PAGEFAIL-END tracefs-order-gfp=====\n\
+PAGEFAIL-RESULT fragmented=1 frag_secs=3.0 pagefail_exit=exit_status:_0 \
+tracefs_failures={tracefs} tracefs_warn_alloc=7 tracefs_overrun=0 tracefs_dropped=0 \
+tracefs_unparsed=0\n",
+            recorded - 2,
+            tracefs - 2
+        )
+    }
+
+    fn checked(console: &str) -> Row {
+        let mut row = Row::default();
+        check_run(console, &parse_sections_of(console), &mut row);
+        row
+    }
+
+    fn parse_sections_of(console: &str) -> BTreeMap<String, String> {
+        crate::vm::parse_sections(console).present
+    }
+
+    #[test]
+    fn equal_counts_pass_every_check() {
+        let row = checked(&console(10, 0));
+        let failed: Vec<_> = row.checks.iter().filter(|c| !c.pass).collect();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(row.ok());
+        assert_eq!(row.style, "raw_tp");
+        assert_eq!(
+            (row.pf_matched, row.tracefs, row.pf_lost),
+            (Some(10), Some(10), Some(0))
+        );
+        assert_eq!(row.paths, ["bonding", "neigh", "net-rx", "net-tx", "tcp"]);
+    }
+
+    #[test]
+    fn lost_records_leave_a_subset_that_still_passes() {
+        let row = checked(&console(10, 3));
+        assert!(row.ok(), "{:?}", row.checks);
+    }
+
+    #[test]
+    fn a_missed_failure_fails_the_count_check() {
+        let text = console(10, 0).replace("tracefs_failures=10", "tracefs_failures=11");
+        let row = checked(&text);
+        let c = row
+            .checks
+            .iter()
+            .find(|c| c.name == "pagefail count == tracefs count")
+            .unwrap();
+        assert!(!c.pass);
+        assert!(!row.ok());
+    }
+
+    #[test]
+    fn no_result_line_is_an_error() {
+        let row = checked("Kernel booted\n");
+        assert!(row.error.is_some());
+        assert!(!row.ok());
+    }
+}
