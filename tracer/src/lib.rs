@@ -2,5 +2,7 @@
 //! records, attribute and aggregate them, export them.
 
 pub mod classify;
+pub mod cli;
 pub mod export;
 pub mod gfp;
+pub mod logs;

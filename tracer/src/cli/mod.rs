@@ -1,0 +1,3 @@
+//! The `pagefail` subcommands, one file each.
+
+pub mod logs;
