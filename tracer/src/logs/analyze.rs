@@ -5,10 +5,9 @@ use serde::Serialize;
 
 use std::collections::HashMap;
 
-use self::shim::{Classifier, context_of};
 use super::{Report, lines::Section};
 use crate::{
-    classify::{Context, Frame},
+    classify::{Classifier, Context, Frame, context_of},
     gfp::{GfpTable, versions},
 };
 
@@ -27,7 +26,8 @@ pub struct Analysis {
     pub context: Context,
     /// Network path labels joined by `+`, `none` when not network.
     pub path: String,
-    /// Reliable frames, root first, reporting/allocator frames dropped, `;`-joined.
+    /// Reliable frames (all frames when none is), root first, reporting and
+    /// allocator frames dropped, `;`-joined.
     pub stack: String,
 }
 
@@ -156,10 +156,15 @@ fn analyze_with(
         ),
     };
 
+    // Only frames proven on the call chain go to the classifier. Kernels
+    // without a reliable unwinder (2.6/3.x built without frame pointers)
+    // mark every frame `?`; then the printed frames are all there is, and
+    // they are used as printed.
+    let any_reliable = r.frames.iter().any(|f| f.reliable);
     let reliable: Vec<Frame<'_>> = r
         .frames
         .iter()
-        .filter(|f| f.reliable)
+        .filter(|f| f.reliable || !any_reliable)
         .map(|f| Frame {
             function: &f.function,
             module: f.module.as_deref(),
@@ -168,8 +173,7 @@ fn analyze_with(
     let hint = r
         .frames
         .iter()
-        .find(|f| f.reliable)
-        .or(r.frames.first())
+        .find(|f| f.reliable || !any_reliable)
         .map_or(Section::None, |f| f.section);
     let from_frames = context_of(&reliable);
     let path = classifier.paths(&reliable).to_string();
@@ -211,23 +215,5 @@ pub fn combine_context(hint: Section, from_frames: Context) -> Context {
         (Section::Irq, c @ (Context::Softirq | Context::Hardirq)) => c,
         (Section::Irq, _) => Context::Softirq,
         (Section::None | Section::Task, c) => c,
-    }
-}
-
-/// Stand-in for the shared classifier until branch `classify` is merged.
-mod shim {
-    use crate::classify::{Context, Frame};
-
-    pub struct Classifier;
-    impl Classifier {
-        pub fn builtin() -> Self {
-            Self
-        }
-        pub fn paths(&self, _frames: &[Frame<'_>]) -> &'static str {
-            "none"
-        }
-    }
-    pub fn context_of(_frames: &[Frame<'_>]) -> Context {
-        Context::Unknown
     }
 }

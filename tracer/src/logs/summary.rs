@@ -390,11 +390,13 @@ impl Summary {
     }
 }
 
-/// "order-4 request; largest free block order 3 in Normal, order 0 in DMA32".
+/// "order-4 request; largest free block order 3 in Normal, order 2 in DMA32,
+/// order 10 in DMA" and a verdict. DMA (the first 16 MiB) is listed but not
+/// counted for the verdict: `lowmem_reserve` keeps it from ordinary requests.
 #[must_use]
 pub fn diagnosis(order: u32, m: &MemInfo) -> String {
     let mut parts = Vec::new();
-    let mut any_big = false;
+    let mut big_outside_dma: Vec<&str> = Vec::new();
     let mut any_buddy = false;
     for z in &m.zones {
         if z.free_blocks.is_empty() {
@@ -403,27 +405,31 @@ pub fn diagnosis(order: u32, m: &MemInfo) -> String {
         any_buddy = true;
         match z.largest_free_order() {
             Some(lo) => {
-                any_big |= lo >= order;
+                if lo >= order && z.name != "DMA" {
+                    big_outside_dma.push(&z.name);
+                }
                 parts.push(format!("order {lo} in {}", z.name));
             }
             None => parts.push(format!("none in {}", z.name)),
         }
     }
     let mut out = format!("order-{order} request; ");
-    if !any_buddy {
-        out.push_str("no buddy lists printed");
-    } else {
+    if any_buddy {
         let _ = write!(out, "largest free block {}", parts.join(", "));
-        if any_big {
-            out.push_str(
-                " (a large enough block existed: the zone was not allowed or below its watermark)",
+        if big_outside_dma.is_empty() {
+            let _ = write!(
+                out,
+                ": no free block of order >= {order} outside DMA (fragmented)"
             );
         } else {
             let _ = write!(
                 out,
-                ": no free block of order >= {order} anywhere (fragmented)"
+                ": {} had a block of order >= {order} (zone not allowed for the request, or below its watermark)",
+                big_outside_dma.join(", ")
             );
         }
+    } else {
+        out.push_str("no buddy lists printed");
     }
     if let Some(p) = m.free_pages {
         let _ = write!(out, "; free {p} pages");

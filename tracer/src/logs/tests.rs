@@ -514,8 +514,20 @@ fn summary_rows_and_text() {
     );
     // 11955 + 3 + 27 + 5
     assert!(text.contains("suppressed: 11990 more failures"), "{text}");
-    assert!(text.contains("order-1 request; largest free block order 0 in DMA, order 0 in DMA32: no free block of order >= 1 anywhere"), "{text}");
-    assert!(text.contains("order-4 request; largest free block order 10 in DMA, order 2 in DMA32, order 3 in Normal"), "{text}");
+    assert!(
+        text.contains("order-1 request; largest free block order 0 in DMA, order 0 in DMA32: no free block of order >= 1 outside DMA (fragmented); free 13301 pages"),
+        "{text}"
+    );
+    assert!(
+        text.contains("order-4 request; largest free block order 10 in DMA, order 2 in DMA32, order 3 in Normal: no free block of order >= 4 outside DMA"),
+        "{text}"
+    );
+    // 4.9: order-0 request, DMA32 had order 4 free.
+    assert!(
+        text.contains("order-0 request; largest free block order 10 in DMA, order 4 in DMA32, order 1 in Normal: DMA32, Normal had a block of order >= 0"),
+        "{text}"
+    );
+    assert!(text.contains("(below min)"), "{text}");
 }
 
 /// Never panics: garbage, cuts of every fixture at many points, bytes
@@ -591,4 +603,63 @@ fn very_long_lines_are_cut_not_buffered_whole() {
     assert_eq!(lines[2], (18, false));
     let p = parse(&text);
     assert_eq!(p.reports.len(), 1);
+}
+
+#[test]
+fn context_and_path_from_the_shared_classifier() {
+    let mut an = Analyzer::new(None);
+    let labels =
+        |a: &analyze::Analysis| -> Vec<String> { a.path.split('+').map(str::to_owned).collect() };
+    // 2.6.32: every frame `?`, inside <IRQ>, through __do_softirq and xennet.
+    let a = an.analyze(&one(V2632_DMESG));
+    assert_eq!(a.context, crate::classify::Context::Softirq);
+    assert!(labels(&a).contains(&"xennet".to_owned()), "{}", a.path);
+    assert!(labels(&a).contains(&"tcp".to_owned()), "{}", a.path);
+    // 3.4: bonding transmit from TCP receive, in softirq.
+    let a = an.analyze(&one(V34_KERNLOG));
+    assert_eq!(a.context, crate::classify::Context::Softirq);
+    assert!(labels(&a).contains(&"bonding".to_owned()), "{}", a.path);
+    // 4.9: frames all `?`, ixgbe receive inside <IRQ>.
+    let a = an.analyze(&one(V49_JOURNAL));
+    assert_eq!(a.context, crate::classify::Context::Softirq);
+    assert!(labels(&a).contains(&"ixgbe".to_owned()), "{}", a.path);
+    // 6.1 real: connect() syscall, task context, TCP.
+    let a = an.analyze(&one(REAL_1));
+    assert_eq!(a.context, crate::classify::Context::Task);
+    assert!(labels(&a).contains(&"tcp".to_owned()), "{}", a.path);
+    // 5.10: a read() of a sysctl, not network.
+    let a = an.analyze(&one(V510_JOURNAL_ISO));
+    assert_eq!(
+        (a.context, a.path.as_str()),
+        (crate::classify::Context::Task, "none")
+    );
+}
+
+#[test]
+fn irq_markers_refine_the_frames_context() {
+    use crate::classify::Context;
+    assert_eq!(
+        analyze::combine_context(Section::Irq, Context::Task),
+        Context::Softirq
+    );
+    assert_eq!(
+        analyze::combine_context(Section::Irq, Context::Hardirq),
+        Context::Hardirq
+    );
+    assert_eq!(
+        analyze::combine_context(Section::Softirq, Context::Task),
+        Context::Softirq
+    );
+    assert_eq!(
+        analyze::combine_context(Section::Nmi, Context::Task),
+        Context::Hardirq
+    );
+    assert_eq!(
+        analyze::combine_context(Section::Task, Context::Task),
+        Context::Task
+    );
+    assert_eq!(
+        analyze::combine_context(Section::None, Context::Unknown),
+        Context::Unknown
+    );
 }
