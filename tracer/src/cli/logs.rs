@@ -31,8 +31,11 @@ use crate::{
 /// largest free block per zone against the requested order.
 ///
 /// Example: pagefail logs /var/log/kern.log /var/log/kern.log.1 /var/log/kern.log.2.gz
+///
 /// Example: dmesg | pagefail logs
+///
 /// Example: journalctl -k -o short-iso --since yesterday | pagefail logs --csv failures.csv
+///
 /// Example: pagefail logs --kernel 3.4.2-1-amd64 --atomic-only old-messages.txt
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogsArgs {
@@ -67,7 +70,7 @@ pub struct LogsArgs {
     pub atomic_only: bool,
 
     /// Year of syslog stamps, which carry none (default: this year).
-    #[arg(long, value_name = "YEAR")]
+    #[arg(long, value_name = "YEAR", value_parser = clap::value_parser!(i32).range(1..=9999))]
     pub year: Option<i32>,
 }
 
@@ -86,11 +89,19 @@ struct ReportJson<'a> {
 /// # Errors
 /// When an input cannot be read or the CSV cannot be written.
 pub fn run(args: LogsArgs) -> anyhow::Result<()> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    run_to(&args, &mut out)
+}
+
+/// [`run`], printing to `out` instead of standard output.
+///
+/// # Errors
+/// When an input cannot be read or an output cannot be written.
+pub fn run_to(args: &LogsArgs, mut out: &mut dyn Write) -> anyhow::Result<()> {
     let year = args.year.unwrap_or_else(this_year);
     let mut analyzer = Analyzer::new(args.kernel.clone());
     let mut summary = Summary::new();
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
     let mut write_err: Option<io::Error> = None;
 
     let inputs: Vec<PathBuf> = if args.files.is_empty() {
@@ -181,4 +192,120 @@ fn this_year() -> i32 {
         .get(..4)
         .and_then(|y| y.parse().ok())
         .unwrap_or(1970)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, io::Write as _};
+
+    use super::*;
+
+    const REAL_2: &str = include_str!("../../../tests/fixtures/logs/dmesg-02-reuseport-listen.txt");
+    const V510: &str = include_str!("../../../tests/fixtures/logs/v5.10-journal-short-iso.txt");
+
+    fn args(files: Vec<PathBuf>) -> LogsArgs {
+        LogsArgs {
+            files,
+            csv: None,
+            json: false,
+            json_reports: false,
+            kernel: None,
+            min_order: 0,
+            atomic_only: false,
+            year: Some(2026),
+        }
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pagefail-logs-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn gzip_csv_and_filters_end_to_end() {
+        let dir = tmpdir("e2e");
+        let gz = dir.join("kern.log.2.gz");
+        let mut enc = flate2::write::GzEncoder::new(
+            fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(REAL_2.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        let plain = dir.join("journal.txt");
+        fs::write(&plain, V510).unwrap();
+
+        let mut a = args(vec![gz.clone(), plain.clone()]);
+        a.csv = Some(dir.join("out.csv"));
+        let mut out = Vec::new();
+        run_to(&a, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("2 page allocation failure reports (1 atomic, 0 partial)"),
+            "{text}"
+        );
+        assert!(text.contains("suppressed: 11955 more failures"), "{text}");
+        let csv = fs::read_to_string(dir.join("out.csv")).unwrap();
+        let mut r = csv::Reader::from_reader(csv.as_bytes());
+        let rows: Vec<crate::export::SummaryRow> =
+            r.deserialize().collect::<Result<_, _>>().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].comm.as_str(), rows[0].order, rows[0].gfp.as_str()),
+            ("nettool", 3, "0x40b20")
+        );
+        assert!(rows[0].atomic);
+        assert_eq!(rows[0].context, "task");
+        assert_eq!(rows[1].comm, "postgres");
+        assert!(!rows[1].atomic);
+
+        // --atomic-only --json: only the nettool row, as JSON lines.
+        let mut a = args(vec![gz, plain]);
+        a.atomic_only = true;
+        a.json = true;
+        let mut out = Vec::new();
+        run_to(&a, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["comm"], "nettool");
+        assert_eq!(v["failures"], 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn min_order_and_json_reports() {
+        let dir = tmpdir("min");
+        let f = dir.join("dmesg.txt");
+        fs::write(&f, format!("{REAL_2}{V510}")).unwrap();
+        let mut a = args(vec![f]);
+        a.min_order = 4;
+        a.json_reports = true;
+        let mut out = Vec::new();
+        run_to(&a, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["comm"], "postgres");
+        assert_eq!(v["order"], 4);
+        assert_eq!(v["time"], "2026-11-22T03:45:17Z");
+        assert_eq!(v["mem"]["free_pages"], 18231);
+        assert!(
+            v["diagnosis"]
+                .as_str()
+                .unwrap()
+                .starts_with("order-4 request;")
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_file_says_what_to_check() {
+        let err = run_to(
+            &args(vec![PathBuf::from("/nonexistent/kern.log")]),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("cannot open /nonexistent/kern.log (check the path"));
+    }
 }

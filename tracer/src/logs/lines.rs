@@ -253,15 +253,14 @@ fn is_symbol(s: &str) -> bool {
 }
 
 /// `warn_alloc: 11955 callbacks suppressed` (4.9+), `warn_alloc_failed: N
-/// callbacks suppressed` (3.x), `__alloc_pages_slowpath: N ...` (2.6).
+/// callbacks suppressed` (3.1 to 4.8). 2.6 kernels rate-limited the report
+/// with the printk-wide limit, whose `__ratelimit: N callbacks suppressed`
+/// counts every `printk_ratelimit()` user, so it is not taken as failures.
 #[must_use]
 pub fn suppressed(body: &str) -> Option<u64> {
     let t = body.trim();
     let (func, rest) = t.split_once(": ")?;
-    if !matches!(
-        func,
-        "warn_alloc" | "warn_alloc_failed" | "__alloc_pages_slowpath" | "__alloc_pages_nodemask"
-    ) {
+    if !matches!(func, "warn_alloc" | "warn_alloc_failed") {
         return None;
     }
     let (n, rest) = leading_u64(rest);
@@ -404,6 +403,7 @@ mod tests {
             Some(7)
         );
         assert_eq!(suppressed("net_ratelimit: 7 callbacks suppressed"), None);
+        assert_eq!(suppressed("__ratelimit: 7 callbacks suppressed"), None);
         assert_eq!(suppressed("warn_alloc: x callbacks suppressed"), None);
     }
 }

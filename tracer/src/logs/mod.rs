@@ -155,6 +155,8 @@ struct Open {
 /// The streaming report parser. Feed lines, receive [`Event`]s.
 pub struct Parser {
     year: i32,
+    /// Month of the last syslog-stamped line, to notice New Year.
+    last_month: Option<u32>,
     open: Option<Open>,
     stats: Stats,
     fail: memmem::Finder<'static>,
@@ -162,11 +164,14 @@ pub struct Parser {
 }
 
 impl Parser {
-    /// A parser; `year` completes syslog stamps, which carry none.
+    /// A parser; `year` completes syslog stamps, which carry none (it is
+    /// the year of the first such line, and advances when a log crosses New
+    /// Year).
     #[must_use]
     pub fn new(year: i32) -> Self {
         Self {
             year,
+            last_month: None,
             open: None,
             stats: Stats::default(),
             fail: memmem::Finder::new(lines::FAILURE.as_bytes()),
@@ -184,6 +189,15 @@ impl Parser {
     pub fn push_line(&mut self, raw: &[u8], emit: &mut dyn FnMut(Event)) {
         self.stats.lines += 1;
         self.stats.bytes += raw.len() as u64 + u64::from(!raw.ends_with(b"\n"));
+        // Syslog stamps have no year: a month half a year before the
+        // previous line's means the log crossed New Year. Checked on every
+        // line (3 bytes) so that quiet months count too.
+        if let Some(month) = prefix::bsd_month(raw) {
+            if self.last_month.is_some_and(|last| month + 6 <= last) && self.year < 9999 {
+                self.year += 1;
+            }
+            self.last_month = Some(month);
+        }
         // Fast path: outside a report only two kinds of line matter.
         if self.open.is_none() && self.fail.find(raw).is_none() && self.supp.find(raw).is_none() {
             return;

@@ -21,6 +21,8 @@ pub struct Split<'a> {
     pub wall_us: Option<i64>,
     /// Host name from a syslog/journal prefix.
     pub host: Option<&'a str>,
+    /// The wall-clock year was not in the line (syslog, journal `short`).
+    pub year_supplied: bool,
     /// The kernel's text; leading spaces kept (they mark continuation lines).
     pub body: &'a str,
 }
@@ -45,11 +47,17 @@ pub fn split(line: &str, year: i32) -> Line<'_> {
     let mut rest = line.trim_end_matches(['\r', '\n']);
     let mut wall_us = None;
     let mut host = None;
+    let mut year_supplied = false;
 
     if rest.starts_with("-- ") {
         return Line::Other;
     }
-    if let Some((t, after)) = iso_stamp(rest).or_else(|| bsd_stamp(rest, year)) {
+    let stamp = iso_stamp(rest).or_else(|| {
+        let bsd = bsd_stamp(rest, year);
+        year_supplied = bsd.is_some();
+        bsd
+    });
+    if let Some((t, after)) = stamp {
         wall_us = Some(t);
         // `host kernel: text`; another tag (`sshd[12]:`) is not kernel text.
         let after = after.trim_start_matches(' ');
@@ -90,6 +98,7 @@ pub fn split(line: &str, year: i32) -> Line<'_> {
         mono,
         wall_us,
         host,
+        year_supplied,
         body: rest,
     })
 }
@@ -206,6 +215,16 @@ fn iso_stamp(s: &str) -> Option<(i64, &str)> {
     Some((t - offset_secs * 1_000_000, rest))
 }
 
+/// The month (0-based) of a line starting with a syslog stamp (`Nov 22 ...`).
+#[must_use]
+pub fn bsd_month(raw: &[u8]) -> Option<u32> {
+    if raw.len() < 16 || raw[3] != b' ' || !raw[4].is_ascii_digit() && raw[4] != b' ' {
+        return None;
+    }
+    let m = std::str::from_utf8(&raw[..3]).ok()?;
+    month_index(m)
+}
+
 /// Position of an ASCII byte among the first `limit` bytes (a char boundary,
 /// since ASCII bytes never occur inside a multi-byte character).
 fn find_within(s: &str, byte: u8, limit: usize) -> Option<usize> {
@@ -249,7 +268,8 @@ fn clock(s: &str) -> Option<(u32, u32, u32, u32)> {
 
 /// Civil date (month 0-based) to microseconds since the epoch (UTC).
 fn epoch_us(year: i32, month0: u32, day: u32, h: u32, mi: u32, s: u32, micros: u32) -> Option<i64> {
-    if month0 > 11 || day == 0 || day > 31 {
+    // Years outside 1..=9999 are garbage, and would overflow below.
+    if month0 > 11 || day == 0 || day > 31 || !(1..=9999).contains(&year) {
         return None;
     }
     // Days from civil (proleptic Gregorian), March-based year.
@@ -356,6 +376,13 @@ mod tests {
             Line::Other
         );
         assert_eq!(split("-- Boot 1234abcd --", 2026), Line::Other);
+        // Absurd years are not stamps (and must not overflow).
+        let s = kernel("[Sun Nov 22 03:00:05 2147483647] x");
+        assert_eq!(s.wall_us, None);
+        assert!(matches!(
+            split("Nov 22 03:00:05 h kernel: y", i32::MAX),
+            Line::Kernel(Split { wall_us: None, .. }) | Line::Other
+        ));
     }
 
     #[test]

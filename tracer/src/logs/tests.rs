@@ -663,3 +663,14 @@ fn irq_markers_refine_the_frames_context() {
         Context::Unknown
     );
 }
+
+#[test]
+fn syslog_crossing_new_year_advances_the_year() {
+    let text = "Dec 31 23:59:59 h kernel: [ 10.000000] hello\n\
+                Jan  1 00:00:01 h kernel: [ 12.000000] a: page allocation failure: order:2, mode:0x20\n";
+    let r = one(text);
+    assert_eq!(
+        r.wall_us.map(prefix::rfc3339).as_deref(),
+        Some("2027-01-01T00:00:01Z")
+    );
+}
