@@ -148,6 +148,7 @@ enum Close {
 struct Open {
     report: Report,
     phase: Phase,
+    caller: Option<String>,
     lines: u32,
     section: Section,
 }
@@ -221,6 +222,15 @@ impl Parser {
             }
         }
 
+        // With printk caller ids, lines of other tasks/CPUs printed in the
+        // middle of a report are told apart and left out of it.
+        if let (Some(open), Some(c)) = (&self.open, split.caller)
+            && open.caller.as_deref().is_some_and(|oc| oc != c)
+            && !split.body.contains(lines::FAILURE)
+            && lines::suppressed(split.body).is_none()
+        {
+            return;
+        }
         let body = split.body;
         if body.contains(lines::FAILURE) {
             match lines::header(body) {
@@ -245,6 +255,7 @@ impl Parser {
                             partial: false,
                         },
                         phase: Phase::Header,
+                        caller: split.caller.map(str::to_owned),
                         lines: 1,
                         section: Section::None,
                     });

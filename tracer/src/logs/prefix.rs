@@ -23,6 +23,8 @@ pub struct Split<'a> {
     pub host: Option<&'a str>,
     /// The wall-clock year was not in the line (syslog, journal `short`).
     pub year_supplied: bool,
+    /// printk caller id (`T177` task, `C1` CPU) with `CONFIG_PRINTK_CALLER`.
+    pub caller: Option<&'a str>,
     /// The kernel's text; leading spaces kept (they mark continuation lines).
     pub body: &'a str,
 }
@@ -83,6 +85,7 @@ pub fn split(line: &str, year: i32) -> Line<'_> {
     }
     rest = strip_facility_level(rest);
     let mut mono = None;
+    let mut caller = None;
     if rest.as_bytes().first() == Some(&b'[') {
         if let Some((secs, after)) = mono_stamp(rest) {
             mono = Some(secs);
@@ -91,7 +94,7 @@ pub fn split(line: &str, year: i32) -> Line<'_> {
             wall_us = wall_us.or(Some(t));
             rest = after;
         }
-        rest = strip_caller_id(rest);
+        (caller, rest) = strip_caller_id(rest);
         rest = rest.strip_prefix(' ').unwrap_or(rest);
     }
     Line::Kernel(Split {
@@ -99,6 +102,7 @@ pub fn split(line: &str, year: i32) -> Line<'_> {
         wall_us,
         host,
         year_supplied,
+        caller,
         body: rest,
     })
 }
@@ -143,7 +147,7 @@ fn mono_stamp(s: &str) -> Option<(f64, &str)> {
 }
 
 /// `[  T177]` / `[    C1]` printk caller ids.
-fn strip_caller_id(s: &str) -> &str {
+fn strip_caller_id(s: &str) -> (Option<&str>, &str) {
     if s.as_bytes().first() == Some(&b'[')
         && let Some(end) = find_within(s, b']', 16)
     {
@@ -151,10 +155,10 @@ fn strip_caller_id(s: &str) -> &str {
         let mut b = inner.bytes();
         if matches!(b.next(), Some(b'T' | b'C')) && inner.len() > 1 && b.all(|c| c.is_ascii_digit())
         {
-            return &s[end + 1..];
+            return (Some(inner), &s[end + 1..]);
         }
     }
-    s
+    (None, s)
 }
 
 /// `[Sun Nov 22 03:00:00 2026]` of `dmesg -T`.
@@ -332,7 +336,7 @@ mod tests {
         let s = kernel("<4>[    1.000000] x");
         assert_eq!((s.mono, s.body), (Some(1.0), "x"));
         let s = kernel("[   17.187715][  T177] nettool: y");
-        assert_eq!(s.body, "nettool: y");
+        assert_eq!((s.body, s.caller), ("nettool: y", Some("T177")));
         let s = kernel("kern  :warn  : [   17.187715] z");
         assert_eq!((s.mono, s.body), (Some(17.187715), "z"));
         let s = kernel("no stamp at all");

@@ -674,3 +674,22 @@ fn syslog_crossing_new_year_advances_the_year() {
         Some("2027-01-01T00:00:01Z")
     );
 }
+
+#[test]
+fn printk_caller_ids_keep_other_cpus_out_of_a_report() {
+    // Report 1 with caller ids added, and another CPU's lines in between.
+    let mut text = String::new();
+    for (i, line) in REAL_1.lines().enumerate() {
+        let (stamp, rest) = line.split_at(14);
+        text.push_str(&format!("{stamp}[  T177]{rest}\n"));
+        if i == 10 {
+            text.push_str("[   17.189000][    C0]  ? other_cpu_frame+0x1/0x2\n");
+            text.push_str("[   17.189000][    C0] Mem-Info:\n");
+        }
+    }
+    let r = one(&text);
+    assert!(!r.partial);
+    assert_eq!(r.frames.len(), 39);
+    assert!(r.frames.iter().all(|f| f.function != "other_cpu_frame"));
+    assert_eq!(zone(&r, "DMA32").free_blocks[0], 11640);
+}
