@@ -1,5 +1,6 @@
 //! pagefail's userspace: load and attach the kernel program, collect failure
-//! records, attribute and aggregate them, export them.
+//! records, attribute and aggregate them, export them; read kernel logs; show
+//! the memory state and advise.
 
 pub mod aggregate;
 pub mod cgroup;
@@ -8,6 +9,7 @@ pub mod cli;
 pub mod events;
 pub mod export;
 pub mod gfp;
+pub mod logs;
 pub mod memory;
 pub mod probe;
 pub mod session;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracer::{
-    cli::{check, report, watch},
+    cli::{check, logs, report, watch},
     session,
 };
 
@@ -13,6 +13,9 @@ use tracer::{
 /// Examples:
 ///   sudo pagefail watch                        # live, atomic failures, Ctrl-C to stop
 ///   sudo pagefail watch --all --duration 5 --csv out.csv
+///   pagefail logs /var/log/kern.log --csv failures.csv
+///   sudo pagefail check --from failures.csv
+///   pagefail report host1.csv host2.csv --by host,path
 #[derive(Debug, Parser)]
 #[command(
     name = "pagefail",
@@ -34,6 +37,7 @@ enum Command {
     Watch(watch::WatchArgs),
     Report(report::ReportArgs),
     Check(check::CheckArgs),
+    Logs(logs::LogsArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Watch(args) => session::block_on(watch::run(args, cli.verbose)),
         Command::Report(args) => report::run(&args),
         Command::Check(args) => check::run(args, cli.verbose),
+        Command::Logs(args) => logs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,205 @@
+//! The `show_mem()` block after a report (`Mem-Info:`): free pages, zone
+//! watermarks, and the buddy lists that say which block sizes were free.
+//! <https://elixir.bootlin.com/linux/v6.1/source/mm/page_alloc.c#L6020>
+
+use serde::Serialize;
+
+use super::lines::leading_u64;
+
+/// Most zones a report keeps (nodes x zones); more are counted, not stored.
+const MAX_ZONES: usize = 32;
+/// Orders kept per zone (MAX_ORDER is 11 on x86, up to 14 elsewhere).
+const MAX_ORDERS: usize = 16;
+
+/// One zone of one node at the failure time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Zone {
+    pub node: u32,
+    /// `DMA`, `DMA32`, `Normal`, `HighMem`, `Movable`.
+    pub name: String,
+    pub free_kb: Option<u64>,
+    pub min_kb: Option<u64>,
+    pub low_kb: Option<u64>,
+    pub high_kb: Option<u64>,
+    /// Free blocks per order from the buddy line (`385*4kB 160*8kB ...`);
+    /// empty when the buddy line was not printed.
+    pub free_blocks: Vec<u64>,
+}
+
+impl Zone {
+    /// The highest order with a free block, `None` when no block is free or
+    /// the buddy line is missing.
+    #[must_use]
+    pub fn largest_free_order(&self) -> Option<u32> {
+        self.free_blocks
+            .iter()
+            .rposition(|n| *n > 0)
+            .and_then(|o| u32::try_from(o).ok())
+    }
+}
+
+/// The memory state printed with a report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemInfo {
+    /// `free:13301` of the summary, in pages.
+    pub free_pages: Option<u64>,
+    pub zones: Vec<Zone>,
+}
+
+impl MemInfo {
+    fn zone_mut(&mut self, node: u32, name: &str) -> Option<&mut Zone> {
+        if let Some(i) = self
+            .zones
+            .iter()
+            .position(|z| z.node == node && z.name == name)
+        {
+            return self.zones.get_mut(i);
+        }
+        if self.zones.len() >= MAX_ZONES {
+            return None;
+        }
+        self.zones.push(Zone {
+            node,
+            name: name.to_owned(),
+            ..Zone::default()
+        });
+        self.zones.last_mut()
+    }
+
+    /// Take one line of the block; returns whether it was understood.
+    pub fn feed(&mut self, body: &str) -> bool {
+        let t = body.trim();
+        if let Some(r) = t.strip_prefix("free:") {
+            if let (Some(n), _) = leading_u64(r) {
+                self.free_pages = Some(n);
+                return true;
+            }
+            return false;
+        }
+        // `Node 0 DMA32 free:...` / `Node 0 DMA32: 11640*4kB ...`; very old
+        // 32-bit kernels omit `Node N `.
+        let (node, rest) = match t.strip_prefix("Node ") {
+            Some(r) => {
+                let (n, r) = leading_u64(r);
+                match n.and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => (n, r.trim_start()),
+                    None => return false,
+                }
+            }
+            None => (0, t),
+        };
+        let Some((name, tail)) = rest.split_once([' ', ':']) else {
+            return false;
+        };
+        if !is_zone_name(name) {
+            return false;
+        }
+        if rest.as_bytes().get(name.len()) == Some(&b':') {
+            return self.buddy(node, name, tail);
+        }
+        if tail.trim_start().starts_with("free:") {
+            return self.watermarks(node, name, tail);
+        }
+        false
+    }
+
+    fn watermarks(&mut self, node: u32, name: &str, tail: &str) -> bool {
+        let Some(zone) = self.zone_mut(node, name) else {
+            return false;
+        };
+        for field in tail.split_whitespace() {
+            let Some((key, value)) = field.split_once(':') else {
+                continue;
+            };
+            let kb = || value.strip_suffix("kB").and_then(|v| v.parse::<u64>().ok());
+            match key {
+                "free" => zone.free_kb = kb(),
+                "min" => zone.min_kb = kb(),
+                "low" => zone.low_kb = kb(),
+                "high" => zone.high_kb = kb(),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    fn buddy(&mut self, node: u32, name: &str, tail: &str) -> bool {
+        let mut blocks = Vec::new();
+        for tok in tail.split_whitespace() {
+            if tok == "=" || tok.starts_with('(') {
+                if tok == "=" {
+                    break;
+                }
+                continue;
+            }
+            let Some((count, size)) = tok.split_once('*') else {
+                continue;
+            };
+            if !size.ends_with("kB") {
+                continue;
+            }
+            let Ok(count) = count.parse::<u64>() else {
+                return false;
+            };
+            if blocks.len() < MAX_ORDERS {
+                blocks.push(count);
+            }
+        }
+        if blocks.is_empty() {
+            return false;
+        }
+        match self.zone_mut(node, name) {
+            Some(zone) => {
+                zone.free_blocks = blocks;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn is_zone_name(s: &str) -> bool {
+    matches!(
+        s,
+        "DMA" | "DMA32" | "Normal" | "HighMem" | "Movable" | "Device"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zone_watermarks_and_buddy_lists() {
+        let mut m = MemInfo::default();
+        assert!(m.feed(" free:13301 free_pcp:85 free_cma:0"));
+        assert!(m.feed("Node 0 DMA32 free:46560kB boost:3924kB min:5668kB low:6104kB high:6540kB reserved_highatomic:0KB"));
+        assert!(m.feed("Node 0 DMA32: 11640*4kB (UME) 0*8kB 0*16kB 0*32kB 0*64kB 0*128kB 0*256kB 0*512kB 0*1024kB 0*2048kB 0*4096kB = 46560kB"));
+        assert!(m.feed("Node 0 Normal: 385*4kB (UMEH) 160*8kB (UM) 22*16kB 3*32kB 0*64kB 0*128kB 0*256kB 0*512kB 0*1024kB 0*2048kB 0*4096kB = 4964kB"));
+        assert!(!m.feed("Node 0 active_anon:6764kB inactive_anon:4548kB"));
+        assert!(!m.feed("Node 0 hugepages_total=0 hugepages_free=0"));
+        assert!(!m.feed("lowmem_reserve[]: 0 190 190 190 190"));
+        assert_eq!(m.free_pages, Some(13301));
+        assert_eq!(m.zones.len(), 2);
+        let dma32 = &m.zones[0];
+        assert_eq!(dma32.name, "DMA32");
+        assert_eq!(
+            (dma32.free_kb, dma32.min_kb, dma32.low_kb, dma32.high_kb),
+            (Some(46560), Some(5668), Some(6104), Some(6540))
+        );
+        assert_eq!(dma32.free_blocks.len(), 11);
+        assert_eq!(dma32.largest_free_order(), Some(0));
+        assert_eq!(m.zones[1].largest_free_order(), Some(3));
+        assert_eq!(m.zones[1].free_blocks[1], 160);
+    }
+
+    #[test]
+    fn old_32bit_lines_without_node() {
+        let mut m = MemInfo::default();
+        assert!(m.feed("DMA free:3496kB min:64kB low:80kB high:96kB active:0kB"));
+        assert!(m.feed("DMA: 4*4kB 3*8kB 0*16kB = 40kB"));
+        assert_eq!(m.zones[0].largest_free_order(), Some(1));
+        let empty = Zone::default();
+        assert_eq!(empty.largest_free_order(), None);
+    }
+}

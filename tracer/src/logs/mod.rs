@@ -1,0 +1,431 @@
+//! `pagefail logs`: the `page allocation failure` reports the kernel already
+//! printed, read back from dmesg, syslog files or `journalctl -k` output.
+//!
+//! The parser streams: lines go in one at a time ([`Parser::push_line`]),
+//! reports come out as soon as they end, and memory is bounded (a report
+//! keeps at most [`MAX_REPORT_LINES`] lines' worth of frames and zones). Lines
+//! outside a report are rejected with one substring search, which is what
+//! makes the parser fast on ordinary logs.
+//!
+//! - [`prefix`]: the line shapes (dmesg, `-T`, syslog, journal);
+//! - [`lines`]: the lines of a report across kernel versions;
+//! - [`meminfo`]: the `Mem-Info:` block;
+//! - [`analyze`]: gfp names, atomic, context and path of a parsed report;
+//! - [`summary`]: aggregation into the CSV rows and the human summary.
+
+pub mod analyze;
+pub mod lines;
+pub mod meminfo;
+pub mod prefix;
+pub mod summary;
+
+use std::io::{self, BufRead};
+
+use memchr::memmem;
+use serde::Serialize;
+
+use self::{
+    lines::{HeaderMatch, Section},
+    meminfo::MemInfo,
+    prefix::Line,
+};
+
+/// Lines after which an unfinished report is closed as partial.
+pub const MAX_REPORT_LINES: u32 = 1000;
+/// Frames kept per report; more are counted in `frames_dropped`.
+pub const MAX_FRAMES: usize = 128;
+/// Longest line kept; the rest of a longer line is dropped.
+pub const MAX_LINE: usize = 64 * 1024;
+/// A report is printed within milliseconds; a line stamped this much later
+/// (seconds since boot) belongs to something else, and a stamp going back
+/// means a reboot.
+const MONO_GAP: f64 = 10.0;
+/// The same for wall-clock stamps (coarser: syslog has whole seconds and
+/// journald may write late).
+const WALL_GAP_US: i64 = 60 * 1_000_000;
+
+/// One frame of a report's call trace, as printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TraceFrame {
+    pub function: String,
+    /// `+0x61/0xc0`.
+    pub offset: Option<String>,
+    pub module: Option<String>,
+    /// `false` for `?` frames: found on the stack, not proven on the call chain.
+    pub reliable: bool,
+    /// The stack section (`<IRQ>`, `<TASK>`, ...) the frame was printed in.
+    pub section: Section,
+}
+
+/// One `page allocation failure` report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// 1-based line number of the header line in its input.
+    pub line: u64,
+    /// Seconds since boot of the header line.
+    pub mono: Option<f64>,
+    /// Wall-clock time of the header line, microseconds since the epoch.
+    pub wall_us: Option<i64>,
+    pub host: Option<String>,
+    pub comm: String,
+    pub pid: Option<u32>,
+    pub cpu: Option<u32>,
+    /// Kernel release from the report's own `Not tainted 6.1.0-...` line.
+    pub kernel: Option<String>,
+    pub order: u32,
+    pub gfp: u64,
+    /// Flag names as printed by the kernel (4.6+).
+    pub gfp_printed: Option<String>,
+    /// The call trace, innermost frame first, `?` frames included.
+    pub frames: Vec<TraceFrame>,
+    pub frames_dropped: u32,
+    /// The memory state printed after the trace.
+    pub mem: Option<MemInfo>,
+    /// The report was cut (log truncated, lines lost, next report started).
+    pub partial: bool,
+}
+
+/// What the parser hands out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Report(Box<Report>),
+    /// `warn_alloc: N callbacks suppressed`: N failures the log does not show.
+    Suppressed {
+        count: u64,
+        mono: Option<f64>,
+        wall_us: Option<i64>,
+    },
+}
+
+/// Counters over everything the parser read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub lines: u64,
+    pub bytes: u64,
+    pub reports: u64,
+    pub partial: u64,
+    /// Lines saying `page allocation failure` in a shape the parser does not know.
+    pub skipped: u64,
+    /// Sum of `callbacks suppressed` counts.
+    pub suppressed: u64,
+    /// Lines cut at [`MAX_LINE`].
+    pub long_lines: u64,
+}
+
+impl Stats {
+    /// Add another input's counters.
+    pub fn add(&mut self, o: &Stats) {
+        self.lines += o.lines;
+        self.bytes += o.bytes;
+        self.reports += o.reports;
+        self.partial += o.partial;
+        self.skipped += o.skipped;
+        self.suppressed += o.suppressed;
+        self.long_lines += o.long_lines;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Header seen, before `Call Trace:`.
+    Header,
+    Trace,
+    /// The trace closed with `</TASK>`-like marker.
+    TraceDone,
+    Mem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// `N pages reserved`: the last line of `show_mem`.
+    Complete,
+    /// A new report, a suppressed line, a time gap: the report is over.
+    Interrupted,
+    Eof,
+    TooLong,
+}
+
+struct Open {
+    report: Report,
+    phase: Phase,
+    caller: Option<String>,
+    lines: u32,
+    section: Section,
+}
+
+/// The streaming report parser. Feed lines, receive [`Event`]s.
+pub struct Parser {
+    year: i32,
+    /// Month of the last syslog-stamped line, to notice New Year.
+    last_month: Option<u32>,
+    open: Option<Open>,
+    stats: Stats,
+    fail: memmem::Finder<'static>,
+    supp: memmem::Finder<'static>,
+}
+
+impl Parser {
+    /// A parser; `year` completes syslog stamps, which carry none (it is
+    /// the year of the first such line, and advances when a log crosses New
+    /// Year).
+    #[must_use]
+    pub fn new(year: i32) -> Self {
+        Self {
+            year,
+            last_month: None,
+            open: None,
+            stats: Stats::default(),
+            fail: memmem::Finder::new(lines::FAILURE.as_bytes()),
+            supp: memmem::Finder::new(b"callbacks suppressed"),
+        }
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Take one line (with or without its newline).
+    pub fn push_line(&mut self, raw: &[u8], emit: &mut dyn FnMut(Event)) {
+        self.stats.lines += 1;
+        self.stats.bytes += raw.len() as u64 + u64::from(!raw.ends_with(b"\n"));
+        // Syslog stamps have no year: a month half a year before the
+        // previous line's means the log crossed New Year. Checked on every
+        // line (3 bytes) so that quiet months count too.
+        if let Some(month) = prefix::bsd_month(raw) {
+            if self.last_month.is_some_and(|last| month + 6 <= last) && self.year < 9999 {
+                self.year += 1;
+            }
+            self.last_month = Some(month);
+        }
+        // Fast path: outside a report only two kinds of line matter.
+        if self.open.is_none() && self.fail.find(raw).is_none() && self.supp.find(raw).is_none() {
+            return;
+        }
+        let text = String::from_utf8_lossy(raw);
+        let split = match prefix::split(&text, self.year) {
+            Line::Kernel(s) => s,
+            Line::Other => return,
+        };
+        let line_no = self.stats.lines;
+
+        if let Some(open) = &self.open {
+            let r = &open.report;
+            let gap = match (r.mono, split.mono, r.wall_us, split.wall_us) {
+                (Some(a), Some(b), _, _) => b < a - 0.001 || b > a + MONO_GAP,
+                (_, _, Some(a), Some(b)) => b < a - WALL_GAP_US || b > a + WALL_GAP_US,
+                _ => false,
+            };
+            if gap {
+                self.close(Close::Interrupted, emit);
+            }
+        }
+
+        // With printk caller ids, lines of other tasks/CPUs printed in the
+        // middle of a report are told apart and left out of it.
+        if let (Some(open), Some(c)) = (&self.open, split.caller)
+            && open.caller.as_deref().is_some_and(|oc| oc != c)
+            && !split.body.contains(lines::FAILURE)
+            && lines::suppressed(split.body).is_none()
+        {
+            return;
+        }
+        let body = split.body;
+        if body.contains(lines::FAILURE) {
+            match lines::header(body) {
+                Some(HeaderMatch::Header(h)) => {
+                    self.close(Close::Interrupted, emit);
+                    self.open = Some(Open {
+                        report: Report {
+                            line: line_no,
+                            mono: split.mono,
+                            wall_us: split.wall_us,
+                            host: split.host.map(str::to_owned),
+                            comm: h.comm.to_owned(),
+                            pid: None,
+                            cpu: None,
+                            kernel: None,
+                            order: h.order,
+                            gfp: h.gfp,
+                            gfp_printed: h.names.map(str::to_owned),
+                            frames: Vec::new(),
+                            frames_dropped: 0,
+                            mem: None,
+                            partial: false,
+                        },
+                        phase: Phase::Header,
+                        caller: split.caller.map(str::to_owned),
+                        lines: 1,
+                        section: Section::None,
+                    });
+                    return;
+                }
+                Some(HeaderMatch::Unknown) => {
+                    self.stats.skipped += 1;
+                    return;
+                }
+                None => {}
+            }
+        }
+        if let Some(count) = lines::suppressed(body) {
+            self.close(Close::Interrupted, emit);
+            self.stats.suppressed = self.stats.suppressed.saturating_add(count);
+            emit(Event::Suppressed {
+                count,
+                mono: split.mono,
+                wall_us: split.wall_us,
+            });
+            return;
+        }
+        let Some(open) = self.open.as_mut() else {
+            return;
+        };
+        open.lines += 1;
+        match feed(open, body) {
+            Some(close) => self.close(close, emit),
+            None if open.lines >= MAX_REPORT_LINES => self.close(Close::TooLong, emit),
+            None => {}
+        }
+    }
+
+    /// End of input: close a report still open.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Event)) {
+        self.close(Close::Eof, emit);
+    }
+
+    fn close(&mut self, how: Close, emit: &mut dyn FnMut(Event)) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let mut report = open.report;
+        report.partial = match how {
+            Close::Complete => false,
+            // A trace closed by its end marker, then the next message: the
+            // kernel printed no Mem-Info (or it was rate-limited).
+            Close::Interrupted => open.phase != Phase::TraceDone,
+            Close::Eof | Close::TooLong => true,
+        };
+        self.stats.reports += 1;
+        self.stats.partial += u64::from(report.partial);
+        emit(Event::Report(Box::new(report)));
+    }
+
+    /// Parse a whole input, calling `emit` for each event.
+    ///
+    /// # Errors
+    /// Read errors of the input.
+    pub fn parse_reader<R: BufRead>(
+        &mut self,
+        input: R,
+        emit: &mut dyn FnMut(Event),
+    ) -> io::Result<()> {
+        let mut long = 0u64;
+        for_each_line(input, &mut |line, cut| {
+            long += u64::from(cut);
+            self.push_line(line, emit);
+        })?;
+        self.stats.long_lines += long;
+        self.finish(emit);
+        Ok(())
+    }
+}
+
+/// One line inside an open report; `Some` when it ends the report.
+fn feed(open: &mut Open, body: &str) -> Option<Close> {
+    let r = &mut open.report;
+    let t = body.trim();
+    if open.phase == Phase::Mem {
+        let mem = r.mem.get_or_insert_with(MemInfo::default);
+        mem.feed(t);
+        return t.ends_with("pages reserved").then_some(Close::Complete);
+    }
+    if t == "Mem-Info:" {
+        open.phase = Phase::Mem;
+        r.mem = Some(MemInfo::default());
+        return None;
+    }
+    if t.eq_ignore_ascii_case("call trace:") {
+        open.phase = Phase::Trace;
+        return None;
+    }
+    if let Some(id) = lines::ident(t) {
+        if r.pid.is_none() {
+            r.pid = id.pid;
+            r.cpu = id.cpu;
+            r.kernel = id.kernel.map(str::to_owned);
+        }
+        return None;
+    }
+    if let Some(tl) = lines::trace_line(t) {
+        for m in &tl.markers {
+            open.section = *m;
+        }
+        if let Some(f) = tl.frame {
+            open.phase = Phase::Trace;
+            if r.frames.len() < MAX_FRAMES {
+                r.frames.push(TraceFrame {
+                    function: f.function.to_owned(),
+                    offset: f.offset.map(str::to_owned),
+                    module: f.module.map(str::to_owned),
+                    reliable: f.reliable,
+                    section: open.section,
+                });
+            } else {
+                r.frames_dropped = r.frames_dropped.saturating_add(1);
+            }
+        } else if t == "</TASK>" && open.phase == Phase::Trace {
+            open.phase = Phase::TraceDone;
+        }
+    }
+    None
+}
+
+/// Call `f` for each line of `input` (without the newline); lines longer
+/// than [`MAX_LINE`] are cut (the flag says so). Memory stays bounded
+/// whatever the input.
+///
+/// # Errors
+/// Read errors of the input.
+pub fn for_each_line<R: BufRead>(mut input: R, f: &mut dyn FnMut(&[u8], bool)) -> io::Result<()> {
+    let mut carry: Vec<u8> = Vec::new();
+    let mut cut = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            if !carry.is_empty() || cut {
+                f(&carry, cut);
+            }
+            return Ok(());
+        }
+        let mut start = 0;
+        let len = buf.len();
+        while let Some(pos) = memchr::memchr(b'\n', &buf[start..]) {
+            let end = start + pos;
+            if carry.is_empty() && !cut {
+                f(&buf[start..end], false);
+            } else {
+                let room = MAX_LINE.saturating_sub(carry.len());
+                let piece = &buf[start..end];
+                cut |= piece.len() > room;
+                carry.extend_from_slice(&piece[..piece.len().min(room)]);
+                f(&carry, cut);
+                carry.clear();
+                cut = false;
+            }
+            start = end + 1;
+        }
+        let rest = &buf[start..];
+        let room = MAX_LINE.saturating_sub(carry.len());
+        cut |= rest.len() > room;
+        carry.extend_from_slice(&rest[..rest.len().min(room)]);
+        input.consume(len);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,460 @@
+//! Aggregation of parsed reports into the CSV rows and the human summary.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt::Write as _,
+};
+
+use super::{Report, Stats, analyze::Analysis, meminfo::MemInfo, prefix::rfc3339};
+use crate::export::SummaryRow;
+
+/// Reports described one by one in the human summary.
+const MAX_DETAILS: usize = 20;
+/// Distinct rows kept; failures beyond go to one overflow row.
+const MAX_ROWS: usize = 100_000;
+/// Distinct stacks counted per row (for its top stack).
+const MAX_STACKS: usize = 8;
+/// Distinct kernels / hosts listed.
+const MAX_NAMES: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    comm: String,
+    pid: String,
+    context: String,
+    path: String,
+    order: u32,
+    gfp: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Acc {
+    kernel: String,
+    host: String,
+    gfp_names: String,
+    atomic: bool,
+    failures: u64,
+    partial: u64,
+    first_us: Option<i64>,
+    last_us: Option<i64>,
+    stacks: Vec<(String, u64)>,
+}
+
+/// One report as the summary describes it.
+#[derive(Debug, Clone)]
+struct Detail {
+    when: String,
+    who: String,
+    order: u32,
+    gfp: String,
+    atomic: bool,
+    context: String,
+    path: String,
+    partial: bool,
+    mem: Option<MemInfo>,
+    stack: String,
+}
+
+/// Everything `pagefail logs` prints.
+#[derive(Debug, Default)]
+pub struct Summary {
+    rows: HashMap<Key, Acc>,
+    order: Vec<Key>,
+    overflow: u64,
+    details: Vec<Detail>,
+    stats: Stats,
+    reports: u64,
+    atomic: u64,
+    partial: u64,
+    filtered: u64,
+    window_us: Option<(i64, i64)>,
+    window_mono: Option<(f64, f64)>,
+    kernels: BTreeSet<String>,
+    hosts: BTreeSet<String>,
+}
+
+impl Summary {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Count a report the user's filters left out.
+    pub fn add_filtered(&mut self) {
+        self.filtered += 1;
+    }
+
+    /// Add the counters of one input.
+    pub fn add_stats(&mut self, s: &Stats) {
+        self.stats.add(s);
+    }
+
+    /// Add one report.
+    pub fn add_report(&mut self, r: &Report, a: &Analysis) {
+        self.reports += 1;
+        self.atomic += u64::from(a.atomic);
+        self.partial += u64::from(r.partial);
+        if let Some(t) = r.wall_us {
+            self.window_us = Some(match self.window_us {
+                Some((lo, hi)) => (lo.min(t), hi.max(t)),
+                None => (t, t),
+            });
+        }
+        if let Some(t) = r.mono {
+            self.window_mono = Some(match self.window_mono {
+                Some((lo, hi)) => (lo.min(t), hi.max(t)),
+                None => (t, t),
+            });
+        }
+        if !a.kernel.is_empty() && self.kernels.len() < MAX_NAMES {
+            self.kernels.insert(a.kernel.clone());
+        }
+        if let Some(h) = &r.host
+            && self.hosts.len() < MAX_NAMES
+        {
+            self.hosts.insert(h.clone());
+        }
+        let key = Key {
+            comm: r.comm.clone(),
+            pid: r.pid.map(|p| p.to_string()).unwrap_or_default(),
+            context: a.context.as_str().to_owned(),
+            path: a.path.clone(),
+            order: r.order,
+            gfp: r.gfp,
+        };
+        if !self.rows.contains_key(&key) {
+            if self.rows.len() >= MAX_ROWS {
+                self.overflow += 1;
+                return;
+            }
+            self.order.push(key.clone());
+            self.rows.insert(
+                key.clone(),
+                Acc {
+                    kernel: a.kernel.clone(),
+                    host: r.host.clone().unwrap_or_default(),
+                    gfp_names: a.gfp_names.clone(),
+                    atomic: a.atomic,
+                    failures: 0,
+                    partial: 0,
+                    first_us: None,
+                    last_us: None,
+                    stacks: Vec::new(),
+                },
+            );
+        }
+        if let Some(acc) = self.rows.get_mut(&key) {
+            acc.failures += 1;
+            acc.partial += u64::from(r.partial);
+            if let Some(t) = r.wall_us {
+                acc.first_us = Some(acc.first_us.map_or(t, |f| f.min(t)));
+                acc.last_us = Some(acc.last_us.map_or(t, |l| l.max(t)));
+            }
+            if let Some(s) = acc.stacks.iter_mut().find(|(s, _)| *s == a.stack) {
+                s.1 += 1;
+            } else if acc.stacks.len() < MAX_STACKS {
+                acc.stacks.push((a.stack.clone(), 1));
+            }
+        }
+        if self.details.len() < MAX_DETAILS {
+            self.details.push(Detail {
+                when: when(r),
+                who: who(r),
+                order: r.order,
+                gfp: format!("{:#x} {}", r.gfp, a.gfp_names),
+                atomic: a.atomic,
+                context: a.context.as_str().to_owned(),
+                path: a.path.clone(),
+                partial: r.partial,
+                mem: r.mem.clone(),
+                stack: a.stack.clone(),
+            });
+        }
+    }
+
+    /// Reports added (after filters).
+    #[must_use]
+    pub fn reports(&self) -> u64 {
+        self.reports
+    }
+
+    /// The CSV rows: atomic first, then by failures, then first seen.
+    #[must_use]
+    pub fn rows(&self) -> Vec<SummaryRow> {
+        let (ws, we) = self
+            .window_us
+            .map(|(a, b)| (rfc3339(a), rfc3339(b)))
+            .unwrap_or_default();
+        let mut rows: Vec<SummaryRow> = self
+            .order
+            .iter()
+            .filter_map(|k| self.rows.get(k).map(|a| (k, a)))
+            .map(|(k, a)| SummaryRow {
+                window_start: ws.clone(),
+                window_end: we.clone(),
+                host: a.host.clone(),
+                kernel: a.kernel.clone(),
+                comm: k.comm.clone(),
+                pid: k.pid.clone(),
+                cgroup: String::new(),
+                context: k.context.clone(),
+                path: k.path.clone(),
+                order: Some(k.order),
+                gfp: format!("{:#x}", k.gfp),
+                gfp_flags: a.gfp_names.clone(),
+                atomic: Some(a.atomic),
+                failures: a.failures,
+                // A printed report went through warn_alloc without NOWARN.
+                warned: a.failures,
+                first_seen: a.first_us.map(rfc3339).unwrap_or_default(),
+                last_seen: a.last_us.map(rfc3339).unwrap_or_default(),
+                top_stack: a
+                    .stacks
+                    .iter()
+                    .max_by_key(|(_, n)| *n)
+                    .map(|(s, _)| s.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.atomic.cmp(&a.atomic).then(b.failures.cmp(&a.failures)));
+        rows
+    }
+
+    /// The human summary.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let s = &self.stats;
+        let _ = writeln!(
+            o,
+            "pagefail logs: {} page allocation failure report{} ({} atomic, {} partial) in {} lines",
+            self.reports,
+            if self.reports == 1 { "" } else { "s" },
+            self.atomic,
+            self.partial,
+            s.lines
+        );
+        let _ = writeln!(
+            o,
+            "  suppressed: {} more failures rate-limited by the kernel (\"callbacks suppressed\"): the log does not show them",
+            s.suppressed
+        );
+        if s.skipped > 0 {
+            let _ = writeln!(
+                o,
+                "  skipped: {} report line(s) in an unknown format",
+                s.skipped
+            );
+        }
+        if self.filtered > 0 {
+            let _ = writeln!(
+                o,
+                "  filtered out: {} report(s) (--min-order/--atomic-only)",
+                self.filtered
+            );
+        }
+        if s.long_lines > 0 {
+            let _ = writeln!(o, "  cut: {} line(s) longer than 64 KiB", s.long_lines);
+        }
+        match (self.window_us, self.window_mono) {
+            (Some((a, b)), _) => {
+                let _ = writeln!(o, "  window: {} .. {}", rfc3339(a), rfc3339(b));
+            }
+            (None, Some((a, b))) => {
+                let _ = writeln!(
+                    o,
+                    "  window: {a:.6} s .. {b:.6} s after boot (no wall-clock stamps)"
+                );
+            }
+            (None, None) => {}
+        }
+        if !self.kernels.is_empty() {
+            let k: Vec<&str> = self.kernels.iter().map(String::as_str).collect();
+            let _ = writeln!(o, "  kernels: {}", k.join(", "));
+        }
+        if !self.hosts.is_empty() {
+            let h: Vec<&str> = self.hosts.iter().map(String::as_str).collect();
+            let _ = writeln!(o, "  hosts: {}", h.join(", "));
+        }
+        if self.reports == 0 {
+            return o;
+        }
+        let rows = self.rows();
+        let _ = writeln!(o, "\nFailures (atomic first):");
+        let _ = writeln!(
+            o,
+            "  {:>8}  {:<6}  {:>5}  {:<44}  {:<16}  {:<8}  path",
+            "failures", "atomic", "order", "gfp", "comm", "context"
+        );
+        for r in rows.iter().take(50) {
+            let gfp = format!("{} {}", r.gfp, r.gfp_flags);
+            let _ = writeln!(
+                o,
+                "  {:>8}  {:<6}  {:>5}  {:<44}  {:<16}  {:<8}  {}",
+                r.failures,
+                r.atomic.map_or("*", |a| if a { "yes" } else { "no" }),
+                r.order.map_or_else(|| "*".to_owned(), |o| o.to_string()),
+                gfp,
+                r.comm,
+                r.context,
+                r.path
+            );
+        }
+        if rows.len() > 50 {
+            let _ = writeln!(
+                o,
+                "  ... {} more rows (--csv FILE for all)",
+                rows.len() - 50
+            );
+        }
+        if self.overflow > 0 {
+            let _ = writeln!(
+                o,
+                "  ... {} failures beyond {MAX_ROWS} rows not itemized",
+                self.overflow
+            );
+        }
+        for (title, f) in [
+            (
+                "comm",
+                &(|r: &SummaryRow| r.comm.clone()) as &dyn Fn(&SummaryRow) -> String,
+            ),
+            ("order", &|r: &SummaryRow| {
+                r.order
+                    .map_or_else(|| "order-*".to_owned(), |o| format!("order-{o}"))
+            }),
+            ("gfp", &|r: &SummaryRow| r.gfp_flags.clone()),
+            ("path", &|r: &SummaryRow| r.path.clone()),
+        ] {
+            let mut counts: Vec<(String, u64)> = Vec::new();
+            for r in &rows {
+                let k = f(r);
+                match counts.iter_mut().find(|(n, _)| *n == k) {
+                    Some(c) => c.1 += r.failures,
+                    None => counts.push((k, r.failures)),
+                }
+            }
+            counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let list: Vec<String> = counts
+                .iter()
+                .take(10)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(o, "  by {title}: {}", list.join(", "));
+        }
+        let _ = writeln!(o, "\nReports (memory at the failure):");
+        for d in &self.details {
+            let _ = writeln!(
+                o,
+                "  {} {}: order-{} {}{} {} path {}{}",
+                d.when,
+                d.who,
+                d.order,
+                d.gfp,
+                if d.atomic { " (atomic)" } else { "" },
+                d.context,
+                d.path,
+                if d.partial { " [partial report]" } else { "" }
+            );
+            match &d.mem {
+                Some(m) => {
+                    let _ = writeln!(o, "      {}", diagnosis(d.order, m));
+                    for z in &m.zones {
+                        if let (Some(free), Some(min), Some(low), Some(high)) =
+                            (z.free_kb, z.min_kb, z.low_kb, z.high_kb)
+                        {
+                            let _ = writeln!(
+                                o,
+                                "      node {} {}: free {free}kB, watermarks min {min}kB low {low}kB high {high}kB{}",
+                                z.node,
+                                z.name,
+                                if free < min { " (below min)" } else { "" }
+                            );
+                        }
+                    }
+                }
+                None => {
+                    let _ = writeln!(o, "      (no Mem-Info printed)");
+                }
+            }
+            if !d.stack.is_empty() {
+                let frames: Vec<&str> = d.stack.rsplit(';').take(8).collect();
+                let _ = writeln!(o, "      stack: {}", frames.join(" <- "));
+            }
+        }
+        if self.reports > self.details.len() as u64 {
+            let _ = writeln!(
+                o,
+                "  ... {} more reports (--json-reports for every one)",
+                self.reports - self.details.len() as u64
+            );
+        }
+        o
+    }
+}
+
+/// "order-4 request; largest free block order 3 in Normal, order 2 in DMA32,
+/// order 10 in DMA" and a verdict. DMA (the first 16 MiB) is listed but not
+/// counted for the verdict: `lowmem_reserve` keeps it from ordinary requests.
+#[must_use]
+pub fn diagnosis(order: u32, m: &MemInfo) -> String {
+    let mut parts = Vec::new();
+    let mut big_outside_dma: Vec<&str> = Vec::new();
+    let mut any_buddy = false;
+    for z in &m.zones {
+        if z.free_blocks.is_empty() {
+            continue;
+        }
+        any_buddy = true;
+        match z.largest_free_order() {
+            Some(lo) => {
+                if lo >= order && z.name != "DMA" {
+                    big_outside_dma.push(&z.name);
+                }
+                parts.push(format!("order {lo} in {}", z.name));
+            }
+            None => parts.push(format!("none in {}", z.name)),
+        }
+    }
+    let mut out = format!("order-{order} request; ");
+    if any_buddy {
+        let _ = write!(out, "largest free block {}", parts.join(", "));
+        if big_outside_dma.is_empty() {
+            let _ = write!(
+                out,
+                ": no free block of order >= {order} outside DMA (fragmented)"
+            );
+        } else {
+            let _ = write!(
+                out,
+                ": {} had a block of order >= {order} (zone not allowed for the request, or below its watermark)",
+                big_outside_dma.join(", ")
+            );
+        }
+    } else {
+        out.push_str("no buddy lists printed");
+    }
+    if let Some(p) = m.free_pages {
+        let _ = write!(out, "; free {p} pages");
+    }
+    out
+}
+
+fn when(r: &Report) -> String {
+    match (r.wall_us, r.mono) {
+        (Some(t), _) => rfc3339(t),
+        (None, Some(m)) => format!("[{m:.6}]"),
+        (None, None) => format!("line {}", r.line),
+    }
+}
+
+fn who(r: &Report) -> String {
+    let mut s = r.comm.clone();
+    if let Some(p) = r.pid {
+        let _ = write!(s, "[{p}]");
+    }
+    if let Some(c) = r.cpu {
+        let _ = write!(s, " cpu{c}");
+    }
+    s
+}
