@@ -31,8 +31,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test tier: unit, then kernel (root, serial).
-    Test,
+    /// Run every test tier: unit, kernel (root, serial), then the VM tier
+    /// (Debian 5.10, 6.1, 6.12 guests with real atomic network-path failures).
+    Test {
+        /// Leave out the VM tier (quick local runs).
+        #[arg(long)]
+        skip_vm: bool,
+    },
     /// Boot Debian kernels under qemu and capture test fixtures
     /// (tracepoint format, /proc memory state, kernel facts) into tests/fixtures.
     VmCapture(vm::capture::CaptureArgs),
@@ -104,7 +109,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot run {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Task::Test => test(),
+        Task::Test { skip_vm } => test(skip_vm),
         Task::VmCapture(args) => vm::capture::run(&args),
         Task::VmSmoke(args) => vm::smoke::run(&args),
         Task::VmTest(args) => vm::test::run(&args),
@@ -158,7 +163,7 @@ fn run_tests(mut cmd: Command, totals: &mut TestTotals) -> anyhow::Result<bool> 
     Ok(child.wait()?.success())
 }
 
-fn test() -> anyhow::Result<()> {
+fn test(skip_vm: bool) -> anyhow::Result<()> {
     setup::ensure_toolchain()?;
     let mut totals = TestTotals::default();
     // Unit tier: no root needed.
@@ -192,17 +197,46 @@ fn test() -> anyhow::Result<()> {
         c.env("PAGEFAIL_REQUIRE_BPF", "1");
     }
     let kernel_ok = run_tests(c, &mut totals)?;
+    let vm_ok = if skip_vm {
+        eprintln!("xtask: VM tier skipped (--skip-vm)");
+        true
+    } else {
+        vm_tier(&mut totals)?
+    };
     println!(
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
-    if !(unit_ok && kernel_ok) || totals.failed > 0 {
+    if !(unit_ok && kernel_ok && vm_ok) || totals.failed > 0 {
         bail!("test failures");
     }
     if totals.passed == 0 {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// The VM tier: every Debian kernel, each run counted as one test.
+fn vm_tier(totals: &mut TestTotals) -> anyhow::Result<bool> {
+    let report = vm::test::run_all(&["5.10", "6.1", "6.12"], "atomic-net")?;
+    let md = report.markdown();
+    println!("{md}");
+    let path = vm::vm_dir().join("report.md");
+    std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
+    for row in &report.rows {
+        let ok = row.ok();
+        println!(
+            "test vm::{} ... {}",
+            row.kernel,
+            if ok { "ok" } else { "FAILED" }
+        );
+        if ok {
+            totals.passed += 1;
+        } else {
+            totals.failed += 1;
+        }
+    }
+    Ok(report.ok())
 }
 
 #[cfg(test)]
