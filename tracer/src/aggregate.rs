@@ -22,6 +22,9 @@ use crate::{
 /// Default cap on distinct row keys.
 pub const DEFAULT_KEY_CAP: usize = 10_000;
 
+/// Distinct stacks kept across [`Aggregator::reset`] at most.
+const STACK_CACHE_LIMIT: usize = 50_000;
+
 /// The comm of the rows that collect records beyond the key cap.
 pub const OTHER: &str = "[other]";
 
@@ -334,6 +337,26 @@ impl Aggregator {
         (sid, is_new)
     }
 
+    /// Start a new window: forget the rows (and, once they grow large, the
+    /// stack caches, so memory stays bounded over weeks of `record`).
+    pub fn reset(&mut self) {
+        self.rows.clear();
+        self.events = 0;
+        self.capped = 0;
+        if self.stack_info.len() > STACK_CACHE_LIMIT {
+            self.stack_ids.clear();
+            self.stack_info.clear();
+        }
+    }
+
+    /// Replace the network path rules (new stacks only; `record` calls this
+    /// between windows, right after [`Aggregator::reset`]).
+    pub fn set_classifier(&mut self, classifier: Classifier) {
+        self.classifier = classifier;
+        self.stack_ids.clear();
+        self.stack_info.clear();
+    }
+
     /// Reset the per-interval counts.
     pub fn start_interval(&mut self) {
         for row in self.rows.values_mut() {
@@ -593,6 +616,17 @@ ffffffff81400000 T do_syscall_64
         assert!(new1 && !new2);
         assert_eq!(a.stack_counts().len(), 1);
         assert_eq!(a.stack_counts()[0].1, 2);
+    }
+
+    #[test]
+    fn reset_starts_an_empty_window() {
+        let mut a = agg(10);
+        a.add(&event("x", 1, 1, 0x820, &FD, 0));
+        a.reset();
+        assert_eq!((a.events, a.rows().len(), a.total_failures()), (0, 0, 0));
+        let (_, new) = a.add(&event("x", 1, 1, 0x820, &FD, 0));
+        assert!(!new, "stack cache kept across windows");
+        assert_eq!(a.total_failures(), 1);
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod export;
 pub mod gfp;
 pub mod logs;
 pub mod memory;
+pub mod metrics;
 pub mod probe;
+pub mod recorder;
 pub mod session;
 pub mod symbolize;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracer::{
-    cli::{check, logs, report, watch},
+    cli::{check, logs, record, report, watch},
     session,
 };
 
@@ -35,6 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Watch(watch::WatchArgs),
+    Record(record::RecordArgs),
     Report(report::ReportArgs),
     Check(check::CheckArgs),
     Logs(logs::LogsArgs),
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Watch(args) => session::block_on(watch::run(args, cli.verbose)),
+        Command::Record(args) => session::block_on(record::run(args, cli.verbose)),
         Command::Report(args) => report::run(&args),
         Command::Check(args) => check::run(args, cli.verbose),
         Command::Logs(args) => logs::run(args),

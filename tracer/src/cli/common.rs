@@ -67,9 +67,9 @@ impl FilterArgs {
     }
 }
 
-/// How rows are grouped and where they are written.
+/// How rows are grouped.
 #[derive(Debug, Clone, Args)]
-pub struct OutputArgs {
+pub struct GroupArgs {
     /// Group rows by these keys: any of comm,pid,cgroup,context,path,order,gfp,stack.
     #[arg(long, default_value = "comm,pid,context,path,order,gfp")]
     pub by: GroupBy,
@@ -79,6 +79,11 @@ pub struct OutputArgs {
     /// Extra network path rules (same format as the built-in table; see README).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
+}
+
+/// Where the summary is written at exit.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
     /// Write the summary as CSV to this file (atomically).
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
@@ -94,7 +99,7 @@ pub struct OutputArgs {
     pub flamegraph: Option<PathBuf>,
 }
 
-impl OutputArgs {
+impl GroupArgs {
     /// The aggregation settings, with the user's rule file loaded.
     ///
     /// # Errors
@@ -115,7 +120,9 @@ impl OutputArgs {
             classifier,
         })
     }
+}
 
+impl ExportArgs {
     /// Write the CSV, JSON lines, folded stacks and flame graph asked for.
     ///
     /// # Errors

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod common;
 pub mod logs;
+pub mod record;
 pub mod report;
 pub mod sample;
 pub mod watch;

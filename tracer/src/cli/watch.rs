@@ -11,7 +11,7 @@ use tracer_common::{FailureEvent, ORDER_SLOTS};
 
 use crate::{
     aggregate::Aggregator,
-    cli::common::{FilterArgs, OutputArgs},
+    cli::common::{ExportArgs, FilterArgs, GroupArgs},
     events,
     probe::{Counters, WarnAllocProbe},
     session::{Session, Signals, Step, parse_duration},
@@ -41,7 +41,9 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub group: GroupArgs,
+    #[command(flatten)]
+    pub output: ExportArgs,
     /// Print every new distinct failure stack once, symbolized.
     #[arg(long)]
     pub stacks: bool,
@@ -66,7 +68,7 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let probe = args.filter.probe_config()?;
-    let mut session = Session::start(&probe, &args.output.aggregate_config()?, signals)?;
+    let mut session = Session::start(&probe, &args.group.aggregate_config()?, signals)?;
     eprint!("{}", session.setup_report(verbose));
 
     // With --json the rows go to stdout at the end, so live output goes to stderr.

@@ -1,0 +1,323 @@
+//! `pagefail record`: continuous tracing as a service, one CSV summary per
+//! interval with rotation, and Prometheus metrics.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{
+    aggregate::{OTHER, Window},
+    cli::common::{FilterArgs, GroupArgs},
+    export,
+    metrics::{FailureLabels, Metrics},
+    probe::Counters,
+    recorder::{Recorder, Retain, totals_csv},
+    session::{Session, Signals, Step, parse_duration},
+};
+
+/// Record failures continuously: one CSV summary per interval.
+///
+/// Writes `pagefail-<UTC start>.csv` (the CSV summary contract; header only
+/// when nothing failed) and `pagefail-<UTC start>.totals.csv` (allocations
+/// and failures per order, lost records) every interval, atomically, and
+/// prunes old intervals. SIGTERM or SIGINT writes the partial interval and
+/// exits 0; SIGHUP re-reads the rule file and retries writing. While the
+/// directory cannot be written it keeps counting and writes when it can.
+///
+/// Examples:
+///   sudo pagefail record --output /var/lib/pagefail
+///   sudo pagefail record --output /var/lib/pagefail --interval 5m --retain 2016
+///   sudo pagefail record --output /srv/pf --max-bytes 500M --metrics 127.0.0.1:9435
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Directory for the interval files (must exist).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: PathBuf,
+    /// Length of one interval (e.g. 60s, 5m).
+    #[arg(long, short = 'i', default_value = "60s", value_parser = parse_record_interval)]
+    pub interval: Duration,
+    /// Keep only the newest N intervals.
+    #[arg(long, value_name = "N", conflicts_with = "max_bytes", value_parser = clap::value_parser!(u64).range(1..))]
+    pub retain: Option<u64>,
+    /// Keep only the newest intervals that fit in this many bytes (e.g. 500M, 2G).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_bytes: Option<u64>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9435).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Stop after this long (default: run until SIGTERM/SIGINT).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub group: GroupArgs,
+}
+
+fn parse_record_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("the interval must be at least 1s".to_owned());
+    }
+    Ok(d)
+}
+
+/// Parse a byte size: plain bytes or with a K/M/G/T suffix (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                'B' => 1,
+                _ => return Err(format!("`{s}`: unknown size suffix (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 500M, 2G)"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if bytes == 0 {
+        return Err("the size must be more than zero".to_owned());
+    }
+    Ok(bytes)
+}
+
+/// Metrics refresh at least this often, whatever the interval.
+const METRICS_TICK: Duration = Duration::from_secs(1);
+
+/// Run `pagefail record`.
+///
+/// # Errors
+/// Set-up failures; a final interval that cannot be written.
+pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
+    let signals = Signals::install()?;
+    let retain = match (args.retain, args.max_bytes) {
+        (Some(n), _) => Retain::Count(usize::try_from(n).unwrap_or(usize::MAX)),
+        (None, Some(b)) => Retain::Bytes(b),
+        (None, None) => Retain::All,
+    };
+    let mut recorder = Recorder::new(&args.output, retain)?;
+    let probe = args.filter.probe_config()?;
+    let mut session = Session::start(&probe, &args.group.aggregate_config()?, signals)?;
+    eprint!("{}", session.setup_report(verbose));
+
+    let metrics = Arc::new(Mutex::new(Metrics::new(
+        usize::try_from(args.group.max_rows).unwrap_or(usize::MAX),
+        &session.window.kernel,
+        session.tracer.style.as_str(),
+    )));
+    let _server = match args.metrics {
+        Some(addr) => {
+            let task = crate::metrics::serve(addr, metrics.clone()).await?;
+            eprintln!("pagefail: metrics on http://{addr}/metrics");
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
+
+    let tick_every = args.interval.min(METRICS_TICK);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut window = session.window.clone();
+    let mut boundary = tokio::time::Instant::now() + args.interval;
+    let mut interval_base = session.baseline.clone();
+    let mut metrics_base = session.baseline.clone();
+    let mut ignore = |_: &_, _: &_, _, _| {};
+    let mut write_failing = false;
+
+    let reason = loop {
+        match session.next(&mut tick, deadline, &mut ignore).await? {
+            Step::Tick => {
+                let now = session.tracer.counters()?;
+                update_metrics(&metrics, &mut session, &now.since(&metrics_base));
+                metrics_base = now.clone();
+                if tokio::time::Instant::now() >= boundary {
+                    boundary += args.interval;
+                    close_interval(
+                        &mut session,
+                        &mut window,
+                        &mut recorder,
+                        &now.since(&interval_base),
+                    )?;
+                    interval_base = now;
+                }
+                flush(&mut recorder, &mut write_failing);
+            }
+            Step::Hangup => {
+                match args.group.aggregate_config() {
+                    Ok(cfg) => {
+                        // Close the window so its rows keep the stack ids they were built with.
+                        let now = session.tracer.counters()?;
+                        update_metrics(&metrics, &mut session, &now.since(&metrics_base));
+                        metrics_base = now.clone();
+                        close_interval(
+                            &mut session,
+                            &mut window,
+                            &mut recorder,
+                            &now.since(&interval_base),
+                        )?;
+                        interval_base = now;
+                        session.agg.set_classifier(cfg.classifier);
+                        eprintln!("pagefail: SIGHUP: rules re-read, interval closed");
+                    }
+                    Err(e) => eprintln!("pagefail: SIGHUP: keeping the old rules: {e:#}"),
+                }
+                flush(&mut recorder, &mut write_failing);
+            }
+            Step::Stop(why) => break why,
+        }
+    };
+
+    session.finish(&mut ignore)?;
+    // Absolute counters after the detach and final drain.
+    let end_counters = session.tracer.counters()?;
+    update_metrics(&metrics, &mut session, &end_counters.since(&metrics_base));
+    close_interval(
+        &mut session,
+        &mut window,
+        &mut recorder,
+        &end_counters.since(&interval_base),
+    )?;
+    recorder
+        .flush()
+        .context("writing the last interval before exit")?;
+    if verbose > 0 {
+        eprintln!("pagefail: stopped: {reason}");
+    }
+    eprintln!(
+        "pagefail: {} intervals written to {}{}",
+        recorder.written,
+        args.output.display(),
+        if recorder.dropped > 0 {
+            format!(
+                " ({} dropped while the directory was unwritable)",
+                recorder.dropped
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn flush(recorder: &mut Recorder, failing: &mut bool) {
+    if recorder.pending() == 0 {
+        return;
+    }
+    match recorder.flush() {
+        Ok(()) => {
+            if *failing {
+                eprintln!("pagefail: output directory writable again; pending intervals written");
+            }
+            *failing = false;
+        }
+        Err(e) => {
+            if !*failing {
+                eprintln!(
+                    "pagefail: cannot write intervals ({e:#}); still tracing, {} interval(s) kept in memory, retrying every tick",
+                    recorder.pending()
+                );
+            }
+            *failing = true;
+        }
+    }
+}
+
+/// Add the failures since the last update to the metrics, and the counters.
+fn update_metrics(metrics: &Mutex<Metrics>, session: &mut Session, delta: &Counters) {
+    let Ok(mut m) = metrics.lock() else {
+        return;
+    };
+    let agg = &session.agg;
+    for (k, r) in agg.rows() {
+        if r.interval_failures == 0 {
+            continue;
+        }
+        let labels = FailureLabels {
+            comm: k.comm.clone().unwrap_or_default(),
+            context: k.context.map(|c| c.to_string()).unwrap_or_default(),
+            path: k.path.clone().unwrap_or_default(),
+            order: k.order.map(|o| o.to_string()).unwrap_or_default(),
+            gfp_flags: k.gfp.map(|g| agg.gfp().decode(g)).unwrap_or_default(),
+            atomic: k
+                .gfp
+                .map(|g| agg.gfp().is_atomic(g).to_string())
+                .unwrap_or_default(),
+        };
+        let labels = if k.comm.as_deref() == Some(OTHER) {
+            FailureLabels {
+                comm: OTHER.to_owned(),
+                ..labels
+            }
+        } else {
+            labels
+        };
+        m.add_failures(labels, r.interval_failures);
+    }
+    m.add_counters(delta);
+    drop(m);
+    session.agg.start_interval();
+}
+
+/// Write the window's rows and totals (queued), then start a new window.
+fn close_interval(
+    session: &mut Session,
+    window: &mut Window,
+    recorder: &mut Recorder,
+    delta: &Counters,
+) -> anyhow::Result<()> {
+    window.end = SystemTime::now();
+    let rows = session.agg.summary_rows(window);
+    let mut csv = Vec::new();
+    export::write_csv(&mut csv, &rows)?;
+    let totals = totals_csv(window, delta, session.agg.events);
+    recorder.queue(window.start, csv, totals);
+    session.agg.reset();
+    window.start = window.end;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_bytes("500M"), Ok(500 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("5X").is_err());
+        assert!(parse_bytes("M").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
+
+    #[test]
+    fn intervals_are_at_least_a_second() {
+        assert!(parse_record_interval("500ms").is_err());
+        assert_eq!(parse_record_interval("2s"), Ok(Duration::from_secs(2)));
+    }
+}

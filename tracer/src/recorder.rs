@@ -1,0 +1,397 @@
+//! Interval files of `pagefail record`: naming, atomic writing, retrying
+//! while the directory cannot be written, and retention.
+//!
+//! Each interval writes two files named by the UTC start of its window:
+//! `pagefail-20261122T034500Z.csv` (the CSV summary contract; header only
+//! when the interval had no failure) and `pagefail-20261122T034500Z.totals.csv`
+//! (allocation and failure totals per order, lost records, warn_alloc
+//! entries). Every interval writes both, so a gap in the files means pagefail
+//! was not running, not that nothing failed. Names sort in time order; a
+//! restart within the same second gets a `-1`, `-2` suffix rather than
+//! overwriting.
+
+use std::{
+    collections::VecDeque,
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{aggregate::Window, events::rfc3339, export, probe::Counters};
+
+/// Prefix of every interval file.
+pub const PREFIX: &str = "pagefail-";
+
+/// Header of the totals file: one row per metric (and order).
+pub const TOTALS_HEADER: &str = "window_start,window_end,host,kernel,metric,order,value";
+
+/// What to keep in the output directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retain {
+    /// Every interval.
+    All,
+    /// The newest N intervals.
+    Count(usize),
+    /// The newest intervals whose files add up to at most this many bytes.
+    Bytes(u64),
+}
+
+/// Intervals waiting to be written at most; older ones are dropped (and counted).
+const MAX_PENDING: usize = 10_000;
+
+struct Pending {
+    stem: String,
+    rows: Vec<u8>,
+    totals: Vec<u8>,
+}
+
+/// Writes interval files into one directory.
+pub struct Recorder {
+    dir: PathBuf,
+    retain: Retain,
+    pending: VecDeque<Pending>,
+    /// Intervals dropped because too many waited for a writable directory.
+    pub dropped: u64,
+    /// Intervals written.
+    pub written: u64,
+}
+
+/// The name stem of a window starting at `t`: `pagefail-YYYYMMDDTHHMMSSZ`.
+#[must_use]
+pub fn stem(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_seconds(t).to_string(); // 2026-11-22T03:45:00Z
+    format!("{PREFIX}{}", s.replace(['-', ':'], ""))
+}
+
+/// The totals file of an interval, as CSV text.
+#[must_use]
+pub fn totals_csv(window: &Window, delta: &Counters, recorded: u64) -> Vec<u8> {
+    let mut out = format!("{TOTALS_HEADER}\n");
+    let head = format!(
+        "{},{},{},{}",
+        rfc3339(window.start),
+        rfc3339(window.end),
+        csv_field(&window.host),
+        csv_field(&window.kernel)
+    );
+    for (metric, counts) in [("allocations", &delta.allocs), ("failed", &delta.fails)] {
+        for (order, n) in counts.iter().enumerate() {
+            out.push_str(&format!("{head},{metric},{order},{n}\n"));
+        }
+    }
+    for (metric, n) in [
+        ("matched", delta.matched),
+        ("recorded", recorded),
+        ("lost", delta.lost),
+        ("warn_alloc", delta.warn_alloc),
+    ] {
+        out.push_str(&format!("{head},{metric},,{n}\n"));
+    }
+    out.into_bytes()
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Remove temporary files of interval writes cut short by a crash or kill
+/// (`.pagefail-*.tmp.<pid>`, see `export::write_atomically`).
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!(".{PREFIX}")) && name.contains(".csv.tmp.") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+impl Recorder {
+    /// A recorder over `dir`, which must exist and be a directory.
+    ///
+    /// # Errors
+    /// When `dir` is missing or not a directory.
+    pub fn new(dir: &Path, retain: Retain) -> anyhow::Result<Self> {
+        let meta = fs::metadata(dir).with_context(|| {
+            format!(
+                "output directory {} is not there: create it (mkdir -p) or choose another with --output",
+                dir.display()
+            )
+        })?;
+        if !meta.is_dir() {
+            bail!(
+                "{} is not a directory: give a directory with --output",
+                dir.display()
+            );
+        }
+        remove_stale_temporaries(dir);
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            retain,
+            pending: VecDeque::new(),
+            dropped: 0,
+            written: 0,
+        })
+    }
+
+    /// Queue one interval's files.
+    pub fn queue(&mut self, start: SystemTime, rows: Vec<u8>, totals: Vec<u8>) {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+            self.dropped += 1;
+        }
+        self.pending.push_back(Pending {
+            stem: stem(start),
+            rows,
+            totals,
+        });
+    }
+
+    /// Intervals waiting to be written.
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn unique_stem(&self, stem: &str) -> String {
+        let taken = |s: &str| {
+            self.dir.join(format!("{s}.csv")).exists()
+                || self.dir.join(format!("{s}.totals.csv")).exists()
+        };
+        if !taken(stem) {
+            return stem.to_owned();
+        }
+        (1..)
+            .map(|i| format!("{stem}-{i}"))
+            .find(|s| !taken(s))
+            .unwrap_or_else(|| stem.to_owned())
+    }
+
+    /// Write every queued interval, oldest first, then prune. On an error
+    /// the unwritten intervals stay queued for the next call.
+    ///
+    /// # Errors
+    /// The first write error (directory gone or unwritable, disk full).
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        while let Some(p) = self.pending.front() {
+            let stem = self.unique_stem(&p.stem);
+            let rows_path = self.dir.join(format!("{stem}.csv"));
+            let totals_path = self.dir.join(format!("{stem}.totals.csv"));
+            // Totals first: a summary file never appears without its totals.
+            export::write_atomically(&totals_path, |w| Ok(w.write_all(&p.totals)?))?;
+            export::write_atomically(&rows_path, |w| Ok(w.write_all(&p.rows)?))?;
+            self.pending.pop_front();
+            self.written += 1;
+        }
+        self.prune()?;
+        Ok(())
+    }
+
+    /// The interval stems in the directory, oldest first, with their bytes.
+    fn intervals(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut by_stem: std::collections::BTreeMap<String, u64> =
+            std::collections::BTreeMap::new();
+        for entry in fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot list {}", self.dir.display()))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name
+                .strip_suffix(".totals.csv")
+                .or_else(|| name.strip_suffix(".csv"))
+                .filter(|s| s.starts_with(PREFIX))
+            else {
+                continue;
+            };
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            *by_stem.entry(stem.to_owned()).or_default() += len;
+        }
+        Ok(by_stem.into_iter().collect())
+    }
+
+    /// Delete the oldest intervals beyond the retention limit. Returns the
+    /// stems deleted.
+    ///
+    /// # Errors
+    /// When the directory cannot be listed or a file not removed.
+    pub fn prune(&self) -> anyhow::Result<Vec<String>> {
+        let intervals = self.intervals()?;
+        let keep_from = match self.retain {
+            Retain::All => 0,
+            Retain::Count(n) => intervals.len().saturating_sub(n),
+            Retain::Bytes(max) => {
+                let mut total = 0u64;
+                let mut keep = intervals.len();
+                for (i, (_, len)) in intervals.iter().enumerate().rev() {
+                    if total + len > max {
+                        break;
+                    }
+                    total += len;
+                    keep = i;
+                }
+                // Always keep the newest interval, whatever its size.
+                keep.min(intervals.len().saturating_sub(1))
+            }
+        };
+        let mut removed = Vec::new();
+        for (stem, _) in intervals.into_iter().take(keep_from) {
+            for suffix in [".csv", ".totals.csv"] {
+                let p = self.dir.join(format!("{stem}{suffix}"));
+                if p.exists() {
+                    fs::remove_file(&p)
+                        .with_context(|| format!("cannot remove {}", p.display()))?;
+                }
+            }
+            removed.push(stem);
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pagefail-rec-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000 + secs)
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_on_start() {
+        let d = tmp("stale");
+        fs::write(d.join(".pagefail-20261122T000000Z.csv.tmp.123"), "half").unwrap();
+        fs::write(d.join(".other.tmp.1"), "keep").unwrap();
+        Recorder::new(&d, Retain::All).unwrap();
+        let names: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(".other.tmp.1")]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stems_sort_in_time_order() {
+        assert_eq!(stem(SystemTime::UNIX_EPOCH), "pagefail-19700101T000000Z");
+        assert!(stem(t(59)) < stem(t(60)));
+    }
+
+    #[test]
+    fn writes_both_files_and_never_overwrites() {
+        let d = tmp("write");
+        let mut r = Recorder::new(&d, Retain::All).unwrap();
+        r.queue(t(0), b"rows-a".to_vec(), b"totals-a".to_vec());
+        r.queue(t(0), b"rows-b".to_vec(), b"totals-b".to_vec());
+        r.flush().unwrap();
+        let s = stem(t(0));
+        assert_eq!(fs::read(d.join(format!("{s}.csv"))).unwrap(), b"rows-a");
+        assert_eq!(fs::read(d.join(format!("{s}-1.csv"))).unwrap(), b"rows-b");
+        assert_eq!(
+            fs::read(d.join(format!("{s}-1.totals.csv"))).unwrap(),
+            b"totals-b"
+        );
+        assert_eq!(r.written, 2);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn retention_by_count_prunes_exactly_the_oldest() {
+        let d = tmp("count");
+        fs::write(d.join("unrelated.csv"), "x").unwrap();
+        let mut r = Recorder::new(&d, Retain::Count(3)).unwrap();
+        for i in 0..7 {
+            r.queue(t(i * 60), b"r".to_vec(), b"t".to_vec());
+        }
+        r.flush().unwrap();
+        let mut names: Vec<String> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = (4..7)
+            .flat_map(|i| {
+                let s = stem(t(i * 60));
+                [format!("{s}.csv"), format!("{s}.totals.csv")]
+            })
+            .collect();
+        want.push("unrelated.csv".into());
+        want.sort();
+        assert_eq!(names, want);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn retention_by_bytes_keeps_the_newest_that_fit() {
+        let d = tmp("bytes");
+        let mut r = Recorder::new(&d, Retain::Bytes(25)).unwrap();
+        for i in 0..5 {
+            r.queue(t(i), vec![b'r'; 6], vec![b't'; 4]); // 10 bytes per interval
+        }
+        r.flush().unwrap();
+        let left = r.intervals().unwrap();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert_eq!(left[0].0, stem(t(3)));
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn unwritable_directory_keeps_intervals_queued_until_it_returns() {
+        let d = tmp("gone");
+        let mut r = Recorder::new(&d, Retain::All).unwrap();
+        fs::remove_dir_all(&d).unwrap();
+        r.queue(t(0), b"r".to_vec(), b"t".to_vec());
+        let err = r.flush().unwrap_err();
+        assert!(format!("{err:#}").contains("cannot create"), "{err:#}");
+        assert_eq!(r.pending(), 1);
+        fs::create_dir_all(&d).unwrap();
+        r.queue(t(60), b"r".to_vec(), b"t".to_vec());
+        r.flush().unwrap();
+        assert_eq!((r.pending(), r.written), (0, 2));
+        fs::remove_dir_all(&d).unwrap();
+        assert!(Recorder::new(&d, Retain::All).is_err());
+    }
+
+    #[test]
+    fn totals_list_every_order_and_the_loss_counters() {
+        let w = Window {
+            start: t(0),
+            end: t(60),
+            host: "h".into(),
+            kernel: "6.1".into(),
+            clock: crate::events::BootClock::now(),
+        };
+        let c = Counters {
+            allocs: vec![5, 1],
+            fails: vec![0, 2],
+            matched: 2,
+            lost: 0,
+            warn_alloc: 1,
+        };
+        let text = String::from_utf8(totals_csv(&w, &c, 2)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], TOTALS_HEADER);
+        assert!(lines.iter().any(|l| l.ends_with(",allocations,0,5")));
+        assert!(lines.iter().any(|l| l.ends_with(",failed,1,2")));
+        assert!(lines.iter().any(|l| l.ends_with(",recorded,,2")));
+        assert!(lines.iter().any(|l| l.ends_with(",lost,,0")));
+        assert_eq!(lines.len(), 1 + 2 + 2 + 4);
+    }
+}
