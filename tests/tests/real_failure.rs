@@ -41,6 +41,7 @@ fn memcg_charge_failure_is_reported_and_matches_tracefs() {
     let csv_path = work.join("out.csv");
     let folded = work.join("stacks.folded");
     let svg = work.join("stacks.svg");
+    let memory_csv = work.join("memory.csv");
     let trace = TraceInstance::new(
         &format!("pagefail-test-{me}"),
         "pfn == 18446744073709551615",
@@ -53,6 +54,8 @@ fn memcg_charge_failure_is_reported_and_matches_tracefs() {
         .arg(&folded)
         .arg("--flamegraph")
         .arg(&svg)
+        .arg("--memory-csv")
+        .arg(&memory_csv)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -180,6 +183,23 @@ fn memcg_charge_failure_is_reported_and_matches_tracefs() {
     );
     let svg = fs::read_to_string(&svg).expect("flame graph");
     assert!(svg.starts_with("<?xml") && svg.contains("alloc_fdtable"));
+
+    // The failure (atomic by the kernel's definition: no direct reclaim)
+    // triggered a memory snapshot: one row per populated zone.
+    let mem = fs::read_to_string(&memory_csv).expect("memory csv");
+    let mut lines = mem.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.starts_with("taken,node,zone,managed,free,min,low,high"))
+    );
+    let zones: Vec<&str> = lines.collect();
+    assert!(
+        zones
+            .iter()
+            .any(|l| l.contains(",Normal,") || l.contains(",DMA32,")),
+        "{mem}"
+    );
 
     // `report` over the CSV gives the same total.
     let rep = Command::new(pagefail_bin())

@@ -9,6 +9,10 @@ use crate::{
     aggregate::{Aggregator, DEFAULT_KEY_CAP, GroupBy},
     classify::Classifier,
     export::{self, SummaryRow},
+    memory::{
+        Snapshot, SnapshotLimiter, SnapshotSummary,
+        export::{write_memory_csv, write_memory_json_lines},
+    },
     probe::{ProbeConfig, support},
     session::AggregateConfig,
 };
@@ -97,6 +101,52 @@ pub struct ExportArgs {
     /// Write an SVG flame graph of failure stacks to this file.
     #[arg(long, value_name = "FILE.svg")]
     pub flamegraph: Option<PathBuf>,
+    /// Write the memory snapshots taken when atomic failures started (at most
+    /// one per second) as CSV to this file.
+    #[arg(long, value_name = "FILE")]
+    pub memory_csv: Option<PathBuf>,
+    /// The same snapshots as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    pub memory_json: Option<PathBuf>,
+}
+
+/// Memory snapshots taken when atomic failures happen, rate-limited.
+#[derive(Debug, Default)]
+pub struct MemoryTracker {
+    limiter: SnapshotLimiter,
+    /// Zone summaries of every snapshot taken, oldest first.
+    pub rows: Vec<SnapshotSummary>,
+    /// Snapshots taken.
+    pub snapshots: u64,
+    /// Snapshots that could not be read (the first error is kept).
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+/// Zone summaries kept at most (a day of one snapshot a second on a
+/// three-zone machine is ~260k; past this, new snapshots are counted only).
+const MAX_MEMORY_ROWS: usize = 100_000;
+
+impl MemoryTracker {
+    /// A failure was recorded: snapshot the memory state if it is atomic and
+    /// the limiter allows.
+    pub fn on_failure(&mut self, atomic: bool) {
+        if !atomic || !self.limiter.on_failure(std::time::Instant::now()) {
+            return;
+        }
+        match Snapshot::take() {
+            Ok(snap) => {
+                self.snapshots += 1;
+                if self.rows.len() < MAX_MEMORY_ROWS {
+                    self.rows.extend(snap.summaries());
+                }
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
 }
 
 impl GroupArgs {
@@ -165,6 +215,29 @@ impl ExportArgs {
                 })?;
                 eprintln!("pagefail: wrote flame graph {}", path.display());
             }
+        }
+        Ok(())
+    }
+
+    /// Write the memory snapshots asked for.
+    ///
+    /// # Errors
+    /// When a file cannot be written.
+    pub fn write_memory(&self, memory: &MemoryTracker) -> anyhow::Result<()> {
+        if let Some(e) = &memory.first_error {
+            eprintln!("pagefail: {} memory snapshots failed: {e}", memory.errors);
+        }
+        if let Some(path) = &self.memory_csv {
+            export::write_atomically(path, |w| Ok(write_memory_csv(w, &memory.rows, true)?))?;
+            eprintln!(
+                "pagefail: wrote {} memory snapshots ({} zone rows) to {}",
+                memory.snapshots,
+                memory.rows.len(),
+                path.display()
+            );
+        }
+        if let Some(path) = &self.memory_json {
+            export::write_atomically(path, |w| Ok(write_memory_json_lines(w, &memory.rows)?))?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! exports at the end.
 
 use std::{
+    cell::RefCell,
     io::{self, IsTerminal, Write},
     time::{Duration, Instant},
 };
@@ -11,8 +12,9 @@ use tracer_common::{FailureEvent, ORDER_SLOTS};
 
 use crate::{
     aggregate::Aggregator,
-    cli::common::{ExportArgs, FilterArgs, GroupArgs},
+    cli::common::{ExportArgs, FilterArgs, GroupArgs, MemoryTracker},
     events,
+    memory::{Snapshot, one_line},
     probe::{Counters, WarnAllocProbe},
     session::{Session, Signals, Step, parse_duration},
 };
@@ -88,7 +90,9 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
         tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
     let mut last = session.baseline.clone();
     let mut closed = false;
+    let memory = RefCell::new(MemoryTracker::default());
     let mut on_record = |agg: &Aggregator, ev: &FailureEvent, sid: u32, new: bool| {
+        memory.borrow_mut().on_failure(agg.gfp().is_atomic(ev.gfp));
         if args.stacks && new && !tui {
             let _ = write!(io::stderr(), "{}", new_stack_text(agg, ev, sid));
         }
@@ -98,7 +102,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
         match session.next(&mut tick, deadline, &mut on_record).await? {
             Step::Tick => {
                 let now = session.tracer.counters()?;
-                let text = live_view(
+                let mut text = live_view(
                     &session.agg,
                     &now.since(&last),
                     &now.since(&session.baseline),
@@ -106,6 +110,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
                     args.interval,
                     tui,
                 );
+                text.push_str(&memory_line(&session.agg, args.filter.min_order));
                 session.agg.start_interval();
                 last = now;
                 if live
@@ -138,7 +143,23 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
         // A closed pipe (`pagefail watch | head`) is not an error.
         let _ = io::stdout().write_all(text.as_bytes());
     }
-    args.output.write_exports(&session.agg, &rows)
+    args.output.write_exports(&session.agg, &rows)?;
+    args.output.write_memory(&memory.borrow())
+}
+
+/// The memory state under the live table, for the largest order that failed
+/// (or the minimum order traced).
+fn memory_line(agg: &Aggregator, min_order: u32) -> String {
+    let order = agg
+        .rows()
+        .iter()
+        .filter_map(|(k, _)| k.order)
+        .max()
+        .unwrap_or(min_order);
+    match Snapshot::take() {
+        Ok(snap) => format!("  {}\n", one_line(&snap, order)),
+        Err(e) => format!("  memory: {e}\n"),
+    }
 }
 
 fn new_stack_text(agg: &Aggregator, ev: &FailureEvent, sid: u32) -> String {
