@@ -79,6 +79,21 @@ mod tests {
     }
 
     #[test]
+    fn help_keeps_example_lines() {
+        for sub in ["watch", "record", "report", "check"] {
+            let mut cmd = Cli::command();
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .map(|c| c.render_long_help().to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains(&format!("\n  sudo pagefail {sub}")) || help.contains(&format!("\n  pagefail {sub}")),
+                "{sub}: example lines joined or missing:\n{help}"
+            );
+        }
+    }
+
+    #[test]
     fn every_subcommand_parses_its_defaults() {
         for args in [&["pagefail", "watch"][..], &["pagefail", "report", "a.csv"]] {
             let cli = Cli::try_parse_from(args.iter()).unwrap_or_else(|e| panic!("{args:?}: {e}"));

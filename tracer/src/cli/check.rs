@@ -40,6 +40,7 @@ use crate::{
 ///   pagefail check --from failures.csv --no-probe
 ///   sudo pagefail check --json --from failures.csv
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct CheckArgs {
     /// Verify attach styles by loading and attaching them (default when the
     /// process may load BPF programs).

@@ -35,6 +35,7 @@ use crate::{
 ///   sudo pagefail record --output /var/lib/pagefail --interval 5m --retain 2016
 ///   sudo pagefail record --output /srv/pf --max-bytes 500M --metrics 127.0.0.1:9435
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct RecordArgs {
     /// Directory for the interval files (must exist).
     #[arg(long, short = 'o', value_name = "DIR")]

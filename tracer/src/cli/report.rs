@@ -35,6 +35,7 @@ const KEYS: [&str; 10] = [
 ///   pagefail report --by host,path record/*.csv
 ///   pagefail report --by comm --csv merged.csv a.csv b.csv
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct ReportArgs {
     /// CSV summary files (`-`: stdin).
     #[arg(required = true, value_name = "FILE.csv")]

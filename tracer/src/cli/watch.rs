@@ -33,6 +33,7 @@ use crate::{
 ///   sudo pagefail watch --by comm,path --flamegraph failures.svg
 ///   sudo pagefail watch --stacks --no-tui | tee watch.log
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct WatchArgs {
     /// Stop after this long (e.g. 30s, 5m); default: until Ctrl-C or SIGTERM.
     #[arg(long, short = 'd', value_parser = parse_duration)]
