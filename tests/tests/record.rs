@@ -155,6 +155,14 @@ fn intervals_metrics_and_sigterm_agree_with_tracefs() {
             .sum();
         in_files += mine;
         intervals_with_failures += u64::from(mine > 0);
+        // An interval with an (atomic by the kernel's rule) failure has a
+        // memory snapshot beside it.
+        let memory = PathBuf::from(rows_path.to_string_lossy().replace(".csv", ".memory.csv"));
+        if mine > 0 {
+            let text = fs::read_to_string(&memory).expect("memory snapshot file");
+            assert!(text.starts_with("taken,node,zone,"), "{text}");
+            assert!(text.lines().count() >= 2);
+        }
         let totals = fs::read_to_string(totals_path).expect("totals");
         let first = totals.lines().nth(1).expect("a totals row");
         let mut cols = first.split(',');

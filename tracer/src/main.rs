@@ -87,7 +87,8 @@ mod tests {
                 .map(|c| c.render_long_help().to_string())
                 .unwrap_or_default();
             assert!(
-                help.contains(&format!("\n  sudo pagefail {sub}")) || help.contains(&format!("\n  pagefail {sub}")),
+                help.contains(&format!("\n  sudo pagefail {sub}"))
+                    || help.contains(&format!("\n  pagefail {sub}")),
                 "{sub}: example lines joined or missing:\n{help}"
             );
         }

@@ -46,6 +46,8 @@ struct Pending {
     stem: String,
     rows: Vec<u8>,
     totals: Vec<u8>,
+    /// Memory snapshots of the interval, if any were taken.
+    memory: Option<Vec<u8>>,
 }
 
 /// Writes interval files into one directory.
@@ -143,8 +145,15 @@ impl Recorder {
         })
     }
 
-    /// Queue one interval's files.
-    pub fn queue(&mut self, start: SystemTime, rows: Vec<u8>, totals: Vec<u8>) {
+    /// Queue one interval's files; `memory` (memory snapshots taken during
+    /// the interval, CSV) is written as `<stem>.memory.csv` when present.
+    pub fn queue(
+        &mut self,
+        start: SystemTime,
+        rows: Vec<u8>,
+        totals: Vec<u8>,
+        memory: Option<Vec<u8>>,
+    ) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
             self.dropped += 1;
@@ -153,6 +162,7 @@ impl Recorder {
             stem: stem(start),
             rows,
             totals,
+            memory,
         });
     }
 
@@ -164,8 +174,9 @@ impl Recorder {
 
     fn unique_stem(&self, stem: &str) -> String {
         let taken = |s: &str| {
-            self.dir.join(format!("{s}.csv")).exists()
-                || self.dir.join(format!("{s}.totals.csv")).exists()
+            [".csv", ".totals.csv", ".memory.csv"]
+                .iter()
+                .any(|x| self.dir.join(format!("{s}{x}")).exists())
         };
         if !taken(stem) {
             return stem.to_owned();
@@ -186,7 +197,11 @@ impl Recorder {
             let stem = self.unique_stem(&p.stem);
             let rows_path = self.dir.join(format!("{stem}.csv"));
             let totals_path = self.dir.join(format!("{stem}.totals.csv"));
-            // Totals first: a summary file never appears without its totals.
+            // Memory and totals first: a summary file never appears without them.
+            if let Some(memory) = &p.memory {
+                let path = self.dir.join(format!("{stem}.memory.csv"));
+                export::write_atomically(&path, |w| Ok(w.write_all(memory)?))?;
+            }
             export::write_atomically(&totals_path, |w| Ok(w.write_all(&p.totals)?))?;
             export::write_atomically(&rows_path, |w| Ok(w.write_all(&p.rows)?))?;
             self.pending.pop_front();
@@ -207,6 +222,7 @@ impl Recorder {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(stem) = name
                 .strip_suffix(".totals.csv")
+                .or_else(|| name.strip_suffix(".memory.csv"))
                 .or_else(|| name.strip_suffix(".csv"))
                 .filter(|s| s.starts_with(PREFIX))
             else {
@@ -244,7 +260,7 @@ impl Recorder {
         };
         let mut removed = Vec::new();
         for (stem, _) in intervals.into_iter().take(keep_from) {
-            for suffix in [".csv", ".totals.csv"] {
+            for suffix in [".csv", ".totals.csv", ".memory.csv"] {
                 let p = self.dir.join(format!("{stem}{suffix}"));
                 if p.exists() {
                     fs::remove_file(&p)
@@ -298,11 +314,24 @@ mod tests {
     fn writes_both_files_and_never_overwrites() {
         let d = tmp("write");
         let mut r = Recorder::new(&d, Retain::All).unwrap();
-        r.queue(t(0), b"rows-a".to_vec(), b"totals-a".to_vec());
-        r.queue(t(0), b"rows-b".to_vec(), b"totals-b".to_vec());
+        r.queue(
+            t(0),
+            b"rows-a".to_vec(),
+            b"totals-a".to_vec(),
+            Some(b"mem-a".to_vec()),
+        );
+        r.queue(t(0), b"rows-b".to_vec(), b"totals-b".to_vec(), None);
         r.flush().unwrap();
         let s = stem(t(0));
         assert_eq!(fs::read(d.join(format!("{s}.csv"))).unwrap(), b"rows-a");
+        assert_eq!(
+            fs::read(d.join(format!("{s}.memory.csv"))).unwrap(),
+            b"mem-a"
+        );
+        assert!(
+            !d.join(format!("{s}-1.memory.csv")).exists(),
+            "no snapshots, no file"
+        );
         assert_eq!(fs::read(d.join(format!("{s}-1.csv"))).unwrap(), b"rows-b");
         assert_eq!(
             fs::read(d.join(format!("{s}-1.totals.csv"))).unwrap(),
@@ -318,7 +347,7 @@ mod tests {
         fs::write(d.join("unrelated.csv"), "x").unwrap();
         let mut r = Recorder::new(&d, Retain::Count(3)).unwrap();
         for i in 0..7 {
-            r.queue(t(i * 60), b"r".to_vec(), b"t".to_vec());
+            r.queue(t(i * 60), b"r".to_vec(), b"t".to_vec(), None);
         }
         r.flush().unwrap();
         let mut names: Vec<String> = fs::read_dir(&d)
@@ -343,7 +372,7 @@ mod tests {
         let d = tmp("bytes");
         let mut r = Recorder::new(&d, Retain::Bytes(25)).unwrap();
         for i in 0..5 {
-            r.queue(t(i), vec![b'r'; 6], vec![b't'; 4]); // 10 bytes per interval
+            r.queue(t(i), vec![b'r'; 6], vec![b't'; 4], None); // 10 bytes per interval
         }
         r.flush().unwrap();
         let left = r.intervals().unwrap();
@@ -357,12 +386,12 @@ mod tests {
         let d = tmp("gone");
         let mut r = Recorder::new(&d, Retain::All).unwrap();
         fs::remove_dir_all(&d).unwrap();
-        r.queue(t(0), b"r".to_vec(), b"t".to_vec());
+        r.queue(t(0), b"r".to_vec(), b"t".to_vec(), None);
         let err = r.flush().unwrap_err();
         assert!(format!("{err:#}").contains("cannot create"), "{err:#}");
         assert_eq!(r.pending(), 1);
         fs::create_dir_all(&d).unwrap();
-        r.queue(t(60), b"r".to_vec(), b"t".to_vec());
+        r.queue(t(60), b"r".to_vec(), b"t".to_vec(), None);
         r.flush().unwrap();
         assert_eq!((r.pending(), r.written), (0, 2));
         fs::remove_dir_all(&d).unwrap();

@@ -287,7 +287,10 @@ pub fn rows_table(rows: &[SummaryRow]) -> String {
             },
         ));
         if !r.cgroup.is_empty() && r.cgroup != "/" {
-            s.push_str(&format!("    cgroup: {}\n", r.cgroup));
+            match crate::cgroup::container_id(&r.cgroup) {
+                Some(id) => s.push_str(&format!("    cgroup: {} (container {id})\n", r.cgroup)),
+                None => s.push_str(&format!("    cgroup: {}\n", r.cgroup)),
+            }
         }
         if !r.top_stack.is_empty() {
             let frames: Vec<&str> = r.top_stack.rsplit(';').take(6).collect();

@@ -2,6 +2,7 @@
 //! interval with rotation, and Prometheus metrics.
 
 use std::{
+    cell::RefCell,
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -13,8 +14,9 @@ use clap::Args;
 
 use crate::{
     aggregate::{OTHER, Window},
-    cli::common::{FilterArgs, GroupArgs},
+    cli::common::{FilterArgs, GroupArgs, MemoryTracker},
     export,
+    memory::export::write_memory_csv,
     metrics::{FailureLabels, Metrics},
     probe::Counters,
     recorder::{Recorder, Retain, totals_csv},
@@ -138,11 +140,15 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
     let mut boundary = tokio::time::Instant::now() + args.interval;
     let mut interval_base = session.baseline.clone();
     let mut metrics_base = session.baseline.clone();
-    let mut ignore = |_: &_, _: &_, _, _| {};
+    let memory = RefCell::new(MemoryTracker::default());
+    let mut on_record =
+        |agg: &crate::aggregate::Aggregator, ev: &tracer_common::FailureEvent, _, _| {
+            memory.borrow_mut().on_failure(agg.gfp().is_atomic(ev.gfp));
+        };
     let mut write_failing = false;
 
     let reason = loop {
-        match session.next(&mut tick, deadline, &mut ignore).await? {
+        match session.next(&mut tick, deadline, &mut on_record).await? {
             Step::Tick => {
                 let now = session.tracer.counters()?;
                 update_metrics(&metrics, &mut session, &now.since(&metrics_base));
@@ -153,6 +159,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
                         &mut session,
                         &mut window,
                         &mut recorder,
+                        &memory,
                         &now.since(&interval_base),
                     )?;
                     interval_base = now;
@@ -170,6 +177,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
                             &mut session,
                             &mut window,
                             &mut recorder,
+                            &memory,
                             &now.since(&interval_base),
                         )?;
                         interval_base = now;
@@ -184,7 +192,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         }
     };
 
-    session.finish(&mut ignore)?;
+    session.finish(&mut on_record)?;
     // Absolute counters after the detach and final drain.
     let end_counters = session.tracer.counters()?;
     update_metrics(&metrics, &mut session, &end_counters.since(&metrics_base));
@@ -192,6 +200,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         &mut session,
         &mut window,
         &mut recorder,
+        &memory,
         &end_counters.since(&interval_base),
     )?;
     recorder
@@ -288,6 +297,7 @@ fn close_interval(
     session: &mut Session,
     window: &mut Window,
     recorder: &mut Recorder,
+    memory: &RefCell<MemoryTracker>,
     delta: &Counters,
 ) -> anyhow::Result<()> {
     window.end = SystemTime::now();
@@ -295,7 +305,15 @@ fn close_interval(
     let mut csv = Vec::new();
     export::write_csv(&mut csv, &rows)?;
     let totals = totals_csv(window, delta, session.agg.events);
-    recorder.queue(window.start, csv, totals);
+    let snapshots = std::mem::take(&mut memory.borrow_mut().rows);
+    let memory_csv = if snapshots.is_empty() {
+        None
+    } else {
+        let mut buf = Vec::new();
+        write_memory_csv(&mut buf, &snapshots, true)?;
+        Some(buf)
+    };
+    recorder.queue(window.start, csv, totals, memory_csv);
     session.agg.reset();
     window.start = window.end;
     Ok(())
