@@ -21,11 +21,11 @@ fn main() {
     };
     let cg = Path::new(&cg);
     let pid = std::process::id();
-    if let Some(v2) = args.next() {
-        if let Err(e) = fs::write(Path::new(&v2).join("cgroup.procs"), pid.to_string()) {
-            eprintln!("memcg-trigger: cannot join {v2}: {e}");
-            std::process::exit(1);
-        }
+    if let Some(v2) = args.next()
+        && let Err(e) = fs::write(Path::new(&v2).join("cgroup.procs"), pid.to_string())
+    {
+        eprintln!("memcg-trigger: cannot join {v2}: {e}");
+        std::process::exit(1);
     }
     // Room for fd 19999: raise the soft limit to the hard one.
     let mut lim = libc::rlimit {

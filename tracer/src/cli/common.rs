@@ -180,10 +180,10 @@ impl ExportArgs {
     pub fn write_exports(&self, agg: &Aggregator, rows: &[SummaryRow]) -> anyhow::Result<()> {
         if self.json {
             let out = std::io::stdout().lock();
-            if let Err(e) = export::write_json_lines(out, rows) {
-                if !is_broken_pipe(&e) {
-                    return Err(e);
-                }
+            if let Err(e) = export::write_json_lines(out, rows)
+                && !is_broken_pipe(&e)
+            {
+                return Err(e);
             }
         }
         if let Some(path) = &self.csv {

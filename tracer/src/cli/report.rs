@@ -206,7 +206,7 @@ pub fn merge(rows: impl IntoIterator<Item = SummaryRow>, keys: &[String]) -> Vec
         .into_iter()
         .filter_map(|k| groups.remove(&k).map(|a| a.row))
         .collect();
-    out.sort_by(|a, b| b.failures.cmp(&a.failures));
+    out.sort_by_key(|r| std::cmp::Reverse(r.failures));
     out
 }
 

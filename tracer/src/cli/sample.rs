@@ -31,12 +31,10 @@ pub async fn collect(cfg: &ProbeConfig, duration: Duration) -> anyhow::Result<Sa
         classifier: Classifier::builtin(),
     };
     let mut session = Session::start(cfg, &agg, Signals::install()?)?;
-    let deadline = Some(tokio::time::Instant::now() + duration);
-    // No periodic work: a tick longer than the sample.
-    let mut tick = tokio::time::interval_at(
-        deadline.unwrap_or_else(tokio::time::Instant::now) + duration,
-        duration,
-    );
+    let end = tokio::time::Instant::now() + duration;
+    let deadline = Some(end);
+    // No periodic work: the first tick comes after the sample ends.
+    let mut tick = tokio::time::interval_at(end + duration, duration);
     let mut ignore = |_: &_, _: &_, _, _| {};
     while !matches!(
         session.next(&mut tick, deadline, &mut ignore).await?,
