@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | run | test | vm-capture | vm-smoke`.
 
 mod setup;
+mod soak;
 mod vm;
 
 use std::{
@@ -48,6 +49,12 @@ enum Task {
     ///
     /// Example: cargo xtask vm-test --kernel 6.1
     VmTest(vm::test::TestArgs),
+    /// Soak benchmark of `pagefail record`: RSS over time under real failures.
+    Soak {
+        /// How long to run, in minutes.
+        #[arg(long, default_value_t = 5)]
+        minutes: u64,
+    },
 }
 
 fn workspace_root() -> PathBuf {
@@ -113,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         Task::VmCapture(args) => vm::capture::run(&args),
         Task::VmSmoke(args) => vm::smoke::run(&args),
         Task::VmTest(args) => vm::test::run(&args),
+        Task::Soak { minutes } => soak::run(minutes).map(|md| println!("{md}")),
     }
 }
 
