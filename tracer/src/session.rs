@@ -81,15 +81,21 @@ impl Session {
         agg: &AggregateConfig,
         signals: Signals,
     ) -> anyhow::Result<Self> {
+        // Parsing kallsyms takes about as long as loading and attaching the
+        // program: do it on another thread meanwhile.
+        let ksyms = std::thread::spawn(Kallsyms::load);
         let mut tracer = Tracer::attach(cfg)?;
         let window = Window::starting_now();
         let baseline = tracer.counters()?;
         let ring = tracer.take_ring()?;
         let stream = EventStream::new(ring).context("registering the ring buffer with tokio")?;
-        let ksyms = Kallsyms::load().unwrap_or_else(|e| {
-            eprintln!("pagefail: {e}");
-            Kallsyms::default()
-        });
+        let ksyms = ksyms
+            .join()
+            .unwrap_or_else(|_| Ok(Kallsyms::default()))
+            .unwrap_or_else(|e| {
+                eprintln!("pagefail: {e}");
+                Kallsyms::default()
+            });
         let agg = Aggregator::new(
             tracer.gfp.clone(),
             ksyms,

@@ -45,7 +45,7 @@ impl fmt::Display for Symbol {
 }
 
 /// A sorted kernel symbol table.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Kallsyms {
     addrs: Vec<u64>,
     names: Vec<(Box<str>, Option<u32>)>,

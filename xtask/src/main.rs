@@ -1,5 +1,6 @@
 //! Project tasks: `cargo xtask setup | build | run | test | vm-capture | vm-smoke`.
 
+mod bench;
 mod setup;
 mod vm;
 
@@ -48,6 +49,11 @@ enum Task {
     ///
     /// Example: cargo xtask vm-test --kernel 6.1
     VmTest(vm::test::TestArgs),
+    /// Benchmarks against the goals, side by side with bpftrace and perf:
+    /// hotpath, progtime, storm, startup, collector. Writes BENCHMARKS.md.
+    ///
+    /// Example: cargo xtask bench hotpath --rounds 10
+    Bench(bench::BenchArgs),
 }
 
 fn workspace_root() -> PathBuf {
@@ -113,6 +119,7 @@ fn main() -> anyhow::Result<()> {
         Task::VmCapture(args) => vm::capture::run(&args),
         Task::VmSmoke(args) => vm::smoke::run(&args),
         Task::VmTest(args) => vm::test::run(&args),
+        Task::Bench(args) => bench::run_bench(&args),
     }
 }
 

@@ -251,8 +251,13 @@ impl Tracer {
         let high = gfp.high_mask();
         let reclaim = gfp.direct_reclaim_mask();
         let page_is_pfn = u32::from(layout.page_is_pfn);
+        let checked = start.elapsed();
         let mut loader = EbpfLoader::new();
+        // The kernel's BTF (several MB to parse) is only needed by the BTF
+        // tracepoint style, which reads it itself; the object has no CO-RE
+        // relocations.
         loader
+            .btf(None)
             .override_global(global::MIN_ORDER, &cfg.min_order, true)
             .override_global(global::ATOMIC_ONLY, &atomic_only, true)
             .override_global(global::TGID, &tgid, true)
@@ -267,6 +272,7 @@ impl Tracer {
             .override_global(global::TP_OFF_MIGRATETYPE, &layout.migratetype_offset, true)
             .map_max_entries(MAP_EVENTS, ring_bytes);
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+        let loaded = start.elapsed();
 
         let plan = attach_plan(&features, cfg.force_style);
         let mut fallbacks = Vec::new();
@@ -297,6 +303,12 @@ impl Tracer {
             });
         };
         let attach_time = start.elapsed();
+        log::debug!(
+            "attach timing: checks and tables {checked:?}, object and maps {:?}, \
+             programs loaded and attached {:?}",
+            loaded - checked,
+            attach_time - loaded
+        );
         let mut links = style_links;
 
         let warn_alloc = if !cfg.warn_alloc {
@@ -386,6 +398,24 @@ impl Tracer {
                 log::warn!("detaching: {e}");
             }
         }
+    }
+
+    /// Each attached program's name and kernel info (its `run_time` and
+    /// `run_count` move while BPF statistics are enabled), in attach order.
+    #[must_use]
+    pub fn program_infos(&self) -> Vec<(&'static str, aya::programs::ProgramInfo)> {
+        self.links
+            .iter()
+            .map(|l| match l {
+                Link::Raw(name, _) | Link::Btf(name, _) => *name,
+                Link::Classic(_) => PROG_CLASSIC_TP,
+                Link::Kprobe(_) => PROG_WARN_ALLOC,
+            })
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((name, info))
+            })
+            .collect()
     }
 
     /// The loaded raw tracepoint program, for `BPF_PROG_TEST_RUN` (tests, benchmarks).
