@@ -60,6 +60,8 @@ pub struct Session {
     pub window: Window,
     signals: Signals,
     batch: Vec<FailureEvent>,
+    /// The kallsyms parse, until the first record needs it.
+    ksyms: Option<std::thread::JoinHandle<Result<Kallsyms, crate::symbolize::SymbolizeError>>>,
 }
 
 /// How rows are built.
@@ -81,24 +83,19 @@ impl Session {
         agg: &AggregateConfig,
         signals: Signals,
     ) -> anyhow::Result<Self> {
-        // Parsing kallsyms takes about as long as loading and attaching the
-        // program: do it on another thread meanwhile.
-        let ksyms = std::thread::spawn(Kallsyms::load);
         let mut tracer = Tracer::attach(cfg)?;
+        // Reading and parsing /proc/kallsyms takes longer than the attach
+        // (100 ms and more): do it on another thread once attached, and wait
+        // for it only when the first record needs symbols. Records wait in
+        // the ring buffer meanwhile, as they would if it ran first.
+        let ksyms = std::thread::spawn(Kallsyms::load);
         let window = Window::starting_now();
         let baseline = tracer.counters()?;
         let ring = tracer.take_ring()?;
         let stream = EventStream::new(ring).context("registering the ring buffer with tokio")?;
-        let ksyms = ksyms
-            .join()
-            .unwrap_or_else(|_| Ok(Kallsyms::default()))
-            .unwrap_or_else(|e| {
-                eprintln!("pagefail: {e}");
-                Kallsyms::default()
-            });
         let agg = Aggregator::new(
             tracer.gfp.clone(),
-            ksyms,
+            Kallsyms::default(),
             agg.classifier.clone(),
             agg.key_cap,
         )
@@ -112,7 +109,22 @@ impl Session {
             window,
             signals,
             batch: Vec::new(),
+            ksyms: Some(ksyms),
         })
+    }
+
+    /// Give the aggregator the kernel symbols, once they are parsed.
+    fn symbols_ready(&mut self) {
+        if let Some(handle) = self.ksyms.take() {
+            let ksyms = handle
+                .join()
+                .unwrap_or_else(|_| Ok(Kallsyms::default()))
+                .unwrap_or_else(|e| {
+                    eprintln!("pagefail: {e}");
+                    Kallsyms::default()
+                });
+            self.agg.set_kallsyms(ksyms);
+        }
     }
 
     /// Aggregate records until the interval ticks, a signal arrives or the
@@ -132,6 +144,9 @@ impl Session {
             tokio::select! {
                 r = self.stream.next_batch(&mut self.batch) => {
                     r.context("reading the ring buffer")?;
+                    if !self.batch.is_empty() {
+                        self.symbols_ready();
+                    }
                     for ev in self.batch.drain(..) {
                         let (sid, new) = self.agg.add(&ev);
                         on_record(&self.agg, &ev, sid, new);
@@ -164,6 +179,7 @@ impl Session {
         on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool),
     ) -> anyhow::Result<Counters> {
         self.tracer.detach();
+        self.symbols_ready();
         let mut rest = Vec::new();
         self.stream.drain(&mut |ev| rest.push(*ev));
         for ev in rest {

@@ -17,8 +17,8 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    MAP_ALLOCS, MAP_EVENTS, MAP_FAILS, MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP, PROG_RAW_TP,
-    PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
+    CpuState, MAP_EVENTS, MAP_FAILS, MAP_STATE, MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP,
+    PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
 pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
@@ -252,10 +252,11 @@ impl Tracer {
         let reclaim = gfp.direct_reclaim_mask();
         let page_is_pfn = u32::from(layout.page_is_pfn);
         let checked = start.elapsed();
+        // `EbpfLoader::new` parses the kernel's BTF (about 35 ms here, most
+        // of the attach time) even though nothing here needs it: the object
+        // has no CO-RE relocations, and the BTF tracepoint style reads the
+        // BTF itself. aya 0.14 offers no loader without that parse.
         let mut loader = EbpfLoader::new();
-        // The kernel's BTF (several MB to parse) is only needed by the BTF
-        // tracepoint style, which reads it itself; the object has no CO-RE
-        // relocations.
         loader
             .btf(None)
             .override_global(global::MIN_ORDER, &cfg.min_order, true)
@@ -380,8 +381,26 @@ impl Tracer {
                 .collect()
         };
         let stats = read(MAP_STATS, stat::COUNT)?;
+        let state = self.ebpf.map(MAP_STATE).ok_or(ProbeError::Map {
+            name: MAP_STATE,
+            source: aya::maps::MapError::InvalidName {
+                name: MAP_STATE.to_owned(),
+            },
+        })?;
+        let state = PerCpuArray::<_, CpuState>::try_from(state)
+            .and_then(|a| a.get(&0, 0))
+            .map_err(|source| ProbeError::Map {
+                name: MAP_STATE,
+                source,
+            })?;
+        let mut allocs = vec![0u64; ORDER_SLOTS as usize];
+        for cpu in state.iter() {
+            for (sum, n) in allocs.iter_mut().zip(cpu.allocs) {
+                *sum += n;
+            }
+        }
         Ok(Counters {
-            allocs: read(MAP_ALLOCS, ORDER_SLOTS)?,
+            allocs,
             fails: read(MAP_FAILS, ORDER_SLOTS)?,
             matched: stats[stat::MATCHED as usize],
             lost: stats[stat::RINGBUF_LOST as usize],

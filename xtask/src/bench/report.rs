@@ -65,7 +65,7 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
     let bt = f(&hp["bpftrace"]["ratio"]);
     let share = pf.zip(bt).map(|(p, b)| (p - 1.0) / (b - 1.0));
     let pt = &r["progtime"];
-    let net = f(&pt["success_full_net_ns"]);
+    let net = f(&pt["storm_success_full_net_ns"]);
     let storms = r["storm"].as_array().cloned().unwrap_or_default();
     let upto: Vec<&Value> = storms
         .iter()
@@ -194,27 +194,35 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
         );
         let _ = writeln!(
             s,
-            "Net = gross minus an empty raw_tp program's time (the statistics' own cost, \
-             {:.1} ns), once per program run.\n",
-            f(&pt["empty_program_ns"]).unwrap_or(0.0)
+            "BPF statistics add their own cost to every program run: an empty raw_tp \
+             program measures {:.1} ns under the storm (cold: first in the chain) and {:.1} ns \
+             through BPF_PROG_TEST_RUN (warm). Net = gross minus that cost: the cold figure \
+             once per allocation, the warm one for each further program of the chain.\n",
+            f(&pt["storm_empty_program_ns"]).unwrap_or(0.0),
+            f(&pt["hot_empty_program_ns"]).unwrap_or(0.0)
         );
         let _ = writeln!(s, "| path | gross ns | net ns |");
         let _ = writeln!(s, "|---|---|---|");
         for (label, g, n) in [
             (
-                "success, all programs of the attach",
-                "success_full_gross_ns",
-                "success_full_net_ns",
+                "success under the storm, every program of the attach",
+                "storm_success_full_gross_ns",
+                "storm_success_full_net_ns",
             ),
             (
-                "success, main program alone",
-                "success_single_gross_ns",
-                "success_single_net_ns",
+                "success under the storm, main program alone",
+                "storm_success_single_gross_ns",
+                "storm_success_single_net_ns",
             ),
             (
-                "failure (BPF_PROG_TEST_RUN, one record)",
-                "failure_gross_ns",
-                "failure_net_ns",
+                "success, main program, BPF_PROG_TEST_RUN (warm)",
+                "hot_success_main_gross_ns",
+                "hot_success_main_net_ns",
+            ),
+            (
+                "failure, main program, BPF_PROG_TEST_RUN (one record)",
+                "hot_failure_main_gross_ns",
+                "hot_failure_main_net_ns",
             ),
         ] {
             let _ = writeln!(
@@ -224,12 +232,16 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
                 f(&pt[n]).unwrap_or(0.0)
             );
         }
-        if let Some(pp) = pt["per_program_gross_ns"].as_object() {
+        if let Some(pp) = pt["storm_per_program_gross_ns"].as_object() {
             let parts: Vec<String> = pp
                 .iter()
                 .map(|(k, v)| format!("`{k}` {:.1}", f(v).unwrap_or(0.0)))
                 .collect();
-            let _ = writeln!(s, "\nPer program, gross ns per run: {}.", parts.join(", "));
+            let _ = writeln!(
+                s,
+                "\nPer program under the storm, gross ns per run: {}.",
+                parts.join(", ")
+            );
         }
     }
 
