@@ -199,7 +199,8 @@ impl Hasher for FxHasher {
     }
 }
 
-type FxBuild = BuildHasherDefault<FxHasher>;
+/// Builds [`FxHasher`]s.
+pub type FxBuild = BuildHasherDefault<FxHasher>;
 
 /// The row key as the hot path builds it: fixed size, no allocation; fields
 /// of dimensions not grouped by are zero.
@@ -244,7 +245,7 @@ pub struct RowStats {
     pub cgroup: String,
     cgroup_id: u64,
     /// Failures per distinct stack id.
-    pub stacks: HashMap<u32, u64>,
+    pub stacks: HashMap<u32, u64, FxBuild>,
 }
 
 /// Aggregates failure records.
@@ -399,22 +400,24 @@ impl Aggregator {
             order: if by.has(Dim::Order) { ev.order } else { 0 },
             stack: if by.has(Dim::Stack) { sid + 1 } else { 0 },
         };
-        let mut capped = false;
-        if !self.index.contains_key(&fast) && self.rows.len() >= self.key_cap {
-            fast = FastKey {
-                comm: [0; TASK_COMM_LEN],
-                tgid: 0,
-                class: u32::MAX,
-                cgroup_id: 0,
-                stack: 0,
-                ..fast
-            };
-            capped = true;
-            self.capped += 1;
-        }
-        let i = match self.index.get(&fast) {
-            Some(&i) => i,
-            None => {
+        let i = if let Some(&i) = self.index.get(&fast) {
+            i
+        } else {
+            let capped = self.rows.len() >= self.key_cap;
+            if capped {
+                fast = FastKey {
+                    comm: [0; TASK_COMM_LEN],
+                    tgid: 0,
+                    class: u32::MAX,
+                    cgroup_id: 0,
+                    stack: 0,
+                    ..fast
+                };
+                self.capped += 1;
+            }
+            if let Some(&i) = self.index.get(&fast) {
+                i
+            } else {
                 let i = self.rows.len();
                 let row = self.new_row(ev, sid, capped);
                 self.rows.push(row);

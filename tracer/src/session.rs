@@ -59,9 +59,25 @@ pub struct Session {
     pub baseline: Counters,
     pub window: Window,
     signals: Signals,
-    batch: Vec<FailureEvent>,
     /// The kallsyms parse, until the first record needs it.
-    ksyms: Option<std::thread::JoinHandle<Result<Kallsyms, crate::symbolize::SymbolizeError>>>,
+    ksyms: Option<PendingKallsyms>,
+}
+
+type PendingKallsyms = std::thread::JoinHandle<Result<Kallsyms, crate::symbolize::SymbolizeError>>;
+
+/// Give the aggregator the kernel symbols, once they are parsed (the first
+/// call waits for the parse; later calls do nothing).
+fn symbols_ready(pending: &mut Option<PendingKallsyms>, agg: &mut Aggregator) {
+    if let Some(handle) = pending.take() {
+        let ksyms = handle
+            .join()
+            .unwrap_or_else(|_| Ok(Kallsyms::default()))
+            .unwrap_or_else(|e| {
+                eprintln!("pagefail: {e}");
+                Kallsyms::default()
+            });
+        agg.set_kallsyms(ksyms);
+    }
 }
 
 /// How rows are built.
@@ -108,23 +124,8 @@ impl Session {
             baseline,
             window,
             signals,
-            batch: Vec::new(),
             ksyms: Some(ksyms),
         })
-    }
-
-    /// Give the aggregator the kernel symbols, once they are parsed.
-    fn symbols_ready(&mut self) {
-        if let Some(handle) = self.ksyms.take() {
-            let ksyms = handle
-                .join()
-                .unwrap_or_else(|_| Ok(Kallsyms::default()))
-                .unwrap_or_else(|e| {
-                    eprintln!("pagefail: {e}");
-                    Kallsyms::default()
-                });
-            self.agg.set_kallsyms(ksyms);
-        }
     }
 
     /// Aggregate records until the interval ticks, a signal arrives or the
@@ -141,16 +142,16 @@ impl Session {
     ) -> anyhow::Result<Step> {
         loop {
             let sleep = sleep_until(deadline);
+            let (ksyms, agg) = (&mut self.ksyms, &mut self.agg);
+            // Records are aggregated in place in the ring buffer.
+            let mut sink = |ev: &FailureEvent| {
+                symbols_ready(ksyms, agg);
+                let (sid, new) = agg.add(ev);
+                on_record(agg, ev, sid, new);
+            };
             tokio::select! {
-                r = self.stream.next_batch(&mut self.batch) => {
+                r = self.stream.next_with(&mut sink) => {
                     r.context("reading the ring buffer")?;
-                    if !self.batch.is_empty() {
-                        self.symbols_ready();
-                    }
-                    for ev in self.batch.drain(..) {
-                        let (sid, new) = self.agg.add(&ev);
-                        on_record(&self.agg, &ev, sid, new);
-                    }
                 }
                 _ = tick.tick() => return Ok(Step::Tick),
                 () = sleep => return Ok(Step::Stop("duration reached")),
@@ -179,13 +180,12 @@ impl Session {
         on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool),
     ) -> anyhow::Result<Counters> {
         self.tracer.detach();
-        self.symbols_ready();
-        let mut rest = Vec::new();
-        self.stream.drain(&mut |ev| rest.push(*ev));
-        for ev in rest {
-            let (sid, new) = self.agg.add(&ev);
-            on_record(&self.agg, &ev, sid, new);
-        }
+        symbols_ready(&mut self.ksyms, &mut self.agg);
+        let agg = &mut self.agg;
+        self.stream.drain(&mut |ev| {
+            let (sid, new) = agg.add(ev);
+            on_record(agg, ev, sid, new);
+        });
         self.window.end = std::time::SystemTime::now();
         self.totals()
     }

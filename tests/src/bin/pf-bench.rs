@@ -30,7 +30,7 @@ use tracer::{
     probe::{AttachStyle, EBPF_OBJECT, ProbeConfig, Tracer},
     symbolize::Kallsyms,
 };
-use tracer_common::{FailureEvent, MAP_EVENTS, PROG_RAW_TP};
+use tracer_common::{MAP_EVENTS, PROG_RAW_TP};
 
 const PAGE: usize = 4096;
 
@@ -396,7 +396,6 @@ fn storm_collect(rate: u64, seconds: f64, threads: u64) -> Value {
     let done = AtomicBool::new(false);
     let duration = Duration::from_secs_f64(seconds);
     let per_thread = rate as f64 / threads as f64;
-    let mut batch: Vec<FailureEvent> = Vec::new();
     let mut cpu_ns = 0;
     let wall;
     {
@@ -436,14 +435,13 @@ fn storm_collect(rate: u64, seconds: f64, threads: u64) -> Value {
                 while !done.load(Ordering::Relaxed) && Instant::now() < limit {
                     let r = tokio::time::timeout(
                         Duration::from_millis(20),
-                        stream.next_batch(&mut batch),
+                        stream.next_with(&mut |ev| {
+                            agg.add(ev);
+                        }),
                     )
                     .await;
                     if let Ok(r) = r {
                         r.expect("ring buffer");
-                        for ev in batch.drain(..) {
-                            agg.add(&ev);
-                        }
                     }
                 }
             });

@@ -84,7 +84,15 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
             .reduce(f64::min)
     });
     let st = f(&r["startup"]["pagefail_attached_line_ms"]);
-    let rss = f(&r["hotpath"]["pagefail_peak_rss_kib"]).filter(|k| *k > 0.0);
+    // The peak RSS of `watch`: the larger of the storm's and start-up's.
+    let rss = [
+        f(&r["hotpath"]["pagefail_peak_rss_kib"]),
+        f(&r["startup"]["pagefail_peak_rss_kib"]),
+    ]
+    .into_iter()
+    .flatten()
+    .reduce(f64::max)
+    .filter(|k| *k > 0.0);
 
     let _ = writeln!(s, "## Goals\n");
     let _ = writeln!(s, "| goal | target | measured | verdict |");
@@ -152,7 +160,7 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
     );
     row(
         &mut s,
-        "peak RSS of `watch` during the storm",
+        "peak RSS of `watch` (storm and start-up runs)",
         "<= 30 MB",
         opt(rss, &|k| format!("{:.1} MB", k * 1024.0 / 1e6)),
         rss.map(|k| k * 1024.0 <= 30e6),

@@ -222,6 +222,7 @@ pub fn startup(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
     let mut pf_exit = Vec::new();
     let mut bt_ready = Vec::new();
     let mut perf_exit = Vec::new();
+    let mut rss = Vec::new();
     for _ in 0..rounds {
         let mut c = Command::new(&bins.pagefail);
         c.args(["watch", "--all", "--no-tui", "--duration", "60"]);
@@ -236,6 +237,9 @@ pub fn startup(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
         {
             pf_internal.push(ms);
         }
+        // The kallsyms table is built after the attach: let it finish.
+        std::thread::sleep(Duration::from_millis(1500));
+        rss.extend(peak_rss_kib(t.pid()).map(|k| k as f64));
         t.stop();
 
         let mut c = Command::new(&bins.pagefail);
@@ -263,6 +267,7 @@ pub fn startup(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
         "parts": parts,
         "rounds": rounds,
         "pagefail_attached_line_ms": median(&pf_line),
+        "pagefail_peak_rss_kib": rss.iter().copied().fold(0.0, f64::max),
         "pagefail_attach_internal_ms": median(&pf_internal),
         "pagefail_run_1ms_total_ms": median(&pf_exit),
         "bpftrace_first_output_ms": median(&bt_ready),
