@@ -98,6 +98,12 @@ static WARN_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
 // work. Where a kernel skips enter or exit instead (an event nested in them),
 // main runs normally and the depth only drifts, which the wrapping slot index
 // absorbs. On kernels without the check, nested events run main themselves.
+// Cost: each program is a dispatch of its own; under a page-fault storm the
+// four take about 2.7 times the main program's time per allocation
+// (`cargo xtask bench progtime`). Merging nested and exit would save one, but
+// an event nested in the merged program's trampoline leaves the depth one
+// high, and three levels deep an event can then be counted twice, where this
+// design only loses the innermost one (BENCHMARKS.md, "Analysis").
 
 /// This CPU's state; `None` only if the map lookup fails, which it cannot
 /// for key 0 of a one-entry array (the verifier still wants the check).
