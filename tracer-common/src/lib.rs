@@ -162,6 +162,9 @@ pub mod global {
     pub const TGID: &str = "FILTER_TGID";
     /// `u32`: report only this thread id (0: any).
     pub const PID: &str = "FILTER_PID";
+    /// `u64`: bytes waiting in the ring buffer from which a record wakes the
+    /// reader (0: every record may wake it; see `ProbeConfig::batch_wakeups`).
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// `u64`: the running kernel's `__GFP_HIGH` bit.
     pub const GFP_HIGH_MASK: &str = "GFP_HIGH_MASK";
     /// `u64`: the running kernel's `__GFP_DIRECT_RECLAIM` bit (`__GFP_WAIT` before 4.4).

@@ -12,6 +12,7 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
@@ -40,6 +41,12 @@ static FILTER_TGID: u32 = 0;
 static FILTER_PID: u32 = 0;
 // Defaults are the bits of kernels 4.4 and later; userspace sets the running
 // kernel's own from the tracepoint format file.
+/// Bytes waiting in the ring buffer from which a submit wakes the reader;
+/// below it the reader is not woken and drains on its own timer. 0: the
+/// kernel's policy (wake whenever the reader has caught up, i.e. for nearly
+/// every record of a steady stream).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
 #[unsafe(no_mangle)]
 static GFP_HIGH_MASK: u64 = 0x20;
 #[unsafe(no_mangle)]
@@ -236,7 +243,15 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
         }
         (*ev).flags = flags;
     }
-    entry.submit(0);
+    let wake = global(&WAKEUP_BYTES);
+    let submit_flags = if wake == 0 {
+        0
+    } else if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wake {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    };
+    entry.submit(submit_flags);
 }
 
 /// Preferred: raw tracepoint, arguments as plain u64 (kernel 4.17+, no BTF).

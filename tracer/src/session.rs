@@ -61,6 +61,18 @@ pub struct Session {
     signals: Signals,
     /// The kallsyms parse, until the first record needs it.
     ksyms: Option<PendingKallsyms>,
+    /// Drains what waits below the wake-up threshold.
+    flush: tokio::time::Interval,
+}
+
+/// How long a record may wait in the ring buffer when too few follow it to
+/// wake the reader.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+fn flush_timer() -> tokio::time::Interval {
+    let mut t = tokio::time::interval(FLUSH_EVERY);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
 }
 
 type PendingKallsyms = std::thread::JoinHandle<Result<Kallsyms, crate::symbolize::SymbolizeError>>;
@@ -99,7 +111,13 @@ impl Session {
         agg: &AggregateConfig,
         signals: Signals,
     ) -> anyhow::Result<Self> {
-        let mut tracer = Tracer::attach(cfg)?;
+        // The session drains on its own timer too, so records need not wake
+        // it one by one.
+        let cfg = ProbeConfig {
+            batch_wakeups: true,
+            ..cfg.clone()
+        };
+        let mut tracer = Tracer::attach(&cfg)?;
         // Reading and parsing /proc/kallsyms takes longer than the attach
         // (100 ms and more): do it on another thread once attached, and wait
         // for it only when the first record needs symbols. Records wait in
@@ -125,6 +143,7 @@ impl Session {
             window,
             signals,
             ksyms: Some(ksyms),
+            flush: flush_timer(),
         })
     }
 
@@ -149,10 +168,13 @@ impl Session {
                 let (sid, new) = agg.add(ev);
                 on_record(agg, ev, sid, new);
             };
+            // What waits below the wake-up threshold (FLUSH_EVERY at most).
+            self.stream.drain(&mut sink);
             tokio::select! {
                 r = self.stream.next_with(&mut sink) => {
                     r.context("reading the ring buffer")?;
                 }
+                _ = self.flush.tick() => {}
                 _ = tick.tick() => return Ok(Step::Tick),
                 () = sleep => return Ok(Step::Stop("duration reached")),
                 _ = self.signals.int.recv() => return Ok(Step::Stop("interrupted")),

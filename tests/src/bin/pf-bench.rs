@@ -379,6 +379,7 @@ fn storm_collect(rate: u64, seconds: f64, threads: u64) -> Value {
         atomic_only: false,
         tgid: Some(std::process::id()),
         warn_alloc: false,
+        batch_wakeups: true,
         ..ProbeConfig::default()
     };
     let mut tracer = Tracer::attach(&cfg).expect("attach");
@@ -433,8 +434,13 @@ fn storm_collect(rate: u64, seconds: f64, threads: u64) -> Value {
             rt.block_on(async {
                 let limit = Instant::now() + duration + Duration::from_secs(5);
                 while !done.load(Ordering::Relaxed) && Instant::now() < limit {
+                    // As the session: drain what waits below the wake-up
+                    // threshold, then wait for a wake-up or the timer.
+                    stream.drain(&mut |ev| {
+                        agg.add(ev);
+                    });
                     let r = tokio::time::timeout(
-                        Duration::from_millis(20),
+                        Duration::from_millis(100),
                         stream.next_with(&mut |ev| {
                             agg.add(ev);
                         }),

@@ -88,6 +88,9 @@ pub struct ProbeConfig {
     pub force_style: Option<AttachStyle>,
     /// Attach the `warn_alloc` kprobe where the kernel has kprobes.
     pub warn_alloc: bool,
+    /// Wake the reader only when an eighth of the ring buffer is waiting;
+    /// the reader must then also drain on a timer (as `Session` does).
+    pub batch_wakeups: bool,
 }
 
 impl Default for ProbeConfig {
@@ -100,6 +103,7 @@ impl Default for ProbeConfig {
             ring_bytes: None,
             force_style: None,
             warn_alloc: true,
+            batch_wakeups: false,
         }
     }
 }
@@ -251,6 +255,11 @@ impl Tracer {
         let high = gfp.high_mask();
         let reclaim = gfp.direct_reclaim_mask();
         let page_is_pfn = u32::from(layout.page_is_pfn);
+        let wakeup_bytes = if cfg.batch_wakeups {
+            u64::from(ring_bytes / 8)
+        } else {
+            0
+        };
         let checked = start.elapsed();
         // `EbpfLoader::new` parses the kernel's BTF (about 35 ms here, most
         // of the attach time) even though nothing here needs it: the object
@@ -263,6 +272,7 @@ impl Tracer {
             .override_global(global::ATOMIC_ONLY, &atomic_only, true)
             .override_global(global::TGID, &tgid, true)
             .override_global(global::PID, &tid, true)
+            .override_global(global::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(global::GFP_HIGH_MASK, &high, true)
             .override_global(global::GFP_DIRECT_RECLAIM_MASK, &reclaim, true)
             .override_global(global::TP_OFF_PAGE, &layout.page_offset, true)
