@@ -106,7 +106,7 @@ static WARN_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
 // main runs normally and the depth only drifts, which the wrapping slot index
 // absorbs. On kernels without the check, nested events run main themselves.
 // Cost: each program is a dispatch of its own; under a page-fault storm the
-// four take about 2.7 times the main program's time per allocation
+// four take two to three times the main program's time per allocation
 // (`cargo xtask bench progtime`). Merging nested and exit would save one, but
 // an event nested in the merged program's trampoline leaves the depth one
 // high, and three levels deep an event can then be counted twice, where this
