@@ -79,6 +79,29 @@ impl FailureEvent {
 // SAFETY: repr(C), only integer fields and arrays of integers, no padding.
 unsafe impl aya::Pod for FailureEvent {}
 
+/// Nesting depths the kernel program tells apart on one CPU (a power of two;
+/// the depth wraps into them).
+pub const NEST_SLOTS: usize = 8;
+
+/// The kernel program's per-CPU state ([`MAP_STATE`], one entry): one value,
+/// so the success path makes a single map lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CpuState {
+    /// Successful allocations by order slot.
+    pub allocs: [u64; ORDER_SLOTS as usize],
+    /// Nesting depth of `mm_page_alloc` events on this CPU (wrapping).
+    pub depth: u32,
+    /// Per depth slot: whether the main program handled the event at that depth.
+    pub handled: [u32; NEST_SLOTS],
+    /// Explicit padding so the struct has no implicit holes.
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integer fields and arrays of integers, no padding.
+unsafe impl aya::Pod for CpuState {}
+
 /// Slots of the per-CPU [`MAP_STATS`] array.
 pub mod stat {
     /// Failures that passed the filters (each one either delivered or lost).
@@ -93,8 +116,9 @@ pub mod stat {
 
 /// Ring buffer of [`FailureEvent`].
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Per-CPU `u64[ORDER_SLOTS]`: successful allocations by order.
-pub const MAP_ALLOCS: &str = "ALLOCS";
+/// Per-CPU [`CpuState`] (one entry): successful allocations by order and
+/// the nesting state.
+pub const MAP_STATE: &str = "STATE";
 /// Per-CPU `u64[ORDER_SLOTS]`: failed allocations by order, before any filter.
 pub const MAP_FAILS: &str = "FAILS";
 /// Per-CPU `u64[stat::COUNT]`.
@@ -138,6 +162,9 @@ pub mod global {
     pub const TGID: &str = "FILTER_TGID";
     /// `u32`: report only this thread id (0: any).
     pub const PID: &str = "FILTER_PID";
+    /// `u64`: bytes waiting in the ring buffer from which a record wakes the
+    /// reader (0: every record may wake it; see `ProbeConfig::batch_wakeups`).
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// `u64`: the running kernel's `__GFP_HIGH` bit.
     pub const GFP_HIGH_MASK: &str = "GFP_HIGH_MASK";
     /// `u64`: the running kernel's `__GFP_DIRECT_RECLAIM` bit (`__GFP_WAIT` before 4.4).
@@ -171,6 +198,13 @@ mod tests {
         let fields = 3 * 8 + 8 * 4 + TASK_COMM_LEN + MAX_STACK_DEPTH * 8;
         assert_eq!(FailureEvent::SIZE, fields);
         assert_eq!(FailureEvent::SIZE % 8, 0);
+    }
+
+    #[test]
+    fn cpu_state_has_no_padding() {
+        let fields = ORDER_SLOTS as usize * 8 + 4 + NEST_SLOTS * 4 + 4;
+        assert_eq!(core::mem::size_of::<CpuState>(), fields);
+        assert!(NEST_SLOTS.is_power_of_two());
     }
 
     #[test]

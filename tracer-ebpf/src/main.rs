@@ -12,6 +12,7 @@
 
 use aya_ebpf::{
     EbpfContext,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
@@ -24,8 +25,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    EVENT_COMM_ERROR, EVENT_STACK_ERROR, EVENT_STACK_TRUNCATED, EVENT_WARN_ALLOC, FailureEvent,
-    MAX_STACK_DEPTH, ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS, order_slot, stat,
+    CpuState, EVENT_COMM_ERROR, EVENT_STACK_ERROR, EVENT_STACK_TRUNCATED, EVENT_WARN_ALLOC,
+    FailureEvent, MAX_STACK_DEPTH, NEST_SLOTS, ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS,
+    order_slot, stat,
 };
 
 // ---- read-only filters and kernel facts, set with EbpfLoader::override_global ----
@@ -39,6 +41,12 @@ static FILTER_TGID: u32 = 0;
 static FILTER_PID: u32 = 0;
 // Defaults are the bits of kernels 4.4 and later; userspace sets the running
 // kernel's own from the tracepoint format file.
+/// Bytes waiting in the ring buffer from which a submit wakes the reader;
+/// below it the reader is not woken and drains on its own timer. 0: the
+/// kernel's policy (wake whenever the reader has caught up, i.e. for nearly
+/// every record of a steady stream).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
 #[unsafe(no_mangle)]
 static GFP_HIGH_MASK: u64 = 0x20;
 #[unsafe(no_mangle)]
@@ -67,19 +75,16 @@ fn global<T: Copy>(g: &'static T) -> T {
 // ---- maps ----
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// Per CPU, one value: allocation counts and the nesting state, so the
+/// success path makes a single map lookup.
 #[map]
-static ALLOCS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ORDER_SLOTS, 0);
+static STATE: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ORDER_SLOTS, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 #[map]
 static WARN_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
-/// Per CPU: slot 0 is the nesting depth of mm_page_alloc events, slots
-/// 1..=NEST_SLOTS say whether the main program handled the event at that depth.
-#[map]
-static NEST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1 + NEST_SLOTS, 0);
-const NEST_SLOTS: u32 = 8;
 
 // ---- nested events ----
 // Newer kernels skip a raw/BTF tracepoint program that is already running on
@@ -100,41 +105,49 @@ const NEST_SLOTS: u32 = 8;
 // work. Where a kernel skips enter or exit instead (an event nested in them),
 // main runs normally and the depth only drifts, which the wrapping slot index
 // absorbs. On kernels without the check, nested events run main themselves.
+// Cost: each program is a dispatch of its own; under a page-fault storm the
+// four take two to three times the main program's time per allocation
+// (`cargo xtask bench progtime`). Merging nested and exit would save one, but
+// an event nested in the merged program's trampoline leaves the depth one
+// high, and three levels deep an event can then be counted twice, where this
+// design only loses the innermost one (BENCHMARKS.md, "Analysis").
 
+/// This CPU's state; `None` only if the map lookup fails, which it cannot
+/// for key 0 of a one-entry array (the verifier still wants the check).
 #[inline(always)]
-fn nest_get(slot: u32) -> u32 {
-    NEST.get(slot).copied().unwrap_or(0)
+fn cpu_state() -> Option<*mut CpuState> {
+    STATE.get_ptr_mut(0)
 }
 
 #[inline(always)]
-fn nest_set(slot: u32, v: u32) {
-    if let Some(p) = NEST.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot of a plain integer.
-        unsafe { *p = v };
-    }
-}
-
-#[inline(always)]
-fn depth_slot(depth: u32) -> u32 {
-    1 + (depth & (NEST_SLOTS - 1))
+fn depth_slot(depth: u32) -> usize {
+    (depth & (NEST_SLOTS as u32 - 1)) as usize
 }
 
 #[inline(always)]
 fn nest_enter() {
-    let d = nest_get(0).wrapping_add(1);
-    nest_set(0, d);
-    nest_set(depth_slot(d), 0);
+    if let Some(st) = cpu_state() {
+        // SAFETY: this CPU's value; preemption is off in a tracepoint program.
+        unsafe {
+            let d = (*st).depth.wrapping_add(1);
+            (*st).depth = d;
+            (*st).handled[depth_slot(d)] = 0;
+        }
+    }
 }
 
 #[inline(always)]
 fn nest_exit() {
-    nest_set(0, nest_get(0).wrapping_sub(1));
+    if let Some(st) = cpu_state() {
+        // SAFETY: as in nest_enter.
+        unsafe { (*st).depth = (*st).depth.wrapping_sub(1) };
+    }
 }
 
-/// The slot of the current depth, read before the main program's work.
 #[inline(always)]
-fn current_slot() -> u32 {
-    depth_slot(nest_get(0))
+fn count_alloc(st: *mut CpuState, order: u32) {
+    // SAFETY: as in nest_enter; the slot is masked into the array.
+    unsafe { (*st).allocs[(order_slot(order) & (ORDER_SLOTS - 1)) as usize] += 1 };
 }
 
 #[inline(always)]
@@ -150,7 +163,9 @@ fn bump(map: &PerCpuArray<u64>, slot: u32) {
 fn on_alloc<C: EbpfContext>(ctx: &C, failed: bool, order: u32, gfp: u64, migratetype: i32) {
     if !failed {
         // Success path: one per-CPU counter bump, nothing else.
-        bump(&ALLOCS, order_slot(order));
+        if let Some(st) = cpu_state() {
+            count_alloc(st, order);
+        }
         return;
     }
     on_failure(ctx, order, gfp, migratetype);
@@ -228,15 +243,26 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
         }
         (*ev).flags = flags;
     }
-    entry.submit(0);
+    let wake = global(&WAKEUP_BYTES);
+    let submit_flags = if wake == 0 {
+        0
+    } else if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wake {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    };
+    entry.submit(submit_flags);
 }
 
 /// Preferred: raw tracepoint, arguments as plain u64 (kernel 4.17+, no BTF).
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
 pub fn pagefail_raw_tp(ctx: RawTracePointContext) -> i32 {
-    let slot = current_slot();
-    raw_tp_body(&ctx);
-    nest_set(slot, 1);
+    let Some(st) = cpu_state() else { return 0 };
+    // SAFETY: as in nest_enter.
+    let slot = depth_slot(unsafe { (*st).depth });
+    raw_tp_body(&ctx, st);
+    // SAFETY: as in nest_enter.
+    unsafe { (*st).handled[slot] = 1 };
     0
 }
 
@@ -251,8 +277,10 @@ pub fn pagefail_raw_tp_enter(_ctx: RawTracePointContext) -> i32 {
 /// kept from it because it was running on this CPU.
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
 pub fn pagefail_raw_tp_nested(ctx: RawTracePointContext) -> i32 {
-    if nest_get(current_slot()) == 0 {
-        raw_tp_body(&ctx);
+    let Some(st) = cpu_state() else { return 0 };
+    // SAFETY: as in nest_enter.
+    if unsafe { (*st).handled[depth_slot((*st).depth)] } == 0 {
+        raw_tp_body(&ctx, st);
     }
     0
 }
@@ -265,11 +293,11 @@ pub fn pagefail_raw_tp_exit(_ctx: RawTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn raw_tp_body(ctx: &RawTracePointContext) {
+fn raw_tp_body(ctx: &RawTracePointContext, st: *mut CpuState) {
     let page: u64 = ctx.arg(0);
     let order: u64 = ctx.arg(1);
     if page != 0 {
-        bump(&ALLOCS, order_slot(order as u32));
+        count_alloc(st, order as u32);
         return;
     }
     let gfp: u64 = ctx.arg(2);
@@ -280,9 +308,12 @@ fn raw_tp_body(ctx: &RawTracePointContext) {
 /// Fallback: BTF tracepoint (same arguments, typed by BTF).
 #[btf_tracepoint(function = "mm_page_alloc")]
 pub fn pagefail_btf_tp(ctx: BtfTracePointContext) -> i32 {
-    let slot = current_slot();
+    let Some(st) = cpu_state() else { return 0 };
+    // SAFETY: as in nest_enter.
+    let slot = depth_slot(unsafe { (*st).depth });
     btf_tp_body(&ctx);
-    nest_set(slot, 1);
+    // SAFETY: as in nest_enter.
+    unsafe { (*st).handled[slot] = 1 };
     0
 }
 
@@ -296,7 +327,9 @@ pub fn pagefail_btf_tp_enter(_ctx: BtfTracePointContext) -> i32 {
 /// As [`pagefail_raw_tp_nested`].
 #[btf_tracepoint(function = "mm_page_alloc")]
 pub fn pagefail_btf_tp_nested(ctx: BtfTracePointContext) -> i32 {
-    if nest_get(current_slot()) == 0 {
+    let Some(st) = cpu_state() else { return 0 };
+    // SAFETY: as in nest_enter.
+    if unsafe { (*st).handled[depth_slot((*st).depth)] } == 0 {
         btf_tp_body(&ctx);
     }
     0

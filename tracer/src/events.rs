@@ -22,6 +22,25 @@ pub fn decode(bytes: &[u8]) -> Option<FailureEvent> {
     Some(unsafe { bytes.as_ptr().cast::<FailureEvent>().read_unaligned() })
 }
 
+/// A ring-buffer record in place, without copying its 584 bytes. The kernel
+/// aligns ring-buffer records to 8 bytes, as `FailureEvent` needs; `None`
+/// when the slice is too short or not aligned (then [`decode`] copies).
+#[must_use]
+pub fn view(bytes: &[u8]) -> Option<&FailureEvent> {
+    if bytes.len() < FailureEvent::SIZE
+        || bytes
+            .as_ptr()
+            .align_offset(std::mem::align_of::<FailureEvent>())
+            != 0
+    {
+        return None;
+    }
+    // SAFETY: FailureEvent is plain old data (only integers, every bit
+    // pattern valid), the slice holds enough bytes and is aligned for it, and
+    // the reference lives no longer than the slice.
+    Some(unsafe { &*bytes.as_ptr().cast::<FailureEvent>() })
+}
+
 /// The task name of a record, up to its NUL.
 #[must_use]
 pub fn comm(ev: &FailureEvent) -> String {
@@ -110,13 +129,18 @@ impl EventStream {
     /// # Errors
     /// When polling the ring buffer fails.
     pub async fn next_batch(&mut self, batch: &mut Vec<FailureEvent>) -> io::Result<usize> {
+        self.next_with(&mut |ev| batch.push(*ev)).await
+    }
+
+    /// Wait until records are available, then hand every available one to
+    /// `f` in place. Returns how many were handed over.
+    ///
+    /// # Errors
+    /// When polling the ring buffer fails.
+    pub async fn next_with(&mut self, f: &mut impl FnMut(&FailureEvent)) -> io::Result<usize> {
         let mut guard = self.fd.readable_mut().await?;
         let mut malformed = 0;
-        let n = drain_ring(
-            guard.get_inner_mut(),
-            &mut |ev| batch.push(*ev),
-            &mut malformed,
-        );
+        let n = drain_ring(guard.get_inner_mut(), f, &mut malformed);
         guard.clear_ready();
         self.malformed += malformed;
         Ok(n)
@@ -138,12 +162,14 @@ fn drain_ring(
 ) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
-        match decode(&item) {
-            Some(ev) => {
-                f(&ev);
-                n += 1;
-            }
-            None => *malformed += 1,
+        if let Some(ev) = view(&item) {
+            f(ev);
+            n += 1;
+        } else if let Some(ev) = decode(&item) {
+            f(&ev);
+            n += 1;
+        } else {
+            *malformed += 1;
         }
     }
     n
@@ -177,6 +203,12 @@ mod tests {
         let bytes =
             unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), FailureEvent::SIZE) };
         let back = decode(bytes).unwrap();
+        assert_eq!(
+            view(bytes).map(|v| v.tgid),
+            Some(6),
+            "an aligned record is viewed in place"
+        );
+        assert!(view(&bytes[..10]).is_none());
         assert_eq!((back.order, back.gfp, back.tgid), (4, 0x820, 6));
         assert_eq!(comm(&back), "nettool");
         assert_eq!(

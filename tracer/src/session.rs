@@ -59,7 +59,37 @@ pub struct Session {
     pub baseline: Counters,
     pub window: Window,
     signals: Signals,
-    batch: Vec<FailureEvent>,
+    /// The kallsyms parse, until the first record needs it.
+    ksyms: Option<PendingKallsyms>,
+    /// Drains what waits below the wake-up threshold.
+    flush: tokio::time::Interval,
+}
+
+/// How long a record may wait in the ring buffer when too few follow it to
+/// wake the reader.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+fn flush_timer() -> tokio::time::Interval {
+    let mut t = tokio::time::interval(FLUSH_EVERY);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
+type PendingKallsyms = std::thread::JoinHandle<Result<Kallsyms, crate::symbolize::SymbolizeError>>;
+
+/// Give the aggregator the kernel symbols, once they are parsed (the first
+/// call waits for the parse; later calls do nothing).
+fn symbols_ready(pending: &mut Option<PendingKallsyms>, agg: &mut Aggregator) {
+    if let Some(handle) = pending.take() {
+        let ksyms = handle
+            .join()
+            .unwrap_or_else(|_| Ok(Kallsyms::default()))
+            .unwrap_or_else(|e| {
+                eprintln!("pagefail: {e}");
+                Kallsyms::default()
+            });
+        agg.set_kallsyms(ksyms);
+    }
 }
 
 /// How rows are built.
@@ -81,18 +111,25 @@ impl Session {
         agg: &AggregateConfig,
         signals: Signals,
     ) -> anyhow::Result<Self> {
-        let mut tracer = Tracer::attach(cfg)?;
+        // The session drains on its own timer too, so records need not wake
+        // it one by one.
+        let cfg = ProbeConfig {
+            batch_wakeups: true,
+            ..cfg.clone()
+        };
+        let mut tracer = Tracer::attach(&cfg)?;
+        // Reading and parsing /proc/kallsyms takes longer than the attach
+        // (100 ms and more): do it on another thread once attached, and wait
+        // for it only when the first record needs symbols. Records wait in
+        // the ring buffer meanwhile, as they would if it ran first.
+        let ksyms = std::thread::spawn(Kallsyms::load);
         let window = Window::starting_now();
         let baseline = tracer.counters()?;
         let ring = tracer.take_ring()?;
         let stream = EventStream::new(ring).context("registering the ring buffer with tokio")?;
-        let ksyms = Kallsyms::load().unwrap_or_else(|e| {
-            eprintln!("pagefail: {e}");
-            Kallsyms::default()
-        });
         let agg = Aggregator::new(
             tracer.gfp.clone(),
-            ksyms,
+            Kallsyms::default(),
             agg.classifier.clone(),
             agg.key_cap,
         )
@@ -105,7 +142,8 @@ impl Session {
             baseline,
             window,
             signals,
-            batch: Vec::new(),
+            ksyms: Some(ksyms),
+            flush: flush_timer(),
         })
     }
 
@@ -123,14 +161,20 @@ impl Session {
     ) -> anyhow::Result<Step> {
         loop {
             let sleep = sleep_until(deadline);
+            let (ksyms, agg) = (&mut self.ksyms, &mut self.agg);
+            // Records are aggregated in place in the ring buffer.
+            let mut sink = |ev: &FailureEvent| {
+                symbols_ready(ksyms, agg);
+                let (sid, new) = agg.add(ev);
+                on_record(agg, ev, sid, new);
+            };
+            // What waits below the wake-up threshold (FLUSH_EVERY at most).
+            self.stream.drain(&mut sink);
             tokio::select! {
-                r = self.stream.next_batch(&mut self.batch) => {
+                r = self.stream.next_with(&mut sink) => {
                     r.context("reading the ring buffer")?;
-                    for ev in self.batch.drain(..) {
-                        let (sid, new) = self.agg.add(&ev);
-                        on_record(&self.agg, &ev, sid, new);
-                    }
                 }
+                _ = self.flush.tick() => {}
                 _ = tick.tick() => return Ok(Step::Tick),
                 () = sleep => return Ok(Step::Stop("duration reached")),
                 _ = self.signals.int.recv() => return Ok(Step::Stop("interrupted")),
@@ -158,12 +202,12 @@ impl Session {
         on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool),
     ) -> anyhow::Result<Counters> {
         self.tracer.detach();
-        let mut rest = Vec::new();
-        self.stream.drain(&mut |ev| rest.push(*ev));
-        for ev in rest {
-            let (sid, new) = self.agg.add(&ev);
-            on_record(&self.agg, &ev, sid, new);
-        }
+        symbols_ready(&mut self.ksyms, &mut self.agg);
+        let agg = &mut self.agg;
+        self.stream.drain(&mut |ev| {
+            let (sid, new) = agg.add(ev);
+            on_record(agg, ev, sid, new);
+        });
         self.window.end = std::time::SystemTime::now();
         self.totals()
     }

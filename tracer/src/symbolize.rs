@@ -6,7 +6,12 @@
 //! that case is detected and reported, and frames are then shown as raw
 //! addresses.
 
-use std::{fmt, fs, io, path::Path};
+use std::{
+    collections::HashMap,
+    fmt, fs,
+    io::{self, BufRead as _, BufReader},
+    path::Path,
+};
 
 use thiserror::Error;
 
@@ -44,8 +49,65 @@ impl fmt::Display for Symbol {
     }
 }
 
+/// Collects text symbols line by line, then sorts them by address.
+#[derive(Default)]
+struct Builder {
+    entries: Vec<(u64, Box<str>, Option<u32>)>,
+    modules: Vec<Box<str>>,
+    module_ids: HashMap<Box<str>, u32>,
+}
+
+impl Builder {
+    fn push_line(&mut self, line: &str) {
+        let mut parts = line.split_ascii_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        if !matches!(kind, "t" | "T" | "w" | "W") {
+            return;
+        }
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            return;
+        };
+        if addr == 0 {
+            return;
+        }
+        let module = parts
+            .next()
+            .and_then(|m| m.strip_prefix('['))
+            .and_then(|m| m.strip_suffix(']'))
+            .map(|m| {
+                if let Some(&id) = self.module_ids.get(m) {
+                    return id;
+                }
+                let id = u32::try_from(self.modules.len()).unwrap_or(u32::MAX);
+                self.modules.push(m.into());
+                self.module_ids.insert(m.into(), id);
+                id
+            });
+        self.entries.push((addr, name.into(), module));
+    }
+
+    fn finish(mut self) -> Kallsyms {
+        // Stable, so symbols at the same address keep the file's order.
+        self.entries.sort_by_key(|e| e.0);
+        let addrs = self.entries.iter().map(|e| e.0).collect();
+        let names = self
+            .entries
+            .into_iter()
+            .map(|(_, name, module)| (name, module))
+            .collect();
+        Kallsyms {
+            addrs,
+            names,
+            modules: self.modules,
+        }
+    }
+}
+
 /// A sorted kernel symbol table.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Kallsyms {
     addrs: Vec<u64>,
     names: Vec<(Box<str>, Option<u32>)>,
@@ -61,17 +123,30 @@ impl Kallsyms {
         Self::load_from(Path::new("/proc/kallsyms"))
     }
 
-    /// Read a table in kallsyms format from a file.
+    /// Read a table in kallsyms format from a file, line by line: the
+    /// running kernel's is about 10 MB of text, which is never held whole.
     ///
     /// # Errors
     /// When the file cannot be read or its addresses are hidden.
     pub fn load_from(path: &Path) -> Result<Self, SymbolizeError> {
-        let text = fs::read_to_string(path).map_err(|source| SymbolizeError::Read {
+        let err = |source| SymbolizeError::Read {
             path: path.display().to_string(),
             source,
-        })?;
-        let table = Self::parse(&text);
-        if table.addrs.is_empty() && !text.trim().is_empty() {
+        };
+        let mut reader = BufReader::with_capacity(1 << 16, fs::File::open(path).map_err(err)?);
+        let mut builder = Builder::default();
+        let mut line = String::new();
+        let mut any_text = false;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(err)? == 0 {
+                break;
+            }
+            any_text |= !line.trim().is_empty();
+            builder.push_line(&line);
+        }
+        let table = builder.finish();
+        if table.addrs.is_empty() && any_text {
             return Err(SymbolizeError::Hidden);
         }
         Ok(table)
@@ -81,42 +156,11 @@ impl Kallsyms {
     /// malformed, are skipped; zero addresses are skipped.
     #[must_use]
     pub fn parse(text: &str) -> Self {
-        let mut entries: Vec<(u64, &str, Option<&str>)> = Vec::new();
+        let mut builder = Builder::default();
         for line in text.lines() {
-            let mut parts = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            if !matches!(kind, "t" | "T" | "w" | "W") {
-                continue;
-            }
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            if addr == 0 {
-                continue;
-            }
-            let module = parts
-                .next()
-                .and_then(|m| m.strip_prefix('['))
-                .and_then(|m| m.strip_suffix(']'));
-            entries.push((addr, name, module));
+            builder.push_line(line);
         }
-        entries.sort_by_key(|e| e.0);
-        let mut table = Self::default();
-        let mut module_ids: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
-        for (addr, name, module) in entries {
-            let module = module.map(|m| {
-                *module_ids.entry(m).or_insert_with(|| {
-                    table.modules.push(m.into());
-                    u32::try_from(table.modules.len() - 1).unwrap_or(u32::MAX)
-                })
-            });
-            table.addrs.push(addr);
-            table.names.push((name.into(), module));
-        }
-        table
+        builder.finish()
     }
 
     /// Number of symbols.

@@ -1,5 +1,6 @@
-//! Project tasks: `cargo xtask setup | build | run | test | vm-capture | vm-smoke`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | vm-test | vm-capture | vm-smoke`.
 
+mod bench;
 mod setup;
 mod soak;
 mod vm;
@@ -49,12 +50,11 @@ enum Task {
     ///
     /// Example: cargo xtask vm-test --kernel 6.1
     VmTest(vm::test::TestArgs),
-    /// Soak benchmark of `pagefail record`: RSS over time under real failures.
-    Soak {
-        /// How long to run, in minutes.
-        #[arg(long, default_value_t = 5)]
-        minutes: u64,
-    },
+    /// Benchmarks against the goals, side by side with bpftrace and perf:
+    /// hotpath, progtime, storm, startup, collector. Writes BENCHMARKS.md.
+    ///
+    /// Example: cargo xtask bench hotpath --rounds 10
+    Bench(bench::BenchArgs),
 }
 
 fn workspace_root() -> PathBuf {
@@ -120,7 +120,7 @@ fn main() -> anyhow::Result<()> {
         Task::VmCapture(args) => vm::capture::run(&args),
         Task::VmSmoke(args) => vm::smoke::run(&args),
         Task::VmTest(args) => vm::test::run(&args),
-        Task::Soak { minutes } => soak::run(minutes).map(|md| println!("{md}")),
+        Task::Bench(args) => bench::run_bench(&args),
     }
 }
 

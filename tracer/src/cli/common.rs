@@ -67,6 +67,7 @@ impl FilterArgs {
             ring_bytes: self.ring_kib,
             force_style: forced,
             warn_alloc: !self.no_warn_alloc,
+            batch_wakeups: false,
         })
     }
 }

@@ -17,8 +17,8 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    MAP_ALLOCS, MAP_EVENTS, MAP_FAILS, MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP, PROG_RAW_TP,
-    PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
+    CpuState, MAP_EVENTS, MAP_FAILS, MAP_STATE, MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP,
+    PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
 pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
@@ -88,6 +88,9 @@ pub struct ProbeConfig {
     pub force_style: Option<AttachStyle>,
     /// Attach the `warn_alloc` kprobe where the kernel has kprobes.
     pub warn_alloc: bool,
+    /// Wake the reader only when an eighth of the ring buffer is waiting;
+    /// the reader must then also drain on a timer (as `Session` does).
+    pub batch_wakeups: bool,
 }
 
 impl Default for ProbeConfig {
@@ -100,6 +103,7 @@ impl Default for ProbeConfig {
             ring_bytes: None,
             force_style: None,
             warn_alloc: true,
+            batch_wakeups: false,
         }
     }
 }
@@ -251,12 +255,24 @@ impl Tracer {
         let high = gfp.high_mask();
         let reclaim = gfp.direct_reclaim_mask();
         let page_is_pfn = u32::from(layout.page_is_pfn);
+        let wakeup_bytes = if cfg.batch_wakeups {
+            u64::from(ring_bytes / 8)
+        } else {
+            0
+        };
+        let checked = start.elapsed();
+        // `EbpfLoader::new` parses the kernel's BTF (about 35 ms here, most
+        // of the attach time) even though nothing here needs it: the object
+        // has no CO-RE relocations, and the BTF tracepoint style reads the
+        // BTF itself. aya 0.14 offers no loader without that parse.
         let mut loader = EbpfLoader::new();
         loader
+            .btf(None)
             .override_global(global::MIN_ORDER, &cfg.min_order, true)
             .override_global(global::ATOMIC_ONLY, &atomic_only, true)
             .override_global(global::TGID, &tgid, true)
             .override_global(global::PID, &tid, true)
+            .override_global(global::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(global::GFP_HIGH_MASK, &high, true)
             .override_global(global::GFP_DIRECT_RECLAIM_MASK, &reclaim, true)
             .override_global(global::TP_OFF_PAGE, &layout.page_offset, true)
@@ -267,6 +283,7 @@ impl Tracer {
             .override_global(global::TP_OFF_MIGRATETYPE, &layout.migratetype_offset, true)
             .map_max_entries(MAP_EVENTS, ring_bytes);
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+        let loaded = start.elapsed();
 
         let plan = attach_plan(&features, cfg.force_style);
         let mut fallbacks = Vec::new();
@@ -297,6 +314,12 @@ impl Tracer {
             });
         };
         let attach_time = start.elapsed();
+        log::debug!(
+            "attach timing: checks and tables {checked:?}, object and maps {:?}, \
+             programs loaded and attached {:?}",
+            loaded - checked,
+            attach_time - loaded
+        );
         let mut links = style_links;
 
         let warn_alloc = if !cfg.warn_alloc {
@@ -368,8 +391,26 @@ impl Tracer {
                 .collect()
         };
         let stats = read(MAP_STATS, stat::COUNT)?;
+        let state = self.ebpf.map(MAP_STATE).ok_or(ProbeError::Map {
+            name: MAP_STATE,
+            source: aya::maps::MapError::InvalidName {
+                name: MAP_STATE.to_owned(),
+            },
+        })?;
+        let state = PerCpuArray::<_, CpuState>::try_from(state)
+            .and_then(|a| a.get(&0, 0))
+            .map_err(|source| ProbeError::Map {
+                name: MAP_STATE,
+                source,
+            })?;
+        let mut allocs = vec![0u64; ORDER_SLOTS as usize];
+        for cpu in state.iter() {
+            for (sum, n) in allocs.iter_mut().zip(cpu.allocs) {
+                *sum += n;
+            }
+        }
         Ok(Counters {
-            allocs: read(MAP_ALLOCS, ORDER_SLOTS)?,
+            allocs,
             fails: read(MAP_FAILS, ORDER_SLOTS)?,
             matched: stats[stat::MATCHED as usize],
             lost: stats[stat::RINGBUF_LOST as usize],
@@ -386,6 +427,24 @@ impl Tracer {
                 log::warn!("detaching: {e}");
             }
         }
+    }
+
+    /// Each attached program's name and kernel info (its `run_time` and
+    /// `run_count` move while BPF statistics are enabled), in attach order.
+    #[must_use]
+    pub fn program_infos(&self) -> Vec<(&'static str, aya::programs::ProgramInfo)> {
+        self.links
+            .iter()
+            .map(|l| match l {
+                Link::Raw(name, _) | Link::Btf(name, _) => *name,
+                Link::Classic(_) => PROG_CLASSIC_TP,
+                Link::Kprobe(_) => PROG_WARN_ALLOC,
+            })
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                Some((name, info))
+            })
+            .collect()
     }
 
     /// The loaded raw tracepoint program, for `BPF_PROG_TEST_RUN` (tests, benchmarks).

@@ -1,0 +1,325 @@
+//! The benchmarks themselves.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+
+use super::{Bins, Tool, median, output};
+use crate::{cargo, setup::ensure_packages, workspace_root};
+
+/// The bpftrace one-liner people use for failed page allocations, bounded to
+/// two minutes.
+const BPFTRACE_PROG: &str = "tracepoint:kmem:mm_page_alloc /args->pfn == -1/ \
+     { @[kstack, comm] = count(); } interval:s:120 { exit(); }";
+/// The same, printing one line from its first timer tick: output reaches
+/// userspace only once every probe is attached and the event loop runs.
+const BPFTRACE_READY_PROG: &str = "tracepoint:kmem:mm_page_alloc /args->pfn == -1/ \
+     { @[kstack, comm] = count(); } interval:ms:1 { printf(\"ready\\n\"); exit(); }";
+/// `pfn == -1` as the ftrace filter parser reads an unsigned long.
+const PERF_FILTER: &str = "pfn == 18446744073709551615";
+const PERF_DATA: &str = "/tmp/pagefail-bench-perf.data";
+
+const STORM_MIB: &str = "256";
+const STORM_PASSES: &str = "16";
+
+/// The tools of the hot-path comparison, in their base order.
+const VARIANTS: [&str; 5] = ["none", "pagefail", "pagefail-main-only", "bpftrace", "perf"];
+
+fn tool_packages() -> anyhow::Result<()> {
+    ensure_packages(&["bpftrace", "linux-perf"])
+}
+
+fn perf_cmd(workload: &[&str]) -> Command {
+    let mut c = Command::new("perf");
+    c.args([
+        "record",
+        "-e",
+        "kmem:mm_page_alloc",
+        "--filter",
+        PERF_FILTER,
+        "-a",
+        "-g",
+        "-o",
+        PERF_DATA,
+        "--",
+    ])
+    .args(workload);
+    c
+}
+
+/// Start one variant of the hot-path comparison and wait until it traces.
+fn start_variant(bins: &Bins, variant: &str) -> anyhow::Result<Option<Tool>> {
+    let settle = Duration::from_millis(300);
+    let tool = match variant {
+        "none" => return Ok(None),
+        "pagefail" => {
+            let mut c = Command::new(&bins.pagefail);
+            c.args(["watch", "--all", "--no-tui", "--duration", "300"]);
+            let t = Tool::spawn(c)?;
+            t.wait_for("attached to mm_page_alloc", Duration::from_secs(30))?;
+            t
+        }
+        "pagefail-main-only" => {
+            let mut c = Command::new(&bins.helper);
+            c.args(["hold-single", "300"]);
+            let t = Tool::spawn(c)?;
+            t.wait_for("attached", Duration::from_secs(30))?;
+            t
+        }
+        "bpftrace" => {
+            let mut c = Command::new("bpftrace");
+            c.args(["-e", BPFTRACE_PROG]);
+            let t = Tool::spawn(c)?;
+            t.wait_for("Attaching", Duration::from_secs(30))?;
+            // "Attaching N probes..." is printed before the attach.
+            std::thread::sleep(Duration::from_millis(700));
+            t
+        }
+        "perf" => {
+            let t = Tool::spawn(perf_cmd(&["sleep", "300"]))?;
+            // perf record prints nothing when it is ready; its attach takes
+            // ~130 ms here.
+            std::thread::sleep(Duration::from_millis(1000));
+            t
+        }
+        other => bail!("unknown variant {other}"),
+    };
+    std::thread::sleep(settle);
+    Ok(Some(tool))
+}
+
+fn storm_once(bins: &Bins) -> anyhow::Result<f64> {
+    let mut c = Command::new(&bins.helper);
+    c.args(["storm", STORM_MIB, STORM_PASSES]);
+    let out = output(c)?;
+    let ns: f64 = out
+        .trim()
+        .strip_prefix("elapsed_ns=")
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("storm output `{out}`"))?;
+    Ok(ns / 1e9)
+}
+
+/// Peak resident set of a process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Page-fault storm with each tool attached, alternating the tools round by
+/// round; ratios are paired with the untraced run of the same round.
+pub fn hotpath(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
+    tool_packages()?;
+    // Warm-up: first-touch effects and page cache.
+    storm_once(bins)?;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+    let mut rss = Vec::new();
+    for round in 0..rounds {
+        let mut round_times = vec![0.0; VARIANTS.len()];
+        for k in 0..VARIANTS.len() {
+            // Rotate the order so no tool always runs first or last.
+            let i = (k + round) % VARIANTS.len();
+            let tool = start_variant(bins, VARIANTS[i])?;
+            let t = storm_once(bins)?;
+            if let Some(tool) = tool {
+                if VARIANTS[i] == "pagefail" {
+                    rss.extend(peak_rss_kib(tool.pid()).map(|k| k as f64));
+                }
+                tool.stop();
+            }
+            round_times[i] = t;
+        }
+        eprintln!(
+            "xtask bench: hotpath round {}: {}",
+            round + 1,
+            VARIANTS
+                .iter()
+                .zip(&round_times)
+                .map(|(v, t)| format!("{v} {t:.3}s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for (i, t) in round_times.into_iter().enumerate() {
+            times[i].push(t);
+        }
+    }
+    let _ = std::fs::remove_file(PERF_DATA);
+    let mut out = serde_json::Map::new();
+    let pages = 256.0 * 256.0 * 16.0;
+    for (i, v) in VARIANTS.iter().enumerate() {
+        let ratios: Vec<f64> = times[i]
+            .iter()
+            .zip(&times[0])
+            .map(|(t, base)| t / base)
+            .collect();
+        out.insert(
+            (*v).to_owned(),
+            json!({
+                "median_s": median(&times[i]),
+                "ratio": median(&ratios),
+                "ratios": ratios,
+                "times_s": times[i],
+            }),
+        );
+    }
+    let base = median(&times[0]);
+    Ok(json!({
+        "rounds": rounds,
+        "storm": format!("{STORM_MIB} MiB anonymous touched {STORM_PASSES} times"),
+        "allocations_per_s_untraced": pages / base,
+        "variants": out,
+        "pagefail_peak_rss_kib": rss.iter().copied().fold(0.0, f64::max),
+    }))
+}
+
+/// BPF statistics of pagefail's programs (the helper does the work).
+pub fn progtime(bins: &Bins) -> anyhow::Result<Value> {
+    let mut c = Command::new(&bins.helper);
+    c.args(["progtime", "5"]);
+    let out = output(c)?;
+    serde_json::from_str(out.trim()).with_context(|| format!("progtime output `{out}`"))
+}
+
+/// Synthetic failures at controlled rates while the real collector runs.
+pub fn storm(bins: &Bins) -> anyhow::Result<Value> {
+    let runs: [(u64, f64, u64); 5] = [
+        (50_000, 10.0, 1),
+        (100_000, 10.0, 1),
+        (200_000, 10.0, 2),
+        (400_000, 5.0, 2),
+        (10_000_000, 5.0, 2),
+    ];
+    let mut out = Vec::new();
+    for (rate, secs, threads) in runs {
+        let mut c = Command::new(&bins.helper);
+        c.args([
+            "storm-collect",
+            &rate.to_string(),
+            &secs.to_string(),
+            &threads.to_string(),
+        ]);
+        let text = output(c)?;
+        let v: Value = serde_json::from_str(text.trim())
+            .with_context(|| format!("storm-collect output `{text}`"))?;
+        eprintln!("xtask bench: storm {rate}/s: {v}");
+        out.push(v);
+    }
+    Ok(Value::Array(out))
+}
+
+/// Exec to attached, for pagefail, bpftrace and perf, alternating.
+pub fn startup(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
+    tool_packages()?;
+    let mut pf_line = Vec::new();
+    let mut pf_internal = Vec::new();
+    let mut pf_exit = Vec::new();
+    let mut bt_ready = Vec::new();
+    let mut perf_exit = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..rounds {
+        let mut c = Command::new(&bins.pagefail);
+        c.args(["watch", "--all", "--no-tui", "--duration", "60"]);
+        let t = Tool::spawn(c)?;
+        let (line, at) = t.wait_for("attached to mm_page_alloc", Duration::from_secs(30))?;
+        pf_line.push(at.as_secs_f64() * 1e3);
+        if let Some(ms) = line
+            .split(" in ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+        {
+            pf_internal.push(ms);
+        }
+        // The kallsyms table is built after the attach: let it finish.
+        std::thread::sleep(Duration::from_millis(1500));
+        rss.extend(peak_rss_kib(t.pid()).map(|k| k as f64));
+        t.stop();
+
+        let mut c = Command::new(&bins.pagefail);
+        c.args(["watch", "--all", "--no-tui", "--duration", "1ms"]);
+        let t = Tool::spawn(c)?;
+        pf_exit.push(t.wait_exit(Duration::from_secs(30))?.as_secs_f64() * 1e3);
+
+        let mut c = Command::new("bpftrace");
+        c.args(["-e", BPFTRACE_READY_PROG]);
+        let t = Tool::spawn(c)?;
+        let (_, at) = t.wait_for("ready", Duration::from_secs(30))?;
+        bt_ready.push(at.as_secs_f64() * 1e3);
+        t.stop();
+
+        let t = Tool::spawn(perf_cmd(&["true"]))?;
+        perf_exit.push(t.wait_exit(Duration::from_secs(30))?.as_secs_f64() * 1e3);
+    }
+    let _ = std::fs::remove_file(PERF_DATA);
+    let mut c = Command::new(&bins.helper);
+    c.args(["startup-parts", "5"]);
+    let text = output(c)?;
+    let parts: Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("startup-parts output `{text}`"))?;
+    Ok(json!({
+        "parts": parts,
+        "rounds": rounds,
+        "pagefail_attached_line_ms": median(&pf_line),
+        "pagefail_peak_rss_kib": rss.iter().copied().fold(0.0, f64::max),
+        "pagefail_attach_internal_ms": median(&pf_internal),
+        "pagefail_run_1ms_total_ms": median(&pf_exit),
+        "bpftrace_first_output_ms": median(&bt_ready),
+        "perf_record_true_total_ms": median(&perf_exit),
+        "samples": {
+            "pagefail_attached_line_ms": pf_line,
+            "pagefail_run_1ms_total_ms": pf_exit,
+            "bpftrace_first_output_ms": bt_ready,
+            "perf_record_true_total_ms": perf_exit,
+        },
+    }))
+}
+
+/// The criterion benchmark of the collector; events per second from its estimates.
+pub fn collector() -> anyhow::Result<Value> {
+    let start = Instant::now();
+    let mut c = cargo();
+    c.args([
+        "bench",
+        "-p",
+        "tracer",
+        "--bench",
+        "collector",
+        "--",
+        "--noplot",
+    ]);
+    crate::run(c)?;
+    let dir = workspace_root().join("target/criterion/collector");
+    let mut out = serde_json::Map::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let est = entry.path().join("new/estimates.json");
+        let bench = entry.path().join("new/benchmark.json");
+        let (Ok(est), Ok(bench)) = (
+            std::fs::read_to_string(&est),
+            std::fs::read_to_string(&bench),
+        ) else {
+            continue;
+        };
+        let est: Value = serde_json::from_str(&est)?;
+        let bench: Value = serde_json::from_str(&bench)?;
+        let ns = est["median"]["point_estimate"].as_f64().unwrap_or(0.0);
+        let elems = bench["throughput"]["Elements"].as_f64().unwrap_or(1.0);
+        out.insert(
+            entry.file_name().to_string_lossy().into_owned(),
+            json!({
+                "ns_per_iteration": ns,
+                "events_per_iteration": elems,
+                "ns_per_event": ns / elems,
+                "events_per_s": elems / ns * 1e9,
+            }),
+        );
+    }
+    Ok(json!({ "benches": out, "wall_s": start.elapsed().as_secs_f64() }))
+}
