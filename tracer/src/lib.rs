@@ -11,6 +11,7 @@ pub mod export;
 pub mod gfp;
 pub mod logs;
 pub mod memory;
+pub mod privilege;
 pub mod probe;
 pub mod session;
 pub mod symbolize;

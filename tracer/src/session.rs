@@ -13,6 +13,7 @@ use crate::{
     cgroup::CgroupResolver,
     classify::Classifier,
     events::EventStream,
+    privilege,
     probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},
     symbolize::Kallsyms,
 };
@@ -60,6 +61,8 @@ pub struct Session {
     pub window: Window,
     signals: Signals,
     batch: Vec<FailureEvent>,
+    /// Whether every capability was dropped after start-up.
+    pub caps_dropped: bool,
 }
 
 /// How rows are built.
@@ -72,7 +75,9 @@ pub struct AggregateConfig {
 
 impl Session {
     /// Attach and prepare the aggregator. Kallsyms problems are reported on
-    /// stderr and stacks then stay raw addresses.
+    /// stderr and stacks then stay raw addresses. Then, unless
+    /// `cfg.keep_caps`, every capability is dropped and `no_new_privs` set:
+    /// nothing later needs one (see [`privilege`]).
     ///
     /// # Errors
     /// Probe set-up errors (privileges, kernel support).
@@ -98,6 +103,12 @@ impl Session {
         )
         .group_by(agg.by)
         .with_cgroups(CgroupResolver::new());
+        let caps_dropped = if cfg.keep_caps {
+            false
+        } else {
+            privilege::drop_all()?;
+            true
+        };
         Ok(Self {
             tracer,
             stream,
@@ -106,6 +117,7 @@ impl Session {
             window,
             signals,
             batch: Vec::new(),
+            caps_dropped,
         })
     }
 
@@ -181,6 +193,9 @@ impl Session {
         if verbose > 0 {
             for (style, why) in &t.fallbacks {
                 s.push_str(&format!("pagefail: {style} not used: {why}\n"));
+            }
+            if self.caps_dropped {
+                s.push_str("pagefail: all capabilities dropped, no_new_privs set\n");
             }
         }
         match &t.warn_alloc {

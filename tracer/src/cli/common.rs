@@ -35,6 +35,10 @@ pub struct FilterArgs {
     /// Do not attach the warn_alloc kprobe.
     #[arg(long)]
     pub no_warn_alloc: bool,
+    /// Keep all capabilities while tracing (default: drop them all and set
+    /// no_new_privs once attached; see README, "Security").
+    #[arg(long)]
+    pub keep_caps: bool,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -63,6 +67,7 @@ impl FilterArgs {
             ring_bytes: self.ring_kib,
             force_style: forced,
             warn_alloc: !self.no_warn_alloc,
+            keep_caps: self.keep_caps,
         })
     }
 }

@@ -88,6 +88,9 @@ pub struct ProbeConfig {
     pub force_style: Option<AttachStyle>,
     /// Attach the `warn_alloc` kprobe where the kernel has kprobes.
     pub warn_alloc: bool,
+    /// Keep capabilities once attached (a [`crate::session::Session`]
+    /// drops them all by default).
+    pub keep_caps: bool,
 }
 
 impl Default for ProbeConfig {
@@ -100,6 +103,7 @@ impl Default for ProbeConfig {
             ring_bytes: None,
             force_style: None,
             warn_alloc: true,
+            keep_caps: false,
         }
     }
 }
