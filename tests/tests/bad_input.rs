@@ -490,6 +490,28 @@ fn output_to_a_pipe_closed_early_exits_quietly() {
     head_1(&["completions", "bash"], long);
     head_1(&["man"], long);
     head_1(&["check", "--no-probe"], long);
+
+    // stdout and stderr both closed before pagefail writes anything
+    // (`pagefail ... 2>&1 | true`): the exports are still written, and
+    // the exit is quiet (no panic, whose exit code would be 101).
+    let out_csv = dir.join("merged.csv");
+    let mut child = Command::new(pagefail_bin())
+        .args(["report", csv, "--csv"])
+        .arg(&out_csv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn report");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = wait_timeout(&mut child, long).expect("report exits");
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGPIPE),
+        "report with closed stdout and stderr: {status}"
+    );
+    let merged = fs::read_to_string(&out_csv).expect("merged CSV written");
+    assert_eq!(merged.lines().count(), 5001, "header + 5000 rows");
     fs::remove_dir_all(&dir).expect("cleanup");
 }
 

@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         // `pagefail ... | head`: the reader is gone, which is not an error.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pagefail: {e:#}");
+            tracer::note!("pagefail: {e:#}");
             ExitCode::FAILURE
         }
     }

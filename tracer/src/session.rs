@@ -92,7 +92,7 @@ impl Session {
         let ring = tracer.take_ring()?;
         let stream = EventStream::new(ring).context("registering the ring buffer with tokio")?;
         let ksyms = Kallsyms::load().unwrap_or_else(|e| {
-            eprintln!("pagefail: {e}");
+            crate::note!("pagefail: {e}");
             Kallsyms::default()
         });
         let agg = Aggregator::new(

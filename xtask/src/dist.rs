@@ -174,7 +174,12 @@ pub fn run_dist(args: &DistArgs) -> anyhow::Result<()> {
     let stage = stage_dir();
     let _ = fs::remove_dir_all(&stage);
     fs::create_dir_all(&stage)?;
-    fs::copy(&bin, stage.join("pagefail"))?;
+    let staged = stage.join("pagefail");
+    fs::copy(&bin, &staged)?;
+    // Symbols off the shipped copy, as cargo-deb does for the .deb.
+    let mut c = Command::new("strip");
+    c.arg(&staged);
+    run(c)?;
     generate_docs(&bin, &stage)?;
     let root = workspace_root();
     fs::copy(root.join("README.md"), stage.join("README.md"))?;
@@ -192,7 +197,7 @@ pub fn run_dist(args: &DistArgs) -> anyhow::Result<()> {
         .arg(format!("--transform=s,^\\.,{name},"))
         .args(["--owner=0", "--group=0", "--sort=name", "."]);
     run(c)?;
-    let size = fs::metadata(&bin)?.len();
+    let size = fs::metadata(&staged)?.len();
     eprintln!(
         "xtask: {} ({} bytes; pagefail {size} bytes, static)",
         tarball.display(),

@@ -374,7 +374,7 @@ pub fn run(args: CheckArgs, verbose: u8) -> anyhow::Result<()> {
         (Some(rows), None, before, vm, None)
     } else if let Some(d) = args.sample {
         if !args.json {
-            eprintln!(
+            crate::note!(
                 "pagefail: sampling {} failures for {}...",
                 if args.all { "all" } else { "atomic" },
                 humantime::format_duration(d)

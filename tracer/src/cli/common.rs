@@ -136,7 +136,7 @@ impl OutputArgs {
         }
         if let Some(path) = &self.csv {
             export::write_atomically(path, |w| export::write_csv(w, rows))?;
-            eprintln!("pagefail: wrote {} rows to {}", rows.len(), path.display());
+            crate::note!("pagefail: wrote {} rows to {}", rows.len(), path.display());
         }
         let stacks: Vec<(String, u64)> = agg
             .stack_counts()
@@ -145,7 +145,7 @@ impl OutputArgs {
             .collect();
         if let Some(path) = &self.folded {
             export::write_atomically(path, |w| export::write_folded(w, &stacks))?;
-            eprintln!(
+            crate::note!(
                 "pagefail: wrote {} stacks to {}",
                 stacks.len(),
                 path.display()
@@ -153,7 +153,7 @@ impl OutputArgs {
         }
         if let Some(path) = &self.flamegraph {
             if stacks.is_empty() {
-                eprintln!(
+                crate::note!(
                     "pagefail: no failure stacks: {} not written",
                     path.display()
                 );
@@ -161,7 +161,7 @@ impl OutputArgs {
                 export::write_atomically(path, |w| {
                     export::write_flamegraph(w, "pagefail: failed page allocations", &stacks)
                 })?;
-                eprintln!("pagefail: wrote flame graph {}", path.display());
+                crate::note!("pagefail: wrote flame graph {}", path.display());
             }
         }
         Ok(())

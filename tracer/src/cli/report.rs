@@ -249,7 +249,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.csv {
         export::write_atomically(path, |w| export::write_csv(w, &merged))?;
-        eprintln!(
+        crate::note!(
             "pagefail: wrote {} rows to {}",
             merged.len(),
             path.display()
