@@ -18,7 +18,8 @@ fuzz_target!(|data: &[u8]| {
         3 => drop(vmstat::parse(text)),
         4 => drop(sysctls::parse_value("min_free_kbytes", text)),
         _ => {
-            let (a, b) = text.split_at(text.len() / 2);
+            // softnet_stat and netstat, separated by a NUL.
+            let (a, b) = text.split_once('\0').unwrap_or((text, ""));
             drop(NetDrops::parse(a, b));
         }
     }
