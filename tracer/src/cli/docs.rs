@@ -60,9 +60,12 @@ pub fn man_pages(cmd: &clap::Command) -> anyhow::Result<Vec<(String, Vec<u8>)>> 
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = format!("{}-{}", cmd.get_name(), sub.get_name());
         let mut buf = Vec::new();
-        clap_mangen::Man::new(sub.clone())
-            .title(name.clone())
-            .render(&mut buf)?;
+        let sub = sub.clone().display_name(name.clone()).bin_name(format!(
+            "{} {}",
+            cmd.get_name(),
+            sub.get_name()
+        ));
+        clap_mangen::Man::new(sub).render(&mut buf)?;
         pages.push((format!("{name}.1"), buf));
     }
     Ok(pages)
@@ -91,8 +94,9 @@ pub fn man(cmd: &clap::Command, args: &ManArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Man pages are public (0644 less the umask), unlike pagefail's reports.
 fn write_page(path: &Path, text: &[u8]) -> anyhow::Result<()> {
-    crate::export::write_atomically(path, |w| Ok(w.write_all(text)?))
+    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -117,6 +121,14 @@ mod tests {
         assert_eq!(names, ["pagefail.1", "pagefail-watch.1"]);
         let watch = String::from_utf8(pages[1].1.clone()).unwrap();
         assert!(watch.contains(".TH pagefail-watch"), "{watch}");
+        assert!(
+            watch.contains("pagefail\\-watch \\- live"),
+            "NAME line: {watch}"
+        );
+        assert!(
+            watch.contains("\\fBpagefail watch\\fR"),
+            "SYNOPSIS: {watch}"
+        );
         assert!(watch.contains("min\\-order"), "{watch}");
     }
 
