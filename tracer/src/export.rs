@@ -3,7 +3,7 @@
 use std::{
     fs,
     io::{self, Write},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
@@ -137,8 +137,58 @@ pub fn write_flamegraph<W: Write>(
     Ok(())
 }
 
-/// Write a file atomically: a temporary file beside it, fsync, rename. A
-/// reader sees the old file or the whole new one, never half of one.
+/// Mode of the files pagefail writes: owner read-write, group read. Failure
+/// rows name processes and cgroups, which other users need not see.
+pub const FILE_MODE: u32 = 0o640;
+
+/// Temporary names tried before giving up (another writer, or a name
+/// planted by someone else, takes one).
+const TEMP_TRIES: u32 = 16;
+
+/// Create a new temporary file beside `path`: `O_CREAT | O_EXCL |
+/// O_NOFOLLOW`, mode [`FILE_MODE`], so a file or symlink planted at the
+/// temporary name is never opened or followed; another name is tried.
+fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> anyhow::Result<(fs::File, PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut last = None;
+    for n in 0..TEMP_TRIES {
+        let tmp = dir.join(format!(
+            ".{}.tmp.{}.{n}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((e, tmp)),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot create {} (is the directory writable?)",
+                        tmp.display()
+                    )
+                });
+            }
+        }
+    }
+    let (e, tmp) = last.context("no temporary name tried")?;
+    Err(e).with_context(|| {
+        format!(
+            "cannot create {}: every temporary name is taken",
+            tmp.display()
+        )
+    })
+}
+
+/// Write a file atomically: a new temporary file beside it (see
+/// [`create_temp`]), fsync, rename. A reader sees the old file or the whole
+/// new one, never half of one. The file gets mode [`FILE_MODE`] (less what
+/// the umask removes).
 ///
 /// # Errors
 /// When the directory is missing or not writable, or the disk is full.
@@ -148,26 +198,12 @@ pub fn write_atomically(
 ) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
+        _ => PathBuf::from("."),
     };
     let name = path
         .file_name()
         .with_context(|| format!("{} is not a file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .with_context(|| {
-            format!(
-                "cannot create {} (is the directory writable?)",
-                tmp.display()
-            )
-        })?;
+    let (file, tmp) = create_temp(&dir, name)?;
     let result: anyhow::Result<()> = (|| {
         let mut w = io::BufWriter::new(&file);
         fill(&mut w)?;
@@ -300,6 +336,46 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
         let err = write_atomically(&dir.join("missing/out.csv"), |_| Ok(())).unwrap_err();
         assert!(format!("{err:#}").contains("cannot create"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_has_mode_0640_and_never_follows_a_planted_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("pagefail-export-link-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "untouched").unwrap();
+        // Links at the first temporary names: one to an existing file, one dangling.
+        let pid = std::process::id();
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".out.csv.tmp.{pid}.0"))).unwrap();
+        std::os::unix::fs::symlink(dir.join("new"), dir.join(format!(".out.csv.tmp.{pid}.1")))
+            .unwrap();
+        let path = dir.join("out.csv");
+        write_atomically(&path, |w| write_csv(w, &[row()])).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(!dir.join("new").exists(), "dangling link followed");
+        assert!(fs::read_to_string(&path).unwrap().contains("alloc_fdtable"));
+        let meta = fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file());
+        // The umask may only remove bits.
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode & !FILE_MODE, 0, "mode {mode:o}");
+        assert_eq!(mode & 0o600, 0o600, "mode {mode:o}");
+        assert_eq!(mode & 0o007, 0, "others must not read: {mode:o}");
+
+        // Every temporary name taken: an error, and nothing followed.
+        for n in 0..TEMP_TRIES {
+            let _ = fs::remove_file(dir.join(format!(".taken.tmp.{pid}.{n}")));
+            std::os::unix::fs::symlink(&victim, dir.join(format!(".taken.tmp.{pid}.{n}"))).unwrap();
+        }
+        let err = write_atomically(&dir.join("taken"), |w| Ok(w.write_all(b"x")?)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("every temporary name is taken"),
+            "{err:#}"
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,6 +2,16 @@
 //! records, attribute and aggregate them, export them; read kernel logs; show
 //! the memory state and advise.
 
+/// `eprintln!` that cannot panic: when stderr is closed
+/// (`pagefail ... 2>&1 | head -1`), the note is lost and nothing else.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod aggregate;
 pub mod cgroup;
 pub mod classify;
@@ -12,6 +22,7 @@ pub mod gfp;
 pub mod logs;
 pub mod memory;
 pub mod metrics;
+pub mod privilege;
 pub mod probe;
 pub mod recorder;
 pub mod session;

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tracer::{
-    cli::{check, logs, record, report, watch},
+    cli::{check, common::is_broken_pipe, docs, logs, record, report, watch},
     session,
 };
 
@@ -39,6 +39,12 @@ enum Command {
     Report(report::ReportArgs),
     Check(check::CheckArgs),
     Logs(logs::LogsArgs),
+    /// Shell completions (for packagers).
+    #[command(hide = true)]
+    Completions(docs::CompletionsArgs),
+    /// Man pages (for packagers).
+    #[command(hide = true)]
+    Man(docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,11 +63,17 @@ fn main() -> ExitCode {
         Command::Report(args) => report::run(&args),
         Command::Check(args) => check::run(args, cli.verbose),
         Command::Logs(args) => logs::run(args),
+        Command::Completions(args) => {
+            docs::completions(Cli::command(), &args, &mut std::io::stdout().lock())
+        }
+        Command::Man(args) => docs::man(&Cli::command(), &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `pagefail ... | head`: the reader is gone, which is not an error.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pagefail: {e:#}");
+            tracer::note!("pagefail: {e:#}");
             ExitCode::FAILURE
         }
     }

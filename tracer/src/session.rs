@@ -13,6 +13,7 @@ use crate::{
     cgroup::CgroupResolver,
     classify::Classifier,
     events::EventStream,
+    privilege,
     probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},
     symbolize::Kallsyms,
 };
@@ -63,6 +64,8 @@ pub struct Session {
     ksyms: Option<PendingKallsyms>,
     /// Drains what waits below the wake-up threshold.
     flush: tokio::time::Interval,
+    /// Whether every capability was dropped after start-up.
+    pub caps_dropped: bool,
 }
 
 /// How long a record may wait in the ring buffer when too few follow it to
@@ -85,7 +88,7 @@ fn symbols_ready(pending: &mut Option<PendingKallsyms>, agg: &mut Aggregator) {
             .join()
             .unwrap_or_else(|_| Ok(Kallsyms::default()))
             .unwrap_or_else(|e| {
-                eprintln!("pagefail: {e}");
+                crate::note!("pagefail: {e}");
                 Kallsyms::default()
             });
         agg.set_kallsyms(ksyms);
@@ -102,7 +105,9 @@ pub struct AggregateConfig {
 
 impl Session {
     /// Attach and prepare the aggregator. Kallsyms problems are reported on
-    /// stderr and stacks then stay raw addresses.
+    /// stderr and stacks then stay raw addresses. Then, unless
+    /// `cfg.keep_caps`, every capability is dropped and `no_new_privs` set:
+    /// nothing later needs one (see [`privilege`]).
     ///
     /// # Errors
     /// Probe set-up errors (privileges, kernel support).
@@ -135,6 +140,16 @@ impl Session {
         )
         .group_by(agg.by)
         .with_cgroups(CgroupResolver::new());
+        // Capabilities are per thread: the kallsyms thread started above
+        // keeps its own until it has read the addresses (which need
+        // CAP_SYSLOG) and exits; this thread, which does all further work,
+        // drops everything now.
+        let caps_dropped = if cfg.keep_caps {
+            false
+        } else {
+            privilege::drop_all()?;
+            true
+        };
         Ok(Self {
             tracer,
             stream,
@@ -144,6 +159,7 @@ impl Session {
             signals,
             ksyms: Some(ksyms),
             flush: flush_timer(),
+            caps_dropped,
         })
     }
 
@@ -225,6 +241,9 @@ impl Session {
         if verbose > 0 {
             for (style, why) in &t.fallbacks {
                 s.push_str(&format!("pagefail: {style} not used: {why}\n"));
+            }
+            if self.caps_dropped {
+                s.push_str("pagefail: all capabilities dropped, no_new_privs set\n");
             }
         }
         match &t.warn_alloc {

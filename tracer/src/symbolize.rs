@@ -358,4 +358,71 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
         let frames = k.symbolize_stack(&[0xffff_ffff_8110_0020]);
         assert_eq!(frames.len(), 1);
     }
+
+    #[test]
+    fn hidden_table_says_what_to_do_and_stacks_stay_raw() {
+        let dir = std::env::temp_dir().join(format!("pagefail-ksyms-raw-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("kallsyms");
+        // What a process without CAP_SYSLOG reads under kptr_restrict=1.
+        let zeroed: String = TABLE
+            .lines()
+            .map(|l| format!("0000000000000000{}\n", &l[16..]))
+            .collect();
+        fs::write(&p, zeroed).unwrap();
+        let err = Kallsyms::load_from(&p).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("CAP_SYSLOG"), "{msg}");
+        assert!(msg.contains("raw addresses"), "{msg}");
+        // The session then symbolizes with an empty table: every frame raw.
+        let k = Kallsyms::default();
+        let frames = k.symbolize_stack(&[0xffff_ffff_8120_0020, 0xffff_ffff_8140_0020]);
+        assert_eq!(
+            fold(&frames),
+            "0xffffffff81400020;0xffffffff81200020",
+            "raw addresses, root first"
+        );
+        // An empty file is not "hidden", just empty; a missing one is a read error.
+        fs::write(&p, "").unwrap();
+        assert!(Kallsyms::load_from(&p).unwrap().is_empty());
+        assert!(matches!(
+            Kallsyms::load_from(&dir.join("missing")),
+            Err(SymbolizeError::Read { .. })
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The real /proc/kallsyms read by a thread without capabilities: the
+    /// kernel zeroes the addresses unless `kptr_restrict` is 0 and perf
+    /// events are open to all (`perf_event_paranoid` <= 1).
+    #[test]
+    fn real_kallsyms_without_capabilities_is_hidden_or_readable_as_the_sysctls_say() {
+        let sysctl = |n: &str| {
+            fs::read_to_string(format!("/proc/sys/kernel/{n}"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+        };
+        let (Some(restrict), Some(paranoid)) =
+            (sysctl("kptr_restrict"), sysctl("perf_event_paranoid"))
+        else {
+            crate::note!("SKIPPED: no kptr_restrict / perf_event_paranoid sysctl");
+            return;
+        };
+        let shown = restrict == 0 && paranoid <= 1;
+        std::thread::spawn(move || {
+            crate::privilege::drop_all().expect("drop capabilities");
+            match Kallsyms::load() {
+                Ok(k) => assert!(
+                    shown && !k.is_empty(),
+                    "addresses shown though they should be hidden"
+                ),
+                Err(SymbolizeError::Hidden) => {
+                    assert!(!shown, "hidden though the sysctls allow them")
+                }
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .join()
+        .expect("kallsyms thread");
+    }
 }

@@ -1,6 +1,8 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | vm-test | vm-capture | vm-smoke`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | dist | fuzz | vm-test | vm-capture | vm-smoke`.
 
 mod bench;
+mod dist;
+mod fuzz;
 mod setup;
 mod soak;
 mod vm;
@@ -40,6 +42,14 @@ enum Task {
         #[arg(long)]
         skip_vm: bool,
     },
+    /// Static x86_64 binary, man pages, completions, deploy files and README
+    /// in target/dist/pagefail-<version>-x86_64.tar.gz, and a .deb.
+    Dist(dist::DistArgs),
+    /// Run the cargo-fuzz targets in fuzz/ (log, format file, /proc, rules,
+    /// CSV parsers), seeded from tests/fixtures.
+    ///
+    /// Example: cargo xtask fuzz --seconds 3600 --target kernel_log
+    Fuzz(fuzz::FuzzArgs),
     /// Boot Debian kernels under qemu and capture test fixtures
     /// (tracepoint format, /proc memory state, kernel facts) into tests/fixtures.
     VmCapture(vm::capture::CaptureArgs),
@@ -117,6 +127,8 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { skip_vm } => test(skip_vm),
+        Task::Dist(args) => dist::run_dist(&args),
+        Task::Fuzz(args) => fuzz::run_fuzz(&args),
         Task::VmCapture(args) => vm::capture::run(&args),
         Task::VmSmoke(args) => vm::smoke::run(&args),
         Task::VmTest(args) => vm::test::run(&args),

@@ -375,7 +375,7 @@ pub fn run(args: CheckArgs, verbose: u8) -> anyhow::Result<()> {
         (Some(rows), None, before, vm, None)
     } else if let Some(d) = args.sample {
         if !args.json {
-            eprintln!(
+            crate::note!(
                 "pagefail: sampling {} failures for {}...",
                 if args.all { "all" } else { "atomic" },
                 humantime::format_duration(d)
@@ -421,15 +421,16 @@ pub fn run(args: CheckArgs, verbose: u8) -> anyhow::Result<()> {
         advice,
         sampled_failures_by_order: sampled,
     };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).context("encoding the report")?
-        );
+    let out = if args.json {
+        serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
     } else {
-        print!("{}", text(&report, &snap, args.from.as_deref(), verbose));
-    }
-    Ok(())
+        text(&report, &snap, args.from.as_deref(), verbose)
+    };
+    // `print!` panics on a closed pipe; an error here is quiet in main.
+    let mut stdout = std::io::stdout().lock();
+    std::io::Write::write_all(&mut stdout, out.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut stdout))
+        .context("cannot write to standard output")
 }
 
 fn text(r: &Report, snap: &Snapshot, from: Option<&Path>, verbose: u8) -> String {

@@ -39,6 +39,10 @@ pub struct FilterArgs {
     /// Do not attach the warn_alloc kprobe.
     #[arg(long)]
     pub no_warn_alloc: bool,
+    /// Keep all capabilities while tracing (default: drop them all and set
+    /// no_new_privs once attached; see README, "Security").
+    #[arg(long)]
+    pub keep_caps: bool,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -68,6 +72,7 @@ impl FilterArgs {
             force_style: forced,
             warn_alloc: !self.no_warn_alloc,
             batch_wakeups: false,
+            keep_caps: self.keep_caps,
         })
     }
 }
@@ -189,7 +194,7 @@ impl ExportArgs {
         }
         if let Some(path) = &self.csv {
             export::write_atomically(path, |w| export::write_csv(w, rows))?;
-            eprintln!("pagefail: wrote {} rows to {}", rows.len(), path.display());
+            crate::note!("pagefail: wrote {} rows to {}", rows.len(), path.display());
         }
         let stacks: Vec<(String, u64)> = agg
             .stack_counts()
@@ -198,7 +203,7 @@ impl ExportArgs {
             .collect();
         if let Some(path) = &self.folded {
             export::write_atomically(path, |w| export::write_folded(w, &stacks))?;
-            eprintln!(
+            crate::note!(
                 "pagefail: wrote {} stacks to {}",
                 stacks.len(),
                 path.display()
@@ -206,7 +211,7 @@ impl ExportArgs {
         }
         if let Some(path) = &self.flamegraph {
             if stacks.is_empty() {
-                eprintln!(
+                crate::note!(
                     "pagefail: no failure stacks: {} not written",
                     path.display()
                 );
@@ -214,7 +219,7 @@ impl ExportArgs {
                 export::write_atomically(path, |w| {
                     export::write_flamegraph(w, "pagefail: failed page allocations", &stacks)
                 })?;
-                eprintln!("pagefail: wrote flame graph {}", path.display());
+                crate::note!("pagefail: wrote flame graph {}", path.display());
             }
         }
         Ok(())
@@ -226,11 +231,11 @@ impl ExportArgs {
     /// When a file cannot be written.
     pub fn write_memory(&self, memory: &MemoryTracker) -> anyhow::Result<()> {
         if let Some(e) = &memory.first_error {
-            eprintln!("pagefail: {} memory snapshots failed: {e}", memory.errors);
+            crate::note!("pagefail: {} memory snapshots failed: {e}", memory.errors);
         }
         if let Some(path) = &self.memory_csv {
             export::write_atomically(path, |w| Ok(write_memory_csv(w, &memory.rows, true)?))?;
-            eprintln!(
+            crate::note!(
                 "pagefail: wrote {} memory snapshots ({} zone rows) to {}",
                 memory.snapshots,
                 memory.rows.len(),

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod common;
+pub mod docs;
 pub mod logs;
 pub mod record;
 pub mod report;

@@ -117,7 +117,10 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
     let mut recorder = Recorder::new(&args.output, retain)?;
     let probe = args.filter.probe_config()?;
     let mut session = Session::start(&probe, &args.group.aggregate_config()?, signals)?;
-    eprint!("{}", session.setup_report(verbose));
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        session.setup_report(verbose).as_bytes(),
+    );
 
     let metrics = Arc::new(Mutex::new(Metrics::new(
         usize::try_from(args.group.max_rows).unwrap_or(usize::MAX),
@@ -127,7 +130,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
     let _server = match args.metrics {
         Some(addr) => {
             let task = crate::metrics::serve(addr, metrics.clone()).await?;
-            eprintln!("pagefail: metrics on http://{addr}/metrics");
+            crate::note!("pagefail: metrics on http://{addr}/metrics");
             Some(AbortOnDrop(task))
         }
         None => None,
@@ -182,9 +185,9 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
                         )?;
                         interval_base = now;
                         session.agg.set_classifier(cfg.classifier);
-                        eprintln!("pagefail: SIGHUP: rules re-read, interval closed");
+                        crate::note!("pagefail: SIGHUP: rules re-read, interval closed");
                     }
-                    Err(e) => eprintln!("pagefail: SIGHUP: keeping the old rules: {e:#}"),
+                    Err(e) => crate::note!("pagefail: SIGHUP: keeping the old rules: {e:#}"),
                 }
                 flush(&mut recorder, &mut write_failing);
             }
@@ -207,9 +210,9 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         .flush()
         .context("writing the last interval before exit")?;
     if verbose > 0 {
-        eprintln!("pagefail: stopped: {reason}");
+        crate::note!("pagefail: stopped: {reason}");
     }
-    eprintln!(
+    crate::note!(
         "pagefail: {} intervals written to {}{}",
         recorder.written,
         args.output.display(),
@@ -240,13 +243,15 @@ fn flush(recorder: &mut Recorder, failing: &mut bool) {
     match recorder.flush() {
         Ok(()) => {
             if *failing {
-                eprintln!("pagefail: output directory writable again; pending intervals written");
+                crate::note!(
+                    "pagefail: output directory writable again; pending intervals written"
+                );
             }
             *failing = false;
         }
         Err(e) => {
             if !*failing {
-                eprintln!(
+                crate::note!(
                     "pagefail: cannot write intervals ({e:#}); still tracing, {} interval(s) kept in memory, retrying every tick",
                     recorder.pending()
                 );

@@ -193,8 +193,9 @@ pub fn merge(rows: impl IntoIterator<Item = SummaryRow>, keys: &[String]) -> Vec
                 if m.atomic != row.atomic {
                     m.atomic = None;
                 }
-                m.failures += row.failures;
-                m.warned += row.warned;
+                // Saturating: the counts come from files anyone may have written.
+                m.failures = m.failures.saturating_add(row.failures);
+                m.warned = m.warned.saturating_add(row.warned);
                 if row.failures > acc.top_weight {
                     acc.top_weight = row.failures;
                     m.top_stack = row.top_stack;
@@ -229,7 +230,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
         all.extend(read_rows(&name, open(path)?)?);
     }
     let input_rows = all.len();
-    let total: u64 = all.iter().map(|r| r.failures).sum();
+    let total = all.iter().fold(0u64, |t, r| t.saturating_add(r.failures));
     let merged = merge(all, &args.by.0);
     if args.json {
         if let Err(e) = export::write_json_lines(io::stdout().lock(), &merged)
@@ -249,7 +250,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.csv {
         export::write_atomically(path, |w| export::write_csv(w, &merged))?;
-        eprintln!(
+        crate::note!(
             "pagefail: wrote {} rows to {}",
             merged.len(),
             path.display()
@@ -356,5 +357,22 @@ mod tests {
             "2026-11-22T04:00:00.000000Z"
         );
         assert_eq!(earliest("", "2026-11-22T03:00:01Z"), "2026-11-22T03:00:01Z");
+    }
+
+    #[test]
+    fn huge_counts_saturate_instead_of_overflowing() {
+        let line = |comm: &str| {
+            format!(
+                "S,E,h,k,{comm},1,/,task,none,3,0x820,GFP_ATOMIC,true,{},{},a,b,s",
+                u64::MAX,
+                u64::MAX - 1
+            )
+        };
+        let text = format!("{}\n{}\n{}\n", CSV_HEADER.join(","), line("a"), line("a"));
+        let rows = read_rows("big.csv", text.as_bytes()).unwrap();
+        let merged = merge(rows, &keys("comm"));
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].failures, u64::MAX);
+        assert_eq!(merged[0].warned, u64::MAX);
     }
 }

@@ -72,7 +72,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let probe = args.filter.probe_config()?;
     let mut session = Session::start(&probe, &args.group.aggregate_config()?, signals)?;
-    eprint!("{}", session.setup_report(verbose));
+    let _ = io::stderr().write_all(session.setup_report(verbose).as_bytes());
 
     // With --json the rows go to stdout at the end, so live output goes to stderr.
     let to_stderr = args.output.json;
@@ -130,7 +130,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
 
     let totals = session.finish(&mut on_record)?;
     if verbose > 0 {
-        eprintln!("pagefail: stopped: {stop_reason}");
+        crate::note!("pagefail: stopped: {stop_reason}");
     }
     let rows = session.agg.summary_rows(&session.window);
     if !closed && !args.output.json {

@@ -67,8 +67,8 @@ pub fn check_bpf_capabilities(features: &KernelFeatures) -> Result<(), String> {
     match missing(eff, features.has_cap_bpf()) {
         None => Ok(()),
         Some(what) => Err(format!(
-            "pagefail needs CAP_BPF and CAP_PERFMON (or root) to trace; this process lacks \
-             {what}: run it with sudo"
+            "tracing needs CAP_BPF and CAP_PERFMON (or root); this process lacks {what}: \
+             run it with sudo"
         )),
     }
 }

@@ -91,6 +91,9 @@ pub struct ProbeConfig {
     /// Wake the reader only when an eighth of the ring buffer is waiting;
     /// the reader must then also drain on a timer (as `Session` does).
     pub batch_wakeups: bool,
+    /// Keep capabilities once attached (a [`crate::session::Session`]
+    /// drops them all by default).
+    pub keep_caps: bool,
 }
 
 impl Default for ProbeConfig {
@@ -104,6 +107,7 @@ impl Default for ProbeConfig {
             force_style: None,
             warn_alloc: true,
             batch_wakeups: false,
+            keep_caps: false,
         }
     }
 }

@@ -259,4 +259,48 @@ mod tests {
         assert!(features("5.8.0", true, true).has_ringbuf());
         assert!(!features("4.19.0", true, true).has_cap_bpf());
     }
+
+    #[test]
+    fn no_ring_buffer_no_btf_no_tracefs_leaves_nothing_to_try() {
+        // 4.9: no ring buffer, no raw tracepoint; without tracefs nothing attaches.
+        let f = features("4.9.0", false, false);
+        assert!(!f.has_ringbuf());
+        assert!(attach_plan(&f, None).is_empty());
+        // 5.5 is the first kernel with tp_btf; without the BTF file it is skipped.
+        assert_eq!(
+            attach_plan(&features("5.5.0", true, false), None),
+            [AttachStyle::Raw, AttachStyle::Btf]
+        );
+        assert_eq!(
+            attach_plan(&features("5.5.0", false, false), None),
+            [AttachStyle::Raw]
+        );
+        assert_eq!(
+            attach_plan(&features("5.4.0", true, false), None),
+            [AttachStyle::Raw],
+            "BTF file but a kernel before 5.5: no tp_btf"
+        );
+    }
+
+    #[test]
+    fn unreadable_release_gets_the_benefit_of_the_doubt() {
+        // No version: the ring buffer map creation and the attach decide.
+        let f = features("", false, true);
+        assert!(f.has_ringbuf());
+        assert!(f.has_cap_bpf());
+        assert_eq!(
+            attach_plan(&f, None),
+            [AttachStyle::Raw, AttachStyle::Classic]
+        );
+    }
+
+    #[test]
+    fn no_ring_buffer_error_names_the_kernel_and_the_way_out() {
+        let msg = super::super::ProbeError::NoRingBuf {
+            release: "4.19.0-27-amd64".to_owned(),
+        }
+        .to_string();
+        assert!(msg.contains("4.19.0-27-amd64"), "{msg}");
+        assert!(msg.contains("pagefail logs"), "{msg}");
+    }
 }
