@@ -47,6 +47,28 @@ fn parse_last_cap(text: &str) -> u32 {
 /// When `capset` or `prctl(PR_SET_NO_NEW_PRIVS)` fails; the message says
 /// how to run without the drop.
 pub fn drop_all() -> anyhow::Result<Dropped> {
+    drop_all_except(CapabilitySet::empty())
+}
+
+/// The capability that lets this process keep reading its BPF maps on
+/// kernels whose `bpf()` entry refuses every command to unprivileged callers
+/// when `kernel.unprivileged_bpf_disabled` is set (5.10, for one; 6.1 and
+/// later check per command and let map fds be read without it).
+#[must_use]
+pub fn bpf_read_capability(kernel_has_cap_bpf: bool) -> CapabilitySet {
+    if kernel_has_cap_bpf {
+        CapabilitySet::BPF
+    } else {
+        CapabilitySet::SYS_ADMIN
+    }
+}
+
+/// [`drop_all`], but keep `keep` (where this thread has it) in the
+/// effective and permitted sets and in the bounding set.
+///
+/// # Errors
+/// As [`drop_all`].
+pub fn drop_all_except(keep: CapabilitySet) -> anyhow::Result<Dropped> {
     let before = thread::capabilities(None)
         .map_err(|e| anyhow::anyhow!("cannot read this process's capabilities: {e}"))?;
     // The bounding set first: emptying it needs CAP_SETPCAP, which goes with
@@ -55,6 +77,9 @@ pub fn drop_all() -> anyhow::Result<Dropped> {
     let mut bounding_cleared = true;
     for cap in 0..=last_cap() {
         let set = CapabilitySet::from_bits_retain(1 << cap);
+        if keep.contains(set) {
+            continue;
+        }
         match thread::remove_capability_from_bounding_set(set) {
             Ok(()) | Err(rustix::io::Errno::INVAL) => {}
             Err(_) => bounding_cleared = false,
@@ -65,9 +90,10 @@ pub fn drop_all() -> anyhow::Result<Dropped> {
         Ok(()) | Err(rustix::io::Errno::INVAL) => {}
         Err(e) => anyhow::bail!("cannot clear the ambient capabilities: {e} (use --keep-caps)"),
     }
+    let kept = before.permitted & keep;
     let none = CapabilitySets {
-        effective: CapabilitySet::empty(),
-        permitted: CapabilitySet::empty(),
+        effective: kept,
+        permitted: kept,
         inheritable: CapabilitySet::empty(),
     };
     thread::set_capabilities(None, none)
@@ -83,6 +109,20 @@ pub fn drop_all() -> anyhow::Result<Dropped> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_all_except_keeps_only_that_one() {
+        std::thread::spawn(|| {
+            let before = thread::capabilities(None).expect("capget");
+            drop_all_except(CapabilitySet::BPF).expect("drop");
+            let now = thread::capabilities(None).expect("capget");
+            assert_eq!(now.effective, before.permitted & CapabilitySet::BPF);
+            assert_eq!(now.permitted, before.permitted & CapabilitySet::BPF);
+            assert!(thread::no_new_privs().expect("prctl"));
+        })
+        .join()
+        .expect("drop thread");
+    }
 
     #[test]
     fn last_cap_is_read_or_falls_back() {

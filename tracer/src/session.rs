@@ -64,8 +64,8 @@ pub struct Session {
     ksyms: Option<PendingKallsyms>,
     /// Drains what waits below the wake-up threshold.
     flush: tokio::time::Interval,
-    /// Whether every capability was dropped after start-up.
-    pub caps_dropped: bool,
+    /// What became of the capabilities after start-up.
+    pub privileges: Privileges,
 }
 
 /// How long a record may wait in the ring buffer when too few follow it to
@@ -93,6 +93,18 @@ fn symbols_ready(pending: &mut Option<PendingKallsyms>, agg: &mut Aggregator) {
             });
         agg.set_kallsyms(ksyms);
     }
+}
+
+/// What a session did with its capabilities once attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privileges {
+    /// All dropped, `no_new_privs` set.
+    Dropped,
+    /// All but CAP_BPF (CAP_SYS_ADMIN before 5.8) dropped: this kernel's
+    /// `bpf()` refuses map reads without it.
+    KeptBpfOnly,
+    /// `--keep-caps`.
+    Kept,
 }
 
 /// How rows are built.
@@ -144,11 +156,18 @@ impl Session {
         // keeps its own until it has read the addresses (which need
         // CAP_SYSLOG) and exits; this thread, which does all further work,
         // drops everything now.
-        let caps_dropped = if cfg.keep_caps {
-            false
-        } else {
+        let privileges = if cfg.keep_caps {
+            Privileges::Kept
+        } else if tracer.counters_readable_without_caps() {
             privilege::drop_all()?;
-            true
+            Privileges::Dropped
+        } else {
+            // This kernel's bpf() refuses even map reads to a process without
+            // CAP_BPF: keep that one capability, drop the rest.
+            privilege::drop_all_except(privilege::bpf_read_capability(
+                tracer.features.has_cap_bpf(),
+            ))?;
+            Privileges::KeptBpfOnly
         };
         Ok(Self {
             tracer,
@@ -159,7 +178,7 @@ impl Session {
             signals,
             ksyms: Some(ksyms),
             flush: flush_timer(),
-            caps_dropped,
+            privileges,
         })
     }
 
@@ -242,9 +261,13 @@ impl Session {
             for (style, why) in &t.fallbacks {
                 s.push_str(&format!("pagefail: {style} not used: {why}\n"));
             }
-            if self.caps_dropped {
-                s.push_str("pagefail: all capabilities dropped, no_new_privs set\n");
-            }
+            s.push_str(match self.privileges {
+                Privileges::Dropped => "pagefail: all capabilities dropped, no_new_privs set\n",
+                Privileges::KeptBpfOnly => {
+                    "pagefail: capabilities dropped but the one this kernel needs to read BPF maps; no_new_privs set\n"
+                }
+                Privileges::Kept => "pagefail: capabilities kept (--keep-caps)\n",
+            });
         }
         match &t.warn_alloc {
             WarnAllocProbe::Attached if verbose > 0 => {

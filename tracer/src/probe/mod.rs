@@ -422,6 +422,19 @@ impl Tracer {
         })
     }
 
+    /// Whether the counters can still be read once every capability is
+    /// dropped: tried on a thread of its own (capabilities are per thread),
+    /// which drops them all and reads the maps.
+    #[must_use]
+    pub fn counters_readable_without_caps(&self) -> bool {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| crate::privilege::drop_all().is_ok() && self.counters().is_ok())
+                .join()
+                .unwrap_or(false)
+        })
+    }
+
     /// Detach every program. Counters and the ring buffer stay readable, so
     /// after a detach and a final drain, delivered + lost = matched exactly.
     pub fn detach(&mut self) {
