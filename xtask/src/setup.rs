@@ -11,7 +11,9 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
+
+use crate::{is_root, run};
 
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
@@ -46,13 +48,6 @@ fn dpkg_installed(pkg: &str) -> bool {
         })
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 fn cargo_home_bin() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -73,17 +68,6 @@ fn bpf_linker_version() -> Option<String> {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     })
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    eprintln!("xtask: running {cmd:?}");
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
-    }
-    Ok(())
 }
 
 /// Check, and where possible install, the BPF toolchain.
@@ -130,31 +114,21 @@ pub fn ensure_toolchain() -> anyhow::Result<()> {
         );
     }
     if !missing.is_empty() {
-        run(Command::new("apt-get").args(["update", "-o", "DPkg::Lock::Timeout=900"]))?;
-        run(Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "-o",
-                "DPkg::Lock::Timeout=900",
-            ])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        apt_install(&missing)?;
     }
     if !linker_ok {
-        run(
-            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
-                .args([
-                    "install",
-                    &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-                    "--locked",
-                    "--no-default-features",
-                    "--features",
-                    "llvm-22",
-                ])
-                .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
-        )?;
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+        cargo
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22");
+        run(cargo)?;
     }
     Ok(())
 }
@@ -178,8 +152,16 @@ pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
             apt_install_command(&missing)
         );
     }
-    run(Command::new("apt-get").args(["update", "-o", "DPkg::Lock::Timeout=900"]))?;
-    run(Command::new("apt-get")
+    apt_install(&missing)
+}
+
+/// `apt-get update`, then install `packages` (root, Debian).
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-o", "DPkg::Lock::Timeout=900"]);
+    run(update)?;
+    let mut install = Command::new("apt-get");
+    install
         .args([
             "install",
             "-y",
@@ -187,8 +169,9 @@ pub fn ensure_packages(packages: &[&str]) -> anyhow::Result<()> {
             "-o",
             "DPkg::Lock::Timeout=900",
         ])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run(install)
 }
 
 #[cfg(test)]
