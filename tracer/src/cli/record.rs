@@ -114,7 +114,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         (None, Some(b)) => Retain::Bytes(b),
         (None, None) => Retain::All,
     };
-    let mut recorder = Recorder::new(&args.output, retain)?;
+    let recorder = Recorder::new(&args.output, retain)?;
     let probe = args.filter.probe_config()?;
     let mut session = Session::start(&probe, &args.group.aggregate_config()?, signals)?;
     let _ = std::io::Write::write_all(
@@ -139,10 +139,13 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
     let tick_every = args.interval.min(METRICS_TICK);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + tick_every, tick_every);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut window = session.window.clone();
     let mut boundary = tokio::time::Instant::now() + args.interval;
-    let mut interval_base = session.baseline.clone();
-    let mut metrics_base = session.baseline.clone();
+    let mut books = Books {
+        window: session.window.clone(),
+        recorder,
+        metrics_base: session.baseline.clone(),
+        interval_base: session.baseline.clone(),
+    };
     let memory = RefCell::new(MemoryTracker::default());
     let mut on_record =
         |agg: &crate::aggregate::Aggregator, ev: &tracer_common::FailureEvent, _, _| {
@@ -153,59 +156,33 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
     let reason = loop {
         match session.next(&mut tick, deadline, &mut on_record).await? {
             Step::Tick => {
-                let now = session.tracer.counters()?;
-                update_metrics(&metrics, &mut session, &now.since(&metrics_base));
-                metrics_base = now.clone();
-                if tokio::time::Instant::now() >= boundary {
+                let close = tokio::time::Instant::now() >= boundary;
+                if close {
                     boundary += args.interval;
-                    close_interval(
-                        &mut session,
-                        &mut window,
-                        &mut recorder,
-                        &memory,
-                        &now.since(&interval_base),
-                    )?;
-                    interval_base = now;
                 }
-                flush(&mut recorder, &mut write_failing);
+                books.advance(&mut session, &metrics, &memory, close)?;
+                flush(&mut books.recorder, &mut write_failing);
             }
             Step::Hangup => {
                 match args.group.aggregate_config() {
                     Ok(cfg) => {
                         // Close the window so its rows keep the stack ids they were built with.
-                        let now = session.tracer.counters()?;
-                        update_metrics(&metrics, &mut session, &now.since(&metrics_base));
-                        metrics_base = now.clone();
-                        close_interval(
-                            &mut session,
-                            &mut window,
-                            &mut recorder,
-                            &memory,
-                            &now.since(&interval_base),
-                        )?;
-                        interval_base = now;
+                        books.advance(&mut session, &metrics, &memory, true)?;
                         session.agg.set_classifier(cfg.classifier);
                         crate::note!("pagefail: SIGHUP: rules re-read, interval closed");
                     }
                     Err(e) => crate::note!("pagefail: SIGHUP: keeping the old rules: {e:#}"),
                 }
-                flush(&mut recorder, &mut write_failing);
+                flush(&mut books.recorder, &mut write_failing);
             }
             Step::Stop(why) => break why,
         }
     };
 
     session.finish(&mut on_record)?;
-    // Absolute counters after the detach and final drain.
-    let end_counters = session.tracer.counters()?;
-    update_metrics(&metrics, &mut session, &end_counters.since(&metrics_base));
-    close_interval(
-        &mut session,
-        &mut window,
-        &mut recorder,
-        &memory,
-        &end_counters.since(&interval_base),
-    )?;
+    // Counters after the detach and final drain close the last interval.
+    books.advance(&mut session, &metrics, &memory, true)?;
+    let recorder = &mut books.recorder;
     recorder
         .flush()
         .context("writing the last interval before exit")?;
@@ -258,6 +235,43 @@ fn flush(recorder: &mut Recorder, failing: &mut bool) {
             }
             *failing = true;
         }
+    }
+}
+
+/// The record's running state between ticks: the open window, the files,
+/// and the counter values the metrics and the window were last taken at.
+struct Books {
+    window: Window,
+    recorder: Recorder,
+    metrics_base: Counters,
+    interval_base: Counters,
+}
+
+impl Books {
+    /// Bring the metrics up to the kernel's counters now; with `close`, also
+    /// write the open window and start a new one.
+    fn advance(
+        &mut self,
+        session: &mut Session,
+        metrics: &Mutex<Metrics>,
+        memory: &RefCell<MemoryTracker>,
+        close: bool,
+    ) -> anyhow::Result<()> {
+        let now = session.tracer.counters()?;
+        update_metrics(metrics, session, &now.since(&self.metrics_base));
+        self.metrics_base = now.clone();
+        if close {
+            let delta = now.since(&self.interval_base);
+            close_interval(
+                session,
+                &mut self.window,
+                &mut self.recorder,
+                memory,
+                &delta,
+            )?;
+            self.interval_base = now;
+        }
+        Ok(())
     }
 }
 
