@@ -130,22 +130,23 @@ pub const MAP_WARN_SEEN: &str = "WARN_SEEN";
 pub const PROG_RAW_TP: &str = "pagefail_raw_tp";
 /// Program attached as a BTF tracepoint (`tp_btf/mm_page_alloc`).
 pub const PROG_BTF_TP: &str = "pagefail_btf_tp";
-/// Raw tracepoint programs in attach order around [`PROG_RAW_TP`]: `enter`
-/// opens a nesting level, `nested` handles the events the kernel kept from the
-/// main program because it was already running on that CPU, `exit` closes
-/// the level (see tracer-ebpf).
+/// Raw tracepoint programs in attach order around [`PROG_RAW_TP`]: `_en`
+/// (enter) opens a nesting level, `_ns` (nested) handles the events the
+/// kernel kept from the main program because it was already running on that
+/// CPU, `_ex` (exit) closes the level (see tracer-ebpf). Every name fits the
+/// kernel's 15 characters, so `bpftool prog` tells them apart.
 pub const PROGS_RAW_TP: [&str; 4] = [
-    "pagefail_raw_tp_enter",
+    "pagefail_raw_en",
     PROG_RAW_TP,
-    "pagefail_raw_tp_nested",
-    "pagefail_raw_tp_exit",
+    "pagefail_raw_ns",
+    "pagefail_raw_ex",
 ];
 /// BTF tracepoint programs in attach order, as [`PROGS_RAW_TP`].
 pub const PROGS_BTF_TP: [&str; 4] = [
-    "pagefail_btf_tp_enter",
+    "pagefail_btf_en",
     PROG_BTF_TP,
-    "pagefail_btf_tp_nested",
-    "pagefail_btf_tp_exit",
+    "pagefail_btf_ns",
+    "pagefail_btf_ex",
 ];
 /// Program attached as a classic tracepoint (`tracepoint/kmem/mm_page_alloc`).
 pub const PROG_CLASSIC_TP: &str = "pagefail_classic_tp";
@@ -205,6 +206,20 @@ mod tests {
         let fields = ORDER_SLOTS as usize * 8 + 4 + NEST_SLOTS * 4 + 4;
         assert_eq!(core::mem::size_of::<CpuState>(), fields);
         assert!(NEST_SLOTS.is_power_of_two());
+    }
+
+    #[test]
+    fn program_names_stay_distinct_in_the_kernels_15_characters() {
+        let [r0, r1, r2, r3] = PROGS_RAW_TP;
+        let [b0, b1, b2, b3] = PROGS_BTF_TP;
+        let all = [r0, r1, r2, r3, b0, b1, b2, b3, PROG_CLASSIC_TP, PROG_WARN_ALLOC];
+        let kernel = |n: &'static str| &n[..n.len().min(15)];
+        for (i, a) in all.iter().enumerate() {
+            assert!(a.starts_with("pagefail"), "{a}");
+            for b in &all[i + 1..] {
+                assert_ne!(kernel(a), kernel(b), "{a} and {b} collide once truncated");
+            }
+        }
     }
 
     #[test]

@@ -268,7 +268,7 @@ pub fn pagefail_raw_tp(ctx: RawTracePointContext) -> i32 {
 
 /// Attached before [`pagefail_raw_tp`]: opens a nesting level.
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
-pub fn pagefail_raw_tp_enter(_ctx: RawTracePointContext) -> i32 {
+pub fn pagefail_raw_en(_ctx: RawTracePointContext) -> i32 {
     nest_enter();
     0
 }
@@ -276,7 +276,7 @@ pub fn pagefail_raw_tp_enter(_ctx: RawTracePointContext) -> i32 {
 /// Attached after [`pagefail_raw_tp`]: does its work for the events the kernel
 /// kept from it because it was running on this CPU.
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
-pub fn pagefail_raw_tp_nested(ctx: RawTracePointContext) -> i32 {
+pub fn pagefail_raw_ns(ctx: RawTracePointContext) -> i32 {
     let Some(st) = cpu_state() else { return 0 };
     // SAFETY: as in nest_enter.
     if unsafe { (*st).handled[depth_slot((*st).depth)] } == 0 {
@@ -287,7 +287,7 @@ pub fn pagefail_raw_tp_nested(ctx: RawTracePointContext) -> i32 {
 
 /// Attached last: closes the nesting level.
 #[raw_tracepoint(tracepoint = "mm_page_alloc")]
-pub fn pagefail_raw_tp_exit(_ctx: RawTracePointContext) -> i32 {
+pub fn pagefail_raw_ex(_ctx: RawTracePointContext) -> i32 {
     nest_exit();
     0
 }
@@ -317,16 +317,16 @@ pub fn pagefail_btf_tp(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// As [`pagefail_raw_tp_enter`].
+/// As [`pagefail_raw_en`].
 #[btf_tracepoint(function = "mm_page_alloc")]
-pub fn pagefail_btf_tp_enter(_ctx: BtfTracePointContext) -> i32 {
+pub fn pagefail_btf_en(_ctx: BtfTracePointContext) -> i32 {
     nest_enter();
     0
 }
 
-/// As [`pagefail_raw_tp_nested`].
+/// As [`pagefail_raw_ns`].
 #[btf_tracepoint(function = "mm_page_alloc")]
-pub fn pagefail_btf_tp_nested(ctx: BtfTracePointContext) -> i32 {
+pub fn pagefail_btf_ns(ctx: BtfTracePointContext) -> i32 {
     let Some(st) = cpu_state() else { return 0 };
     // SAFETY: as in nest_enter.
     if unsafe { (*st).handled[depth_slot((*st).depth)] } == 0 {
@@ -335,9 +335,9 @@ pub fn pagefail_btf_tp_nested(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// As [`pagefail_raw_tp_exit`].
+/// As [`pagefail_raw_ex`].
 #[btf_tracepoint(function = "mm_page_alloc")]
-pub fn pagefail_btf_tp_exit(_ctx: BtfTracePointContext) -> i32 {
+pub fn pagefail_btf_ex(_ctx: BtfTracePointContext) -> i32 {
     nest_exit();
     0
 }

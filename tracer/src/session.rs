@@ -227,6 +227,20 @@ impl Session {
         Ok(self.tracer.counters()?.since(&self.baseline))
     }
 
+    /// Aggregate every record waiting in the ring buffer now, without waiting
+    /// for a wake-up: records sit there below the wake-up threshold.
+    pub fn drain_now(
+        &mut self,
+        on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool),
+    ) {
+        let (ksyms, agg) = (&mut self.ksyms, &mut self.agg);
+        self.stream.drain(&mut |ev| {
+            symbols_ready(ksyms, agg);
+            let (sid, new) = agg.add(ev);
+            on_record(agg, ev, sid, new);
+        });
+    }
+
     /// Detach, then drain what is left: afterwards delivered + lost equals
     /// matched exactly. Returns the final totals.
     ///

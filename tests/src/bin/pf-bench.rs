@@ -1,13 +1,16 @@
 //! Load generators and in-process measurements for `cargo xtask bench`.
 //!
 //! ```text
-//! pf-bench storm [MIB] [PASSES]          page-fault storm; prints elapsed_ns=N
+//! pf-bench storm [MIB] [PASSES]          page-fault storm; prints elapsed_ns=N cpu_ns=M
 //! pf-bench hold-single [SECONDS]         attach only the main raw_tp program, print
 //!                                        "attached", hold it (at most SECONDS)
 //! pf-bench progtime [ROUNDS]             BPF statistics of pagefail's programs (JSON)
 //! pf-bench storm-collect RATE SECONDS THREADS
 //!                                        synthetic failures through BPF_PROG_TEST_RUN at
 //!                                        RATE/s while the real collector runs (JSON)
+//! pf-bench drive PID RATE SECONDS        synthetic failures at RATE/s through the main
+//!                                        raw_tp program of the pagefail process PID
+//!                                        (BPF_PROG_TEST_RUN); prints sent=N pid=P
 //! ```
 //!
 //! Every loop here is bounded in count and time. Root (CAP_BPF, CAP_PERFMON).
@@ -35,10 +38,14 @@ use tracer_common::{MAP_EVENTS, PROG_RAW_TP};
 const PAGE: usize = 4096;
 
 /// Touch `mib` MiB of fresh anonymous memory `passes` times (a new mapping
-/// each pass, so every touch is a page allocation), and return the time taken.
-fn storm(mib: usize, passes: usize) -> Duration {
+/// each pass, so every touch is a page allocation), and return the time taken
+/// and this thread's CPU time (user + system: the page faults, and any
+/// tracer program that runs in them), which other load on the machine does
+/// not inflate the way it inflates the wall time.
+fn storm(mib: usize, passes: usize) -> (Duration, Duration) {
     let len = mib << 20;
     let start = Instant::now();
+    let cpu0 = thread_cpu_ns();
     for _ in 0..passes {
         // SAFETY: a private anonymous mapping, touched within its bounds, then unmapped.
         unsafe {
@@ -58,7 +65,8 @@ fn storm(mib: usize, passes: usize) -> Duration {
             libc::munmap(p, len);
         }
     }
-    start.elapsed()
+    let cpu = Duration::from_nanos(thread_cpu_ns().saturating_sub(cpu0));
+    (start.elapsed(), cpu)
 }
 
 fn gettid() -> u32 {
@@ -507,6 +515,57 @@ fn startup_parts(rounds: usize) -> Value {
     })
 }
 
+/// The id of the main raw tracepoint program that process `pid` holds.
+fn held_main_program(pid: u32) -> Option<ProgramInfo> {
+    let mut held = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?.flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else {
+            continue;
+        };
+        if let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("prog_id:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            held.insert(id);
+        }
+    }
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| held.contains(&p.id()) && p.name_as_str() == Some(PROG_RAW_TP))
+}
+
+/// Synthetic failures through another process's program, at `rate` per
+/// second for `seconds`: what a soak of `pagefail record` is fed with. The
+/// records carry this process's pid and comm, so they can be told apart.
+fn drive(pid: u32, rate: u64, seconds: f64) -> u64 {
+    let info = held_main_program(pid).unwrap_or_else(|| {
+        eprintln!("pf-bench drive: process {pid} holds no {PROG_RAW_TP} program");
+        std::process::exit(1)
+    });
+    let fd = info.fd().expect("program fd");
+    let raw = {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        fd.as_fd().as_raw_fd()
+    };
+    let duration = Duration::from_secs_f64(seconds);
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < duration {
+        let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
+        if n >= due {
+            std::thread::sleep(Duration::from_micros(500));
+            continue;
+        }
+        // At most 1000 runs before looking at the clock again.
+        for _ in 0..(due - n).min(1000) {
+            test_run_empty(raw, &FAILURE);
+            n += 1;
+        }
+    }
+    n
+}
+
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
@@ -515,12 +574,16 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("storm") => {
-            let d = storm(arg(&args, 2, 256), arg(&args, 3, 16));
-            println!("elapsed_ns={}", d.as_nanos());
+            let (wall, cpu) = storm(arg(&args, 2, 256), arg(&args, 3, 16));
+            println!("elapsed_ns={} cpu_ns={}", wall.as_nanos(), cpu.as_nanos());
         }
         Some("hold-single") => hold_single(Duration::from_secs(arg(&args, 2, 600))),
         Some("startup-parts") => println!("{}", startup_parts(arg(&args, 2, 5))),
         Some("progtime") => println!("{}", progtime(arg(&args, 2, 5))),
+        Some("drive") => {
+            let sent = drive(arg(&args, 2, 0), arg(&args, 3, 10_000), arg(&args, 4, 10.0));
+            println!("sent={sent} pid={}", std::process::id());
+        }
         Some("storm-collect") => println!(
             "{}",
             storm_collect(
@@ -532,7 +595,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: pf-bench storm [MIB] [PASSES] | hold-single [SECONDS] | progtime [ROUNDS] \
-                 | storm-collect RATE SECONDS THREADS"
+                 | storm-collect RATE SECONDS THREADS | drive PID RATE SECONDS"
             );
             std::process::exit(2);
         }

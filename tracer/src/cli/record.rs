@@ -160,14 +160,14 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
                 if close {
                     boundary += args.interval;
                 }
-                books.advance(&mut session, &metrics, &memory, close)?;
+                books.advance(&mut session, &metrics, &memory, close, &mut on_record)?;
                 flush(&mut books.recorder, &mut write_failing);
             }
             Step::Hangup => {
                 match args.group.aggregate_config() {
                     Ok(cfg) => {
                         // Close the window so its rows keep the stack ids they were built with.
-                        books.advance(&mut session, &metrics, &memory, true)?;
+                        books.advance(&mut session, &metrics, &memory, true, &mut on_record)?;
                         session.agg.set_classifier(cfg.classifier);
                         crate::note!("pagefail: SIGHUP: rules re-read, interval closed");
                     }
@@ -181,7 +181,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
 
     session.finish(&mut on_record)?;
     // Counters after the detach and final drain close the last interval.
-    books.advance(&mut session, &metrics, &memory, true)?;
+    books.advance(&mut session, &metrics, &memory, true, &mut on_record)?;
     let recorder = &mut books.recorder;
     recorder
         .flush()
@@ -250,14 +250,23 @@ struct Books {
 impl Books {
     /// Bring the metrics up to the kernel's counters now; with `close`, also
     /// write the open window and start a new one.
+    ///
+    /// The counters are read first and the ring buffer drained right after,
+    /// so the window's records are those of the events it counted: only a
+    /// record whose program was still running on another CPU at that moment
+    /// (microseconds) falls into the next window, or one counted a moment
+    /// after into this one. Consecutive windows balance (matched = recorded
+    /// + lost over their sum), and the run's totals exactly.
     fn advance(
         &mut self,
         session: &mut Session,
         metrics: &Mutex<Metrics>,
         memory: &RefCell<MemoryTracker>,
         close: bool,
+        on_record: &mut impl FnMut(&crate::aggregate::Aggregator, &tracer_common::FailureEvent, u32, bool),
     ) -> anyhow::Result<()> {
         let now = session.tracer.counters()?;
+        session.drain_now(on_record);
         update_metrics(metrics, session, &now.since(&self.metrics_base));
         self.metrics_base = now.clone();
         if close {

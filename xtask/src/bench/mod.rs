@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Minutes of the `soak` benchmark (not part of `all`).
     #[arg(long, default_value_t = 5)]
     pub minutes: u64,
+    /// Synthetic failures per second fed to the recorder during `soak`.
+    #[arg(long, default_value_t = 20_000)]
+    pub storm_rate: u64,
 }
 
 const NAMES: [&str; 5] = ["hotpath", "progtime", "storm", "startup", "collector"];
@@ -46,7 +49,7 @@ const NAMES: [&str; 5] = ["hotpath", "progtime", "storm", "startup", "collector"
 /// When a tool cannot be built, installed or run.
 pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.name.as_deref() == Some("soak") {
-        let md = crate::soak::run(args.minutes)?;
+        let md = crate::soak::run(args.minutes, args.storm_rate)?;
         let path = workspace_root().join("target/bench/soak.md");
         std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
         std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;

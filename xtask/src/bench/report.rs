@@ -178,8 +178,17 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
             r["hotpath"]["rounds"],
             f(&r["hotpath"]["allocations_per_s_untraced"]).unwrap_or(0.0)
         );
-        let _ = writeln!(s, "| tracer | median run (s) | median paired ratio |");
-        let _ = writeln!(s, "|---|---|---|");
+        let _ = writeln!(
+            s,
+            "Ratios of the storm thread's CPU time (user + system, where the tracers' \
+             programs run), paired with the untraced run of the same round; wall-clock \
+             ratios beside, for reference (other work on the machine stretches those).\n"
+        );
+        let _ = writeln!(
+            s,
+            "| tracer | median CPU (s) | median paired CPU ratio | median paired wall ratio |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|");
         for (name, v) in vars {
             let label = match name.as_str() {
                 "none" => "none",
@@ -191,9 +200,10 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
             };
             let _ = writeln!(
                 s,
-                "| {label} | {:.3} | {:.3} |",
-                f(&v["median_s"]).unwrap_or(0.0),
-                f(&v["ratio"]).unwrap_or(0.0)
+                "| {label} | {:.3} | {:.3} | {:.3} |",
+                f(&v["median_cpu_s"]).unwrap_or(0.0),
+                f(&v["ratio"]).unwrap_or(0.0),
+                f(&v["wall_ratio"]).unwrap_or(0.0)
             );
         }
     }
@@ -368,9 +378,9 @@ mod tests {
     fn renders_goals_from_partial_results_and_keeps_notes() {
         let r = json!({
             "machine": {"cpu": "x", "cpus": 2, "kernel": "6.18", "date": "d"},
-            "hotpath": {"variants": {"none": {"ratio": 1.0, "median_s": 2.0},
-                "pagefail": {"ratio": 1.01, "median_s": 2.02},
-                "bpftrace": {"ratio": 1.3, "median_s": 2.6}}, "rounds": 10,
+            "hotpath": {"variants": {"none": {"ratio": 1.0, "median_cpu_s": 2.0},
+                "pagefail": {"ratio": 1.01, "median_cpu_s": 2.02},
+                "bpftrace": {"ratio": 1.3, "median_cpu_s": 2.6}}, "rounds": 10,
                 "pagefail_peak_rss_kib": 20000.0},
         });
         let md = markdown(&r, Some("\n## Analysis\nkept\n"));
