@@ -242,7 +242,7 @@ fn soak_loop(
         }
         let cg = memcg.join(format!("pagefail-soak-{pid}-{triggers}"));
         if fs::create_dir(&cg).is_ok() {
-            let _ = Command::new(&trigger)
+            let _ = Command::new(trigger)
                 .arg(&cg)
                 .stdout(Stdio::null())
                 .status();
