@@ -68,14 +68,30 @@ fn every_supported_attach_style_loads_attaches_and_counts() {
         "raw tracepoint must be planned on {}",
         features.release
     );
-    for style in plan {
+    for (style, lean) in plan.into_iter().flat_map(|s| [(s, false), (s, true)]) {
         let cfg = ProbeConfig {
             force_style: Some(style),
             atomic_only: false,
+            warn_alloc: false,
+            lean,
             ..ProbeConfig::default()
         };
         let mut tracer = Tracer::attach(&cfg).unwrap_or_else(|e| panic!("{style}: {e}"));
         assert_eq!(tracer.style, style);
+        // Full: enter, main, nested, exit on the tracepoints that skip
+        // nested programs; lean: main alone. Classic: one program either way.
+        let programs = tracer.program_infos().len();
+        let expected = match (style, lean) {
+            (AttachStyle::Classic, _) | (_, true) => 1,
+            _ => 4,
+        };
+        assert_eq!(programs, expected, "{style} lean={lean}: programs attached");
+        let unseen = tracer.counters().expect("counters").unseen;
+        assert_eq!(
+            unseen.is_some(),
+            style != AttachStyle::Classic,
+            "{style}: the kernel's skip count is read where it counts them"
+        );
         let before = tracer.counters().expect("counters");
         allocate_pages(2048);
         std::thread::sleep(Duration::from_millis(50));

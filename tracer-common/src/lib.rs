@@ -212,7 +212,18 @@ mod tests {
     fn program_names_stay_distinct_in_the_kernels_15_characters() {
         let [r0, r1, r2, r3] = PROGS_RAW_TP;
         let [b0, b1, b2, b3] = PROGS_BTF_TP;
-        let all = [r0, r1, r2, r3, b0, b1, b2, b3, PROG_CLASSIC_TP, PROG_WARN_ALLOC];
+        let all = [
+            r0,
+            r1,
+            r2,
+            r3,
+            b0,
+            b1,
+            b2,
+            b3,
+            PROG_CLASSIC_TP,
+            PROG_WARN_ALLOC,
+        ];
         let kernel = |n: &'static str| &n[..n.len().min(15)];
         for (i, a) in all.iter().enumerate() {
             assert!(a.starts_with("pagefail"), "{a}");

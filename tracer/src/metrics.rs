@@ -49,6 +49,7 @@ pub struct Metrics {
     failed_allocations: Family<OrderLabels, Counter>,
     lost: Counter,
     warn_alloc: Counter,
+    unseen: Counter,
     series: HashSet<FailureLabels>,
     cap: usize,
 }
@@ -88,6 +89,13 @@ impl Metrics {
             "Entries of the kernel's warn_alloc (kprobe; 0 without kprobes)",
             warn_alloc.clone(),
         );
+        let unseen = Counter::default();
+        registry.register(
+            "unseen_events",
+            "Allocation events the kernel skipped because pagefail's program was already \
+             running on the CPU (with --lean: all nested ones; else an upper bound, normally 0)",
+            unseen.clone(),
+        );
         let info = Info::new(vec![
             ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
             ("kernel".to_owned(), kernel.to_owned()),
@@ -101,6 +109,7 @@ impl Metrics {
             failed_allocations,
             lost,
             warn_alloc,
+            unseen,
             series: HashSet::new(),
             cap: cap.max(1),
         }
@@ -142,6 +151,7 @@ impl Metrics {
         }
         self.lost.inc_by(delta.lost);
         self.warn_alloc.inc_by(delta.warn_alloc);
+        self.unseen.inc_by(delta.unseen.unwrap_or(0));
     }
 
     /// The OpenMetrics text exposition.
@@ -221,8 +231,10 @@ mod tests {
             matched: 12,
             lost: 4,
             warn_alloc: 7,
+            unseen: Some(9),
         });
         let text = m.render();
+        assert!(text.contains("pagefail_unseen_events_total 9"), "{text}");
         assert!(text.contains(r#"pagefail_failures_total{comm="a",context="softirq",path="bonding+tcp",order="3",gfp_flags="GFP_ATOMIC",atomic="true"} 4"#), "{text}");
         assert!(
             text.contains(r#"comm="[other]""#) && text.contains("} 7"),

@@ -92,6 +92,9 @@ pub fn totals_csv(window: &Window, delta: &Counters, recorded: u64) -> Vec<u8> {
     ] {
         out.push_str(&format!("{head},{metric},,{n}\n"));
     }
+    // Empty where the kernel does not count them for the attach style.
+    let unseen = delta.unseen.map_or_else(String::new, |n| n.to_string());
+    out.push_str(&format!("{head},unseen,,{unseen}\n"));
     out.into_bytes()
 }
 
@@ -413,6 +416,7 @@ mod tests {
             matched: 2,
             lost: 0,
             warn_alloc: 1,
+            unseen: Some(6),
         };
         let text = String::from_utf8(totals_csv(&w, &c, 2)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -421,6 +425,10 @@ mod tests {
         assert!(lines.iter().any(|l| l.ends_with(",failed,1,2")));
         assert!(lines.iter().any(|l| l.ends_with(",recorded,,2")));
         assert!(lines.iter().any(|l| l.ends_with(",lost,,0")));
-        assert_eq!(lines.len(), 1 + 2 + 2 + 4);
+        assert!(lines.iter().any(|l| l.ends_with(",unseen,,6")));
+        assert_eq!(lines.len(), 1 + 2 + 2 + 5);
+        let unknown = Counters { unseen: None, ..c };
+        let text = String::from_utf8(totals_csv(&w, &unknown, 2)).unwrap();
+        assert!(text.lines().any(|l| l.ends_with(",unseen,,")), "{text}");
     }
 }

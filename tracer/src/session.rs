@@ -229,10 +229,7 @@ impl Session {
 
     /// Aggregate every record waiting in the ring buffer now, without waiting
     /// for a wake-up: records sit there below the wake-up threshold.
-    pub fn drain_now(
-        &mut self,
-        on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool),
-    ) {
+    pub fn drain_now(&mut self, on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool)) {
         let (ksyms, agg) = (&mut self.ksyms, &mut self.agg);
         self.stream.drain(&mut |ev| {
             symbols_ready(ksyms, agg);

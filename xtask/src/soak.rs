@@ -95,13 +95,14 @@ struct Books {
 
 fn read_books(dir: &Path, storm_pids: &BTreeMap<u32, u64>) -> anyhow::Result<Books> {
     let mut b = Books::default();
-    let mut names: Vec<PathBuf> = fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let mut names: Vec<PathBuf> = fs::read_dir(dir)?.flatten().map(|e| e.path()).collect();
     names.sort();
     for path in names {
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.ends_with(".totals.csv") {
             b.intervals += 1;
             let mut rdr = csv::Reader::from_path(&path)
@@ -209,12 +210,21 @@ pub fn run(minutes: u64, storm_rate: u64) -> anyhow::Result<String> {
     let stop = AtomicBool::new(false);
     let storm = std::thread::scope(|s| -> anyhow::Result<BTreeMap<u32, u64>> {
         let storm = s.spawn(|| drive_storm(&helper, pid, storm_rate, &stop));
-        let r = soak_loop(&mut rec, &trigger, memcg, total, &mut samples, &mut triggers);
+        let r = soak_loop(
+            &mut rec,
+            &trigger,
+            memcg,
+            total,
+            &mut samples,
+            &mut triggers,
+        );
         stop.store(true, Ordering::Relaxed);
         let sent = storm.join().unwrap_or_default();
         r.map(|()| sent)
     })?;
-    report(rec, pid, &dir, minutes, storm_rate, samples, triggers, &storm)
+    report(
+        rec, pid, &dir, minutes, storm_rate, samples, triggers, &storm,
+    )
 }
 
 /// The real-failure part of the soak, and the RSS samples; bounded by `total`.
@@ -294,7 +304,8 @@ fn report(
     // Lost records are counted but not attributed to a row: every one of
     // them may be a storm record.
     let drift = i128::from(sent) - i128::from(books.storm_rows) - i128::from(books.lost);
-    let explained = books.lost == 0 && drift == 0 || books.lost > 0 && books.storm_rows <= sent && drift <= 0;
+    let explained =
+        books.lost == 0 && drift == 0 || books.lost > 0 && books.storm_rows <= sent && drift <= 0;
     let first = samples.first().map_or(0, |s| s.1);
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
     let last = samples.last().map_or(0, |s| s.1);

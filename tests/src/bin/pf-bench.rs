@@ -2,8 +2,6 @@
 //!
 //! ```text
 //! pf-bench storm [MIB] [PASSES]          page-fault storm; prints elapsed_ns=N cpu_ns=M
-//! pf-bench hold-single [SECONDS]         attach only the main raw_tp program, print
-//!                                        "attached", hold it (at most SECONDS)
 //! pf-bench progtime [ROUNDS]             BPF statistics of pagefail's programs (JSON)
 //! pf-bench storm-collect RATE SECONDS THREADS
 //!                                        synthetic failures through BPF_PROG_TEST_RUN at
@@ -16,7 +14,6 @@
 //! Every loop here is bounded in count and time. Root (CAP_BPF, CAP_PERFMON).
 
 use std::{
-    io::Write as _,
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -104,13 +101,6 @@ fn load_single() -> Ebpf {
     p.load().expect("load main program");
     p.attach("mm_page_alloc").expect("attach main program");
     ebpf
-}
-
-fn hold_single(max: Duration) {
-    let _ebpf = load_single();
-    println!("attached");
-    let _ = std::io::stdout().flush();
-    std::thread::sleep(max);
 }
 
 // ---- an empty raw tracepoint program: the per-run cost of BPF statistics ----
@@ -518,7 +508,10 @@ fn startup_parts(rounds: usize) -> Value {
 /// The id of the main raw tracepoint program that process `pid` holds.
 fn held_main_program(pid: u32) -> Option<ProgramInfo> {
     let mut held = std::collections::HashSet::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?.flatten() {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .ok()?
+        .flatten()
+    {
         let Ok(info) = std::fs::read_to_string(fd.path()) else {
             continue;
         };
@@ -577,7 +570,6 @@ fn main() {
             let (wall, cpu) = storm(arg(&args, 2, 256), arg(&args, 3, 16));
             println!("elapsed_ns={} cpu_ns={}", wall.as_nanos(), cpu.as_nanos());
         }
-        Some("hold-single") => hold_single(Duration::from_secs(arg(&args, 2, 600))),
         Some("startup-parts") => println!("{}", startup_parts(arg(&args, 2, 5))),
         Some("progtime") => println!("{}", progtime(arg(&args, 2, 5))),
         Some("drive") => {
@@ -594,7 +586,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: pf-bench storm [MIB] [PASSES] | hold-single [SECONDS] | progtime [ROUNDS] \
+                "usage: pf-bench storm [MIB] [PASSES] | progtime [ROUNDS] \
                  | storm-collect RATE SECONDS THREADS | drive PID RATE SECONDS"
             );
             std::process::exit(2);

@@ -43,6 +43,12 @@ pub struct FilterArgs {
     /// no_new_privs once attached; see README, "Security").
     #[arg(long)]
     pub keep_caps: bool,
+    /// Attach only the main program (cheapest per allocation). Kernels 5.12+
+    /// skip a tracepoint program already running on the CPU; the default
+    /// attach catches those nested events with helper programs, --lean
+    /// counts them as "unseen" instead (failures among them unknown).
+    #[arg(long)]
+    pub lean: bool,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -73,6 +79,7 @@ impl FilterArgs {
             warn_alloc: !self.no_warn_alloc,
             batch_wakeups: false,
             keep_caps: self.keep_caps,
+            lean: self.lean,
         })
     }
 }

@@ -36,6 +36,7 @@ use crate::{
 ///   sudo pagefail record --output /var/lib/pagefail
 ///   sudo pagefail record --output /var/lib/pagefail --interval 5m --retain 2016
 ///   sudo pagefail record --output /srv/pf --max-bytes 500M --metrics 127.0.0.1:9435
+///   sudo pagefail record --output /var/lib/pagefail --lean   # cheapest, counts what it skips
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RecordArgs {
@@ -263,7 +264,12 @@ impl Books {
         metrics: &Mutex<Metrics>,
         memory: &RefCell<MemoryTracker>,
         close: bool,
-        on_record: &mut impl FnMut(&crate::aggregate::Aggregator, &tracer_common::FailureEvent, u32, bool),
+        on_record: &mut impl FnMut(
+            &crate::aggregate::Aggregator,
+            &tracer_common::FailureEvent,
+            u32,
+            bool,
+        ),
     ) -> anyhow::Result<()> {
         let now = session.tracer.counters()?;
         session.drain_now(on_record);

@@ -137,6 +137,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
         let text = final_summary(
             &session.agg,
             &totals,
+            session.tracer.lean,
             &rows,
             session.stream.malformed,
             &session.tracer.warn_alloc,
@@ -232,6 +233,11 @@ fn live_view(
         "  allocations/interval by order: {}\n",
         order_list(&delta.allocs)
     ));
+    if let Some(n) = total.unseen.filter(|n| *n > 0) {
+        s.push_str(&format!(
+            "  unseen (nested, skipped by the kernel): {n} allocation events\n"
+        ));
+    }
     let rows = agg.rows();
     let active = rows.iter().filter(|(_, r)| r.interval_failures > 0).count();
     if !tui && active == 0 {
@@ -269,9 +275,27 @@ fn live_view(
     s
 }
 
+/// The summary's line on allocation events the kernel kept from pagefail.
+fn unseen_line(unseen: Option<u64>, lean: bool) -> String {
+    match (unseen, lean) {
+        (None, _) => "allocation events unseen (nested): not counted by the kernel for this \
+             attach style\n"
+            .to_owned(),
+        (Some(0), _) => "allocation events unseen (nested): 0\n".to_owned(),
+        (Some(n), true) => format!(
+            "allocation events unseen (nested, skipped by the kernel with --lean): {n}; \
+             failures among them are unknown (run without --lean to catch them)\n"
+        ),
+        (Some(n), false) => format!(
+            "allocation events unseen (nested three deep, skipped by the kernel): at most {n}\n"
+        ),
+    }
+}
+
 fn final_summary(
     agg: &Aggregator,
     totals: &Counters,
+    lean: bool,
     rows: &[crate::export::SummaryRow],
     malformed: u64,
     warn: &WarnAllocProbe,
@@ -294,6 +318,7 @@ fn final_summary(
         "failures matching the filters: {} = {} recorded + {} lost (ring buffer full)\n",
         totals.matched, agg.events, totals.lost
     ));
+    s.push_str(&unseen_line(totals.unseen, lean));
     if malformed > 0 {
         s.push_str(&format!("malformed records: {malformed}\n"));
     }

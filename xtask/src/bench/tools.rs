@@ -27,7 +27,7 @@ const STORM_MIB: &str = "256";
 const STORM_PASSES: &str = "16";
 
 /// The tools of the hot-path comparison, in their base order.
-const VARIANTS: [&str; 5] = ["none", "pagefail", "pagefail-main-only", "bpftrace", "perf"];
+const VARIANTS: [&str; 5] = ["none", "pagefail", "pagefail-lean", "bpftrace", "perf"];
 
 fn tool_packages() -> anyhow::Result<()> {
     ensure_packages(&["bpftrace", "linux-perf"])
@@ -63,11 +63,11 @@ fn start_variant(bins: &Bins, variant: &str) -> anyhow::Result<Option<Tool>> {
             t.wait_for("attached to mm_page_alloc", Duration::from_secs(30))?;
             t
         }
-        "pagefail-main-only" => {
-            let mut c = Command::new(&bins.helper);
-            c.args(["hold-single", "300"]);
+        "pagefail-lean" => {
+            let mut c = Command::new(&bins.pagefail);
+            c.args(["watch", "--all", "--no-tui", "--lean", "--duration", "300"]);
             let t = Tool::spawn(c)?;
-            t.wait_for("attached", Duration::from_secs(30))?;
+            t.wait_for("attached to mm_page_alloc", Duration::from_secs(30))?;
             t
         }
         "bpftrace" => {
