@@ -110,6 +110,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
                     started.elapsed(),
                     args.interval,
                     tui,
+                    session.tracer.lean,
                 );
                 text.push_str(&memory_line(&session.agg, args.filter.min_order));
                 session.agg.start_interval();
@@ -215,6 +216,7 @@ fn live_view(
     elapsed: Duration,
     interval: Duration,
     tui: bool,
+    lean: bool,
 ) -> String {
     let mut s = String::new();
     if tui {
@@ -233,10 +235,9 @@ fn live_view(
         "  allocations/interval by order: {}\n",
         order_list(&delta.allocs)
     ));
-    if let Some(n) = total.unseen.filter(|n| *n > 0) {
-        s.push_str(&format!(
-            "  unseen (nested, skipped by the kernel): {n} allocation events\n"
-        ));
+    if total.unseen.is_some_and(|n| n > 0) {
+        s.push_str("  ");
+        s.push_str(&unseen_line(total.unseen, lean));
     }
     let rows = agg.rows();
     let active = rows.iter().filter(|(_, r)| r.interval_failures > 0).count();
@@ -287,7 +288,8 @@ fn unseen_line(unseen: Option<u64>, lean: bool) -> String {
              failures among them are unknown (run without --lean to catch them)\n"
         ),
         (Some(n), false) => format!(
-            "allocation events unseen (nested three deep, skipped by the kernel): at most {n}\n"
+            "allocation events unseen (nested): at most {n} (the kernel's skips of the helper \
+             program; the main program saw most of them)\n"
         ),
     }
 }
@@ -361,5 +363,15 @@ mod tests {
         v[3] = 1;
         v[15] = 2;
         assert_eq!(order_list(&v), "o0:5 o3:1 o15+:2");
+    }
+
+    #[test]
+    fn unseen_line_says_what_is_known() {
+        assert!(unseen_line(None, false).contains("not counted by the kernel"));
+        assert!(unseen_line(Some(0), true).ends_with("(nested): 0\n"));
+        let lean = unseen_line(Some(7), true);
+        assert!(lean.contains(": 7;") && lean.contains("unknown"), "{lean}");
+        let full = unseen_line(Some(7), false);
+        assert!(full.contains("at most 7"), "{full}");
     }
 }
