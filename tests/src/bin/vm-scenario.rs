@@ -129,9 +129,12 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
 
     // pagefail attaches first; its stderr tells when.
     let pf_out = fs::File::create("/tmp/pagefail.out").map_err(|e| format!("/tmp: {e}"))?;
+    // PAGEFAIL_LEAN (set by the init script): the lean attach.
+    let lean = std::env::var_os("PAGEFAIL_LEAN").map(|_| "--lean");
     let mut child = Command::new(pagefail)
         .args(["-v", "watch", "--min-order", "1", "--interval", "2s"])
         .args(["--ring-kib", "16384", "--csv", "/tmp/pagefail.csv"])
+        .args(lean)
         .stdout(pf_out)
         .stderr(Stdio::piped())
         .spawn()
