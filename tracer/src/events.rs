@@ -140,7 +140,7 @@ impl EventStream {
     pub async fn next_with(&mut self, f: &mut impl FnMut(&FailureEvent)) -> io::Result<usize> {
         let mut guard = self.fd.readable_mut().await?;
         let mut malformed = 0;
-        let n = drain_ring(guard.get_inner_mut(), f, &mut malformed);
+        let n = drain_ring(guard.get_inner_mut(), f, &mut malformed, usize::MAX);
         guard.clear_ready();
         self.malformed += malformed;
         Ok(n)
@@ -148,8 +148,14 @@ impl EventStream {
 
     /// Hand every record available now to `f`, without waiting.
     pub fn drain(&mut self, f: &mut impl FnMut(&FailureEvent)) -> usize {
+        self.drain_up_to(usize::MAX, f)
+    }
+
+    /// As [`Self::drain`], but stop after `limit` records (malformed ones
+    /// included): the rest stay in the ring buffer for the next reader.
+    pub fn drain_up_to(&mut self, limit: usize, f: &mut impl FnMut(&FailureEvent)) -> usize {
         let mut malformed = 0;
-        let n = drain_ring(self.fd.get_mut(), f, &mut malformed);
+        let n = drain_ring(self.fd.get_mut(), f, &mut malformed, limit);
         self.malformed += malformed;
         n
     }
@@ -159,9 +165,14 @@ fn drain_ring(
     ring: &mut RingBuf<MapData>,
     f: &mut impl FnMut(&FailureEvent),
     malformed: &mut u64,
+    limit: usize,
 ) -> usize {
     let mut n = 0;
-    while let Some(item) = ring.next() {
+    let mut taken = 0usize;
+    while taken < limit
+        && let Some(item) = ring.next()
+    {
+        taken += 1;
         if let Some(ev) = view(&item) {
             f(ev);
             n += 1;

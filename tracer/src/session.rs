@@ -227,11 +227,17 @@ impl Session {
         Ok(self.tracer.counters()?.since(&self.baseline))
     }
 
-    /// Aggregate every record waiting in the ring buffer now, without waiting
-    /// for a wake-up: records sit there below the wake-up threshold.
-    pub fn drain_now(&mut self, on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool)) {
+    /// Aggregate up to `limit` records waiting in the ring buffer now,
+    /// without waiting for a wake-up (records sit there below the wake-up
+    /// threshold). The ring is first in, first out: bounded by what an
+    /// interval still owes, it stops before the records of later events.
+    pub fn drain_now(
+        &mut self,
+        limit: usize,
+        on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool),
+    ) {
         let (ksyms, agg) = (&mut self.ksyms, &mut self.agg);
-        self.stream.drain(&mut |ev| {
+        self.stream.drain_up_to(limit, &mut |ev| {
             symbols_ready(ksyms, agg);
             let (sid, new) = agg.add(ev);
             on_record(agg, ev, sid, new);

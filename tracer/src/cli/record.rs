@@ -252,12 +252,14 @@ impl Books {
     /// Bring the metrics up to the kernel's counters now; with `close`, also
     /// write the open window and start a new one.
     ///
-    /// The counters are read first and the ring buffer drained right after,
-    /// so the window's records are those of the events it counted: only a
+    /// When closing, the counters are read first, then the ring buffer is
+    /// drained of the records the window still owes (matched - lost -
+    /// recorded) and no more, so the window's records are those of the events
+    /// it counted; records of later events stay for the next window. Only a
     /// record whose program was still running on another CPU at that moment
-    /// (microseconds) falls into the next window, or one counted a moment
-    /// after into this one. Consecutive windows balance (matched = recorded
-    /// + lost over their sum), and the run's totals exactly.
+    /// (microseconds) can fall into the next window. Consecutive windows
+    /// balance (matched = recorded + lost over their sum), and the run's
+    /// totals exactly.
     fn advance(
         &mut self,
         session: &mut Session,
@@ -272,7 +274,14 @@ impl Books {
         ),
     ) -> anyhow::Result<()> {
         let now = session.tracer.counters()?;
-        session.drain_now(on_record);
+        if close {
+            let d = now.since(&self.interval_base);
+            let owed = d
+                .matched
+                .saturating_sub(d.lost)
+                .saturating_sub(session.agg.events);
+            session.drain_now(usize::try_from(owed).unwrap_or(usize::MAX), on_record);
+        }
         update_metrics(metrics, session, &now.since(&self.metrics_base));
         self.metrics_base = now.clone();
         if close {
