@@ -1,7 +1,10 @@
 //! `cargo xtask dist`: a static x86_64 binary, man pages and shell
 //! completions generated from the binary's own command-line definition, the
 //! deploy files and the README, as `target/dist/pagefail-<version>-x86_64.tar.gz`
-//! and a `.deb` (cargo-deb).
+//! and a `.deb` (cargo-deb), checked by installing and removing it with dpkg
+//! in a scratch root ([`deb`]).
+
+pub mod deb;
 
 use std::{
     fs,
@@ -11,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{cargo, run, setup, workspace_root};
+use crate::{cargo, elf, run, setup, workspace_root};
 
 /// The glibc target the static binary is built for.
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -42,7 +45,14 @@ fn version() -> &'static str {
 /// Build `pagefail` statically linked against glibc. The flag is set for
 /// the x86_64 target only, so build scripts and the BPF object (built by
 /// tracer's build script for bpfel) are unaffected.
-fn build_static() -> anyhow::Result<PathBuf> {
+pub fn build_static() -> anyhow::Result<PathBuf> {
+    build_static_bin("tracer", "pagefail")
+}
+
+/// Build one binary of a workspace package statically (as [`build_static`])
+/// and check that it is: `target/x86_64-unknown-linux-gnu/release/<bin>`.
+/// Packages built this way share the static dependency builds.
+pub fn build_static_bin(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     setup::ensure_toolchain()?;
     let mut c = cargo();
     c.args([
@@ -51,29 +61,38 @@ fn build_static() -> anyhow::Result<PathBuf> {
         "--target",
         TARGET,
         "-p",
-        "tracer",
+        package,
         "--bin",
-        "pagefail",
+        bin,
     ])
     .env(
         "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
         "-C target-feature=+crt-static",
     );
     run(c)?;
-    let bin = workspace_root().join(format!("target/{TARGET}/release/pagefail"));
-    check_static(&bin)?;
-    Ok(bin)
+    let path = workspace_root().join(format!("target/{TARGET}/release/{bin}"));
+    check_static(&path)?;
+    Ok(path)
 }
 
 /// An ELF file is statically linked when it has no `PT_INTERP` program
 /// header (no dynamic loader) and no `DT_NEEDED` library; `ldd` agrees
 /// ("not a dynamic executable"), which is checked too where it exists.
 fn check_static(bin: &Path) -> anyhow::Result<()> {
-    let elf = fs::read(bin).with_context(|| format!("reading {}", bin.display()))?;
-    if has_interp(&elf).context("not an ELF64 little-endian file")? {
+    let data = fs::read(bin).with_context(|| format!("reading {}", bin.display()))?;
+    let linking = elf::linking(&data)
+        .with_context(|| format!("{} is not an ELF64 little-endian file", bin.display()))?;
+    if linking.interp {
         bail!(
             "{} has a program interpreter: it is dynamically linked",
             bin.display()
+        );
+    }
+    if linking.needed > 0 {
+        bail!(
+            "{} needs {} shared libraries (DT_NEEDED): it is dynamically linked",
+            bin.display(),
+            linking.needed
         );
     }
     if let Ok(out) = Command::new("ldd").arg(bin).output() {
@@ -87,27 +106,6 @@ fn check_static(bin: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether an ELF64 LE image has a `PT_INTERP` program header; `None` when
-/// it is not such an image.
-fn has_interp(elf: &[u8]) -> Option<bool> {
-    const PT_INTERP: u32 = 3;
-    if elf.get(..6)? != b"\x7fELF\x02\x01" {
-        return None;
-    }
-    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
-    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?));
-    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
-    let phentsize = usize::from(u16_at(0x36)?);
-    let phnum = usize::from(u16_at(0x38)?);
-    for i in 0..phnum {
-        if u32_at(phoff + i * phentsize)? == PT_INTERP {
-            return Some(true);
-        }
-    }
-    Some(false)
 }
 
 /// Run the built binary's hidden generators into the stage.
@@ -165,11 +163,12 @@ fn ensure_cargo_deb() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Run `cargo xtask dist`.
+/// The static binary, the stage and the tarball; returns the binary (with
+/// symbols) and the tarball.
 ///
 /// # Errors
 /// A failed build, a dynamically linked result, or a failed packaging step.
-pub fn run_dist(args: &DistArgs) -> anyhow::Result<()> {
+pub fn build_tarball() -> anyhow::Result<(PathBuf, PathBuf)> {
     let bin = build_static()?;
     let stage = stage_dir();
     let _ = fs::remove_dir_all(&stage);
@@ -203,39 +202,66 @@ pub fn run_dist(args: &DistArgs) -> anyhow::Result<()> {
         tarball.display(),
         fs::metadata(&tarball)?.len()
     );
-
-    if !args.no_deb {
-        ensure_cargo_deb()?;
-        let mut c = cargo();
-        c.args([
-            "deb",
-            "-p",
-            "tracer",
-            "--no-build",
-            "--target",
-            TARGET,
-            "--output",
-        ])
-        .arg(dist_dir());
-        run(c)?;
-    }
-    Ok(())
+    Ok((bin, tarball))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The `.deb` from the stage [`build_tarball`] left (cargo-deb), its control
+/// file corrected, then installed and removed with dpkg in a scratch root.
+///
+/// # Errors
+/// cargo-deb or dpkg missing or failing, or a check of the installed package.
+pub fn build_deb() -> anyhow::Result<deb::Checked> {
+    ensure_cargo_deb()?;
+    let out_dir = dist_dir().join("deb");
+    let _ = fs::remove_dir_all(&out_dir);
+    fs::create_dir_all(&out_dir)?;
+    let mut c = cargo();
+    c.args([
+        "deb",
+        "-p",
+        "tracer",
+        "--no-build",
+        "--target",
+        TARGET,
+        "--output",
+    ])
+    .arg(&out_dir);
+    run(c)?;
+    let made: Vec<PathBuf> = fs::read_dir(&out_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    let [made] = &made[..] else {
+        bail!(
+            "cargo deb left {} .deb files in {}, expected one",
+            made.len(),
+            out_dir.display()
+        );
+    };
+    let file = made.file_name().context("a .deb without a file name")?;
+    let deb_path = dist_dir().join(file);
+    fs::rename(made, &deb_path)
+        .with_context(|| format!("moving {} to {}", made.display(), deb_path.display()))?;
+    let _ = fs::remove_dir(&out_dir);
+    deb::fix_control(&deb_path, &dist_dir().join("deb-fix"))?;
+    let checked = deb::verify(&deb_path, &dist_dir().join("dpkg-root"), version())?;
+    eprintln!(
+        "xtask: {} ({} bytes) installs and removes with dpkg; control fields:\n{}",
+        deb_path.display(),
+        fs::metadata(&deb_path)?.len(),
+        checked.control.trim_end()
+    );
+    Ok(checked)
+}
 
-    #[test]
-    fn interp_header_tells_dynamic_from_static() {
-        // This test binary is dynamically linked (the default for the gnu target).
-        let me = fs::read(std::env::current_exe().unwrap()).unwrap();
-        let dynamic = !cfg!(target_feature = "crt-static");
-        assert_eq!(has_interp(&me), Some(dynamic));
-        assert_eq!(has_interp(b"#!/bin/sh\n"), None);
-        // A header whose program headers lie past the end is not an image.
-        let mut bogus = me[..64].to_vec();
-        bogus[0x38] = 0xff;
-        assert_eq!(has_interp(&bogus), None);
+/// Run `cargo xtask dist`.
+///
+/// # Errors
+/// A failed build, a dynamically linked result, or a failed packaging step.
+pub fn run_dist(args: &DistArgs) -> anyhow::Result<()> {
+    build_tarball()?;
+    if !args.no_deb {
+        build_deb()?;
     }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod dist;
+mod elf;
 mod fuzz;
 mod setup;
 mod soak;
@@ -35,13 +36,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test tier: unit, kernel (root, serial), then the VM tier
-    /// (Debian 5.10, 6.1, 6.12 guests with real atomic network-path failures).
-    Test {
-        /// Leave out the VM tier (quick local runs).
-        #[arg(long)]
-        skip_vm: bool,
-    },
+    /// Run every test tier: unit, kernel (root, serial), dist (static binary,
+    /// .deb installed and removed with dpkg in a scratch root), fuzz (each
+    /// target a few seconds), then the VM tier (Debian 5.10, 6.1, 6.12 guests
+    /// with real atomic network-path failures, and the static binary alone in
+    /// a bare initramfs).
+    Test(TestArgs),
     /// Static x86_64 binary, man pages, completions, deploy files and README
     /// in target/dist/pagefail-<version>-x86_64.tar.gz, and a .deb.
     Dist(dist::DistArgs),
@@ -65,6 +65,20 @@ enum Task {
     ///
     /// Example: cargo xtask bench hotpath --rounds 10
     Bench(bench::BenchArgs),
+}
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// Leave out the VM tier (quick local runs).
+    #[arg(long)]
+    skip_vm: bool,
+    /// Leave out the fuzz step.
+    #[arg(long)]
+    skip_fuzz: bool,
+    /// Seconds each fuzz target runs in the fuzz step.
+    #[arg(long, default_value_t = 5)]
+    fuzz_seconds: u64,
 }
 
 fn workspace_root() -> PathBuf {
@@ -126,7 +140,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot run {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Task::Test { skip_vm } => test(skip_vm),
+        Task::Test(args) => test(&args),
         Task::Dist(args) => dist::run_dist(&args),
         Task::Fuzz(args) => fuzz::run_fuzz(&args),
         Task::VmCapture(args) => vm::capture::run(&args),
@@ -164,6 +178,21 @@ impl TestTotals {
             }
         }
     }
+
+    /// Count one test of a tier xtask runs itself, printed as cargo does.
+    fn record(&mut self, name: &str, ok: bool, note: &str) {
+        let note = if note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({note})")
+        };
+        println!("test {name} ... {}{note}", if ok { "ok" } else { "FAILED" });
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+        }
+    }
 }
 
 /// Run a `cargo test` command, echoing its output and adding up its results.
@@ -183,7 +212,7 @@ fn run_tests(mut cmd: Command, totals: &mut TestTotals) -> anyhow::Result<bool> 
     Ok(child.wait()?.success())
 }
 
-fn test(skip_vm: bool) -> anyhow::Result<()> {
+fn test(args: &TestArgs) -> anyhow::Result<()> {
     setup::ensure_toolchain()?;
     let mut totals = TestTotals::default();
     // Unit tier: no root needed.
@@ -201,7 +230,9 @@ fn test(skip_vm: bool) -> anyhow::Result<()> {
     ]);
     let unit_ok = run_tests(c, &mut totals)?;
     // Kernel tier: loads the real program; serial, since tests share kernel state.
-    let bin = build_release()?;
+    // It runs the static binary `dist` ships, as the dist and VM tiers do, so a
+    // test run builds pagefail in release once.
+    let bin = dist::build_static()?;
     let mut c = cargo();
     c.args([
         "test",
@@ -217,12 +248,22 @@ fn test(skip_vm: bool) -> anyhow::Result<()> {
         c.env("PAGEFAIL_REQUIRE_BPF", "1");
     }
     let kernel_ok = run_tests(c, &mut totals)?;
-    let vm_ok = if skip_vm {
+    dist_tier(&mut totals);
+    let fuzz_summary = if args.skip_fuzz {
+        eprintln!("xtask: fuzz step skipped (--skip-fuzz)");
+        None
+    } else {
+        Some(fuzz_tier(args.fuzz_seconds, &mut totals))
+    };
+    let vm_ok = if args.skip_vm {
         eprintln!("xtask: VM tier skipped (--skip-vm)");
         true
     } else {
         vm_tier(&mut totals)?
     };
+    if let Some(s) = fuzz_summary {
+        println!("{s}");
+    }
     println!(
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
@@ -236,27 +277,97 @@ fn test(skip_vm: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The VM tier: every Debian kernel, each run counted as one test.
+/// The dist tier: the static binary and tarball, then the .deb installed and
+/// removed with dpkg in a scratch root; two tests.
+fn dist_tier(totals: &mut TestTotals) {
+    match dist::build_tarball() {
+        Ok((_, tarball)) => totals.record(
+            "dist::static_binary_and_tarball",
+            true,
+            &tarball.display().to_string(),
+        ),
+        Err(e) => {
+            eprintln!("xtask: dist failed: {e:#}");
+            totals.record("dist::static_binary_and_tarball", false, "");
+            totals.record(
+                "dist::deb_installs_and_removes",
+                false,
+                "no binary to package",
+            );
+            return;
+        }
+    }
+    match dist::build_deb() {
+        Ok(c) => totals.record(
+            "dist::deb_installs_and_removes",
+            true,
+            &format!("{} files, {}", c.files, c.installed_version),
+        ),
+        Err(e) => {
+            eprintln!("xtask: .deb check failed: {e:#}");
+            totals.record("dist::deb_installs_and_removes", false, "");
+        }
+    }
+}
+
+/// The fuzz step: every target for `seconds`, each a test. Returns the line
+/// that reports the executions, printed again next to the final summary.
+fn fuzz_tier(seconds: u64, totals: &mut TestTotals) -> String {
+    let start = std::time::Instant::now();
+    // A debug build: cold it builds in less than half the time of the
+    // release one, and overflow checks and debug assertions are on.
+    match fuzz::run_step(seconds, None, true) {
+        Ok(step) => {
+            let mut execs = Vec::new();
+            for r in &step.runs {
+                let n = r
+                    .executions
+                    .map_or_else(|| "?".to_owned(), |n| n.to_string());
+                let note = if r.ok {
+                    format!("{n} executions in {:.1} s", r.seconds)
+                } else {
+                    format!("{n} executions; {}", r.detail)
+                };
+                totals.record(&format!("fuzz::{}", r.target), r.ok, &note);
+                execs.push(format!("{} {n}", r.target));
+            }
+            format!(
+                "fuzz: {} s per target (debug build), executions: {}; step {:.0} s (build {:.0} s)",
+                seconds,
+                execs.join(", "),
+                start.elapsed().as_secs_f64(),
+                step.build_seconds
+            )
+        }
+        Err(e) => {
+            eprintln!("xtask: fuzz step failed: {e:#}");
+            for (target, _) in fuzz::TARGETS {
+                totals.record(&format!("fuzz::{target}"), false, "not run");
+            }
+            format!("fuzz: not run: {e:#}")
+        }
+    }
+}
+
+/// The VM tier: every Debian kernel, each run counted as one test, then the
+/// bare-initramfs check of the static binary (one more test).
 fn vm_tier(totals: &mut TestTotals) -> anyhow::Result<bool> {
     let report = vm::test::run_all(&["5.10", "6.1", "6.12"], "atomic-net")?;
-    let md = report.markdown();
+    let mut md = report.markdown();
+    let bare = vm::bare::run(vm::bare::KERNEL);
+    md.push_str(&bare.markdown());
     println!("{md}");
     let path = vm::vm_dir().join("report.md");
     std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
     for row in &report.rows {
-        let ok = row.ok();
-        println!(
-            "test vm::{} ... {}",
-            row.kernel,
-            if ok { "ok" } else { "FAILED" }
-        );
-        if ok {
-            totals.passed += 1;
-        } else {
-            totals.failed += 1;
-        }
+        totals.record(&format!("vm::{}", row.kernel), row.ok(), "");
     }
-    Ok(report.ok())
+    totals.record(
+        &format!("vm::bare_initramfs_{}", bare.kernel),
+        bare.ok(),
+        &format!("{:.0} s", bare.seconds),
+    );
+    Ok(report.ok() && bare.ok())
 }
 
 #[cfg(test)]
@@ -281,5 +392,9 @@ mod tests {
                 ignored: 1
             }
         );
+        // Tests xtask runs itself (dist, fuzz targets, VM runs) count too.
+        t.record("fuzz::rules", true, "1000 executions in 5.0 s");
+        t.record("fuzz::kernel_log", false, "");
+        assert_eq!((t.passed, t.failed, t.ignored), (67, 3, 1));
     }
 }

@@ -30,6 +30,10 @@
 //!    (fragmented memory, traffic over a bond) in each kernel and checks
 //!    `pagefail watch` against tracefs in the same guest; the table goes to
 //!    `target/vm/report.md`. [`test::run_all`] is the entry for `cargo xtask test`.
+//! 6. [`bare`]: the static binary of `cargo xtask dist` alone in a guest (no
+//!    shell, busybox, loader or shared library; a static `/init` of ours),
+//!    where `pagefail check` and `pagefail watch` must work. Part of
+//!    `vm-test` (`--scenario bare` runs only it) and of `cargo xtask test`.
 //!
 //! # Time limits
 //! Under TCG a cloud kernel boots to `/init` in 4-8 s (256 MB, 2 vCPUs). Every
@@ -53,6 +57,7 @@
 //! No `ethtool` is needed: the guest turns scatter-gather off with the
 //! `SIOCETHTOOL` ioctl.
 
+pub mod bare;
 pub mod capture;
 pub mod initramfs;
 pub mod kernel;

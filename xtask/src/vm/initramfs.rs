@@ -30,10 +30,33 @@ impl Initramfs {
     /// A tree with busybox at `/bin/busybox` and `/bin/sh`, `/dev/console`,
     /// `/dev/null` and empty `/proc`, `/sys`, `/tmp`, `/run`.
     pub fn new() -> Result<Self> {
+        let mut me = Self::bare();
+        for d in ["/sbin", "/usr/bin"] {
+            me.add_dir(d);
+        }
+        let busybox = Path::new(BUSYBOX);
+        ensure!(
+            busybox.is_file(),
+            "{BUSYBOX} not found: apt-get install busybox-static"
+        );
+        let data = fs::read(busybox).with_context(|| format!("reading {BUSYBOX}"))?;
+        ensure!(
+            !is_dynamic(busybox)?,
+            "{BUSYBOX} is dynamically linked: apt-get install busybox-static"
+        );
+        me.add_file("/bin/busybox", data, 0o755);
+        me.add_symlink("/bin/sh", "busybox");
+        Ok(me)
+    }
+
+    /// A tree with nothing but `/dev/console`, `/dev/null` and empty
+    /// `/proc`, `/sys`, `/dev`, `/tmp`, `/run`: no shell, no busybox. Its
+    /// `/init` must be a static executable.
+    pub fn bare() -> Self {
         let mut me = Self {
             nodes: BTreeMap::new(),
         };
-        for d in ["/proc", "/sys", "/dev", "/tmp", "/run", "/sbin", "/usr/bin"] {
+        for d in ["/proc", "/sys", "/dev", "/tmp", "/run"] {
             me.add_dir(d);
         }
         me.add_node(
@@ -52,19 +75,7 @@ impl Initramfs {
                 mode: 0o666,
             },
         );
-        let busybox = Path::new(BUSYBOX);
-        ensure!(
-            busybox.is_file(),
-            "{BUSYBOX} not found: apt-get install busybox-static"
-        );
-        let data = fs::read(busybox).with_context(|| format!("reading {BUSYBOX}"))?;
-        ensure!(
-            !is_dynamic(busybox)?,
-            "{BUSYBOX} is dynamically linked: apt-get install busybox-static"
-        );
-        me.add_file("/bin/busybox", data, 0o755);
-        me.add_symlink("/bin/sh", "busybox");
-        Ok(me)
+        me
     }
 
     fn add_node(&mut self, path: &str, node: Node) {
@@ -199,6 +210,78 @@ impl Initramfs {
         }
         fs::write(path, out).with_context(|| format!("writing {}", path.display()))
     }
+}
+
+/// One entry of a `newc` cpio archive, as [`read_cpio`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpioEntry {
+    /// The path inside the archive, without a leading `/`.
+    pub name: String,
+    /// File type and permission bits (`0o100_755` for an executable file).
+    pub mode: u32,
+    pub data: Vec<u8>,
+}
+
+impl CpioEntry {
+    /// A regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & 0o170_000 == 0o100_000
+    }
+
+    /// A symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.mode & 0o170_000 == 0o120_000
+    }
+}
+
+/// Read back a `newc` cpio archive (what [`Initramfs::write`] writes, or any
+/// other), up to its `TRAILER!!!` entry.
+///
+/// # Errors
+/// When the archive is truncated or an entry is not `newc`.
+pub fn read_cpio(archive: &[u8]) -> Result<Vec<CpioEntry>> {
+    const HEADER: usize = 110;
+    let align = |n: usize| n.div_ceil(4) * 4;
+    let mut entries = Vec::new();
+    let mut pos = 0;
+    // Every entry takes at least a header, so this ends within len/110 rounds.
+    while pos < archive.len() {
+        let header = archive
+            .get(pos..pos + HEADER)
+            .with_context(|| format!("truncated cpio header at byte {pos}"))?;
+        ensure!(
+            header.starts_with(b"070701"),
+            "not a newc cpio entry at byte {pos}"
+        );
+        let field = |i: usize| -> Result<usize> {
+            let hex = std::str::from_utf8(&header[6 + i * 8..14 + i * 8])
+                .context("a cpio header field is not text")?;
+            usize::from_str_radix(hex, 16)
+                .with_context(|| format!("cpio header field {hex:?} is not hex"))
+        };
+        let mode = u32::try_from(field(1)?).context("cpio mode out of range")?;
+        let size = field(6)?;
+        let namesize = field(11)?;
+        let name_start = pos + HEADER;
+        let name = archive
+            .get(name_start..name_start + namesize.saturating_sub(1))
+            .with_context(|| format!("truncated cpio name at byte {name_start}"))?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        let data_start = align(name_start + namesize);
+        let data = archive
+            .get(data_start..data_start + size)
+            .with_context(|| format!("truncated data of {name} in the cpio archive"))?;
+        if name == "TRAILER!!!" {
+            return Ok(entries);
+        }
+        entries.push(CpioEntry {
+            name,
+            mode,
+            data: data.to_vec(),
+        });
+        pos = align(data_start + size);
+    }
+    bail!("the cpio archive has no TRAILER!!! entry")
 }
 
 fn normalize(path: &str) -> String {
@@ -382,5 +465,14 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.find("a\0").unwrap() < text.find("a/b\0").unwrap());
         assert!(text.contains("TRAILER!!!"));
+        // Read back: the same entries, the file's contents intact.
+        let entries = read_cpio(&bytes).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "a/b"]);
+        assert!(entries[1].is_file() && !entries[0].is_file());
+        assert_eq!(entries[1].data, b"hello");
+        assert_eq!(entries[1].mode, 0o100_644);
+        assert!(read_cpio(&bytes[..bytes.len() - 8]).is_err());
+        assert!(read_cpio(b"not a cpio").is_err());
     }
 }

@@ -2,7 +2,8 @@
 //! kernels under qemu, traced by `pagefail watch` and checked against tracefs.
 //!
 //! For each kernel the initramfs holds `pagefail` and the guest program
-//! `vm-scenario` (crate `pagefail-tests`, with their shared libraries), iproute2,
+//! `vm-scenario` (crate `pagefail-tests`), both built static as `cargo xtask
+//! dist` builds pagefail, iproute2 (with its shared libraries),
 //! and the `veth` and `bonding` modules. `/init` builds the topology of
 //! docs/KERNEL.md (bond0, balance-xor layer3+4 over v0 and v2, to bond1 in the
 //! netns `peer`; MTU 9000; RPS on both CPUs) and runs `vm-scenario run`, which:
@@ -61,7 +62,8 @@ use super::qemu::{self, QemuConfig};
 /// Hard wall-clock limit of one guest.
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(280);
 
-/// The scenarios `--scenario` accepts.
+/// The scenarios `run_matrix` accepts (`--scenario` also takes `bare`,
+/// the static binary alone: [`super::bare`], and `all`).
 pub const SCENARIOS: &[&str] = &["atomic-net"];
 
 /// Seconds of traffic after fragmenting.
@@ -73,11 +75,13 @@ const HOST_IP: &[&str] = &["/usr/bin/ip", "/sbin/ip", "/bin/ip"];
 /// Arguments of `cargo xtask vm-test`.
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// Which kernel: 5.10, 6.1, 6.12, or all.
+    /// Which kernel: 5.10, 6.1, 6.12, or all (the bare check then runs on 6.1).
     #[arg(long, default_value = "all")]
     pub kernel: String,
-    /// Which scenario (only `atomic-net` so far).
-    #[arg(long, default_value = "atomic-net")]
+    /// Which scenario: `atomic-net` (traffic, pagefail against tracefs),
+    /// `bare` (the static binary alone in an initramfs without shell or
+    /// libraries), or `all`.
+    #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Force pagefail's attach style in the guest (`PAGEFAIL_ATTACH`):
     /// raw_tp, tp_btf or tracepoint; default: pagefail's own choice.
@@ -200,24 +204,59 @@ impl Report {
 pub fn run(args: &TestArgs) -> Result<()> {
     let kernels: Vec<&str> = match args.kernel.as_str() {
         "all" => KERNELS.iter().map(|k| k.ver).collect(),
-        one => vec![one],
+        one => vec![kernel::spec(one)?.ver],
     };
-    let report = match args.attach.as_deref() {
-        None => run_all(&kernels, &args.scenario)?,
-        Some(a) => run_matrix(&kernels, &args.scenario, Some(a))?,
+    let (net, bare) = match args.scenario.as_str() {
+        "all" => (true, true),
+        "bare" => (false, true),
+        s if SCENARIOS.contains(&s) => (true, false),
+        s => bail!("unknown scenario {s:?}: use atomic-net, bare or all"),
     };
-    let md = report.markdown();
+    let report = if net {
+        Some(run_matrix(
+            &kernels,
+            &args.scenario_net(),
+            args.attach.as_deref(),
+        )?)
+    } else {
+        None
+    };
+    let bare = bare.then(|| {
+        let ver = if args.kernel == "all" {
+            super::bare::KERNEL
+        } else {
+            kernels[0]
+        };
+        super::bare::run(ver)
+    });
+    let mut md = report.as_ref().map(Report::markdown).unwrap_or_default();
+    if let Some(b) = &bare {
+        md.push_str(&b.markdown());
+    }
     println!("{md}");
     let path = super::vm_dir().join("report.md");
     fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("vm-test: report written to {}", path.display());
-    if !report.ok() {
+    if !report.as_ref().is_none_or(Report::ok)
+        || !bare.as_ref().is_none_or(super::bare::Outcome::ok)
+    {
         bail!(
             "vm-test failed; see {} and the console logs it names",
             path.display()
         );
     }
     Ok(())
+}
+
+impl TestArgs {
+    /// The network scenario to run (`all` means `atomic-net`).
+    fn scenario_net(&self) -> String {
+        if self.scenario == "all" {
+            "atomic-net".to_owned()
+        } else {
+            self.scenario.clone()
+        }
+    }
 }
 
 /// Build the guest binaries, then boot each kernel and check the scenario.
@@ -259,18 +298,10 @@ pub fn run_matrix(kernels: &[&str], scenario: &str, attach: Option<&str>) -> Res
             SCENARIOS.join(", ")
         );
     }
-    let pagefail = crate::build_release()?;
-    let mut c = crate::cargo();
-    c.args([
-        "build",
-        "--release",
-        "-p",
-        "pagefail-tests",
-        "--bin",
-        "vm-scenario",
-    ]);
-    crate::run(c)?;
-    let scenario_bin = crate::workspace_root().join("target/release/vm-scenario");
+    // The static builds `dist` ships: they share one release build of the
+    // dependencies with the kernel tier and the bare check.
+    let pagefail = crate::dist::build_static()?;
+    let scenario_bin = crate::dist::build_static_bin("pagefail-tests", "vm-scenario")?;
     let ip = HOST_IP
         .iter()
         .map(Path::new)
