@@ -53,6 +53,7 @@ pub fn comm(ev: &FailureEvent) -> String {
 }
 
 /// The valid frames of a record's stack, innermost first.
+#[inline]
 #[must_use]
 pub fn stack(ev: &FailureEvent) -> &[u64] {
     let n = (ev.stack_len as usize).min(ev.stack.len());

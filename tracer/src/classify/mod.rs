@@ -42,6 +42,7 @@ use std::{
     sync::{Arc, LazyLock},
 };
 
+use memchr::memmem::Finder;
 use serde::{Deserialize, Serialize};
 
 use self::rules::{Kind, RuleSet};
@@ -150,18 +151,23 @@ impl fmt::Display for PathLabels {
 ///
 /// Each label is one bit of a `u128`, numbered in output order, so matching a
 /// stack ORs masks without allocating and printing walks the bits in order.
-/// Exact names and module names are hash lookups; prefix and substring rules
-/// (about a hundred `starts_with` calls a frame) are scanned.
+/// Exact names and module names are hash lookups; prefix rules are scanned
+/// among those starting with the frame's first byte (a few of the hundred);
+/// substring rules are searched for with prebuilt finders.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     /// Label names by bit.
     names: Vec<Box<str>>,
     exact: HashMap<Box<str>, u128>,
-    prefix: Vec<(Box<str>, u128)>,
-    contains: Vec<(Box<str>, u128)>,
+    /// Prefix rules by the first byte of their pattern.
+    prefix: Box<[Scanned]>,
+    contains: Vec<(Finder<'static>, u128)>,
     module: HashMap<Box<str>, u128>,
-    module_prefix: Vec<(Box<str>, u128)>,
+    module_prefix: Scanned,
 }
+
+/// Patterns compared one by one, each with the labels it stands for.
+type Scanned = Vec<(Box<str>, u128)>;
 
 impl Classifier {
     /// The built-in rule table.
@@ -196,26 +202,38 @@ impl Classifier {
             .map(|&index| Box::from(set.labels[index].name.as_str()))
             .collect();
 
-        let mut classifier = Self {
-            names,
-            exact: HashMap::new(),
-            prefix: Vec::new(),
-            contains: Vec::new(),
-            module: HashMap::new(),
-            module_prefix: Vec::new(),
-        };
+        let mut exact = HashMap::new();
+        let mut module = HashMap::new();
+        let mut prefix = vec![Vec::new(); 256].into_boxed_slice();
+        let mut contains = Vec::new();
+        let mut module_prefix = Vec::new();
         for rule in &set.rules {
             let bit = bit_of[rule.label];
             let pattern: Box<str> = Box::from(rule.pattern.as_str());
             match rule.kind {
-                Kind::Exact => *classifier.exact.entry(pattern).or_default() |= bit,
-                Kind::Module => *classifier.module.entry(pattern).or_default() |= bit,
-                Kind::Prefix => add_scanned(&mut classifier.prefix, pattern, bit),
-                Kind::Contains => add_scanned(&mut classifier.contains, pattern, bit),
-                Kind::ModulePrefix => add_scanned(&mut classifier.module_prefix, pattern, bit),
+                Kind::Exact => *exact.entry(pattern).or_default() |= bit,
+                Kind::Module => *module.entry(pattern).or_default() |= bit,
+                Kind::Prefix => {
+                    // Patterns are never empty (see `rules`); an empty one
+                    // would match every name.
+                    let first = pattern.bytes().next().map_or(0, usize::from);
+                    add_scanned(&mut prefix[first], pattern, bit);
+                }
+                Kind::Contains => add_scanned(&mut contains, pattern, bit),
+                Kind::ModulePrefix => add_scanned(&mut module_prefix, pattern, bit),
             }
         }
-        classifier
+        Self {
+            names,
+            exact,
+            prefix,
+            contains: contains
+                .into_iter()
+                .map(|(pattern, bit)| (Finder::new(pattern.as_bytes()).into_owned(), bit))
+                .collect(),
+            module,
+            module_prefix,
+        }
     }
 
     /// Network path labels of a stack (frames innermost first, as the kernel
@@ -237,13 +255,15 @@ impl Classifier {
     fn frame_mask(&self, frame: &Frame<'_>) -> u128 {
         let function = base_name(frame.function);
         let mut mask = self.exact.get(function).copied().unwrap_or(0);
-        for (pattern, bit) in &self.prefix {
-            if function.starts_with(&**pattern) {
-                mask |= bit;
+        if let Some(&first) = function.as_bytes().first() {
+            for (pattern, bit) in &self.prefix[usize::from(first)] {
+                if function.starts_with(&**pattern) {
+                    mask |= bit;
+                }
             }
         }
-        for (pattern, bit) in &self.contains {
-            if function.contains(&**pattern) {
+        for (finder, bit) in &self.contains {
+            if finder.find(function.as_bytes()).is_some() {
                 mask |= bit;
             }
         }
@@ -284,7 +304,7 @@ impl Classifier {
 }
 
 /// Add a scanned pattern, merging a pattern listed for several labels.
-fn add_scanned(list: &mut Vec<(Box<str>, u128)>, pattern: Box<str>, bit: u128) {
+fn add_scanned(list: &mut Scanned, pattern: Box<str>, bit: u128) {
     match list.iter_mut().find(|(p, _)| *p == pattern) {
         Some((_, mask)) => *mask |= bit,
         None => list.push((pattern, bit)),

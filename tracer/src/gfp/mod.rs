@@ -28,13 +28,46 @@ pub enum GfpError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GfpTable {
     entries: Vec<(u64, String)>,
+    /// The masks the collector tests on every record, looked up by name once.
+    masks: Masks,
+}
+
+/// The single bits pagefail reasons about (0 when the table lacks them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Masks {
+    high: u64,
+    direct_reclaim: u64,
+    nowarn: u64,
+    account: u64,
+}
+
+impl Masks {
+    fn of(entries: &[(u64, String)]) -> Self {
+        let bit = |name: &str| {
+            entries
+                .iter()
+                .find(|(_, n)| n == name)
+                .map(|(mask, _)| *mask)
+        };
+        Self {
+            high: bit("__GFP_HIGH").unwrap_or(0),
+            direct_reclaim: bit("__GFP_DIRECT_RECLAIM")
+                .or_else(|| bit("__GFP_WAIT"))
+                .unwrap_or(0),
+            nowarn: bit("__GFP_NOWARN").unwrap_or(0),
+            account: bit("__GFP_ACCOUNT")
+                .or_else(|| bit("__GFP_KMEMCG"))
+                .unwrap_or(0),
+        }
+    }
 }
 
 impl GfpTable {
     /// Build a table from `(mask, name)` pairs in print order.
     #[must_use]
     pub fn from_entries(entries: Vec<(u64, String)>) -> Self {
-        Self { entries }
+        let masks = Masks::of(&entries);
+        Self { entries, masks }
     }
 
     /// The `(mask, name)` pairs, in print order.
@@ -90,7 +123,7 @@ impl GfpTable {
         if entries.is_empty() {
             return Err(GfpError::NoPrintFlags);
         }
-        let table = Self { entries };
+        let table = Self::from_entries(entries);
         if table.bit("__GFP_HIGH").is_none() || table.direct_reclaim_mask() == 0 {
             return Err(GfpError::MissingBits);
         }
@@ -109,42 +142,37 @@ impl GfpTable {
     /// `__GFP_HIGH`: the marker of an atomic request in every kernel era.
     #[must_use]
     pub fn high_mask(&self) -> u64 {
-        self.bit("__GFP_HIGH").unwrap_or(0)
+        self.masks.high
     }
 
     /// `__GFP_DIRECT_RECLAIM` (4.4+) or `__GFP_WAIT` (before): the caller may sleep.
     #[must_use]
     pub fn direct_reclaim_mask(&self) -> u64 {
-        self.bit("__GFP_DIRECT_RECLAIM")
-            .or_else(|| self.bit("__GFP_WAIT"))
-            .unwrap_or(0)
+        self.masks.direct_reclaim
     }
 
     /// `__GFP_NOWARN` (0 when the table does not list it).
     #[must_use]
     pub fn nowarn_mask(&self) -> u64 {
-        self.bit("__GFP_NOWARN").unwrap_or(0)
+        self.masks.nowarn
     }
 
     /// `__GFP_ACCOUNT` (memory-cgroup charged; `__GFP_KMEMCG` before 4.5).
     #[must_use]
     pub fn account_mask(&self) -> u64 {
-        self.bit("__GFP_ACCOUNT")
-            .or_else(|| self.bit("__GFP_KMEMCG"))
-            .unwrap_or(0)
+        self.masks.account
     }
 
     /// Atomic: the request cannot sleep. `__GFP_HIGH` set, or no direct reclaim.
     #[must_use]
     pub fn is_atomic(&self, gfp: u64) -> bool {
-        gfp & self.high_mask() != 0 || gfp & self.direct_reclaim_mask() == 0
+        gfp & self.masks.high != 0 || gfp & self.masks.direct_reclaim == 0
     }
 
     /// Whether the caller asked the kernel not to warn (`__GFP_NOWARN`).
     #[must_use]
     pub fn is_nowarn(&self, gfp: u64) -> bool {
-        let m = self.nowarn_mask();
-        m != 0 && gfp & m != 0
+        gfp & self.masks.nowarn != 0
     }
 
     /// Names as the kernel's `__print_flags` would print them: composite names

@@ -1,0 +1,200 @@
+//! Tests of the aggregator.
+use proptest::prelude::*;
+use tracer_common::{MAX_STACK_DEPTH, TASK_COMM_LEN};
+
+use super::*;
+
+pub(super) fn table() -> GfpTable {
+    GfpTable::from_format(include_str!(
+        "../../../tests/fixtures/format/mm_page_alloc-6.18.txt"
+    ))
+    .unwrap()
+}
+
+const KSYMS: &str = "\
+ffffffff81100000 T __alloc_pages_noprof
+ffffffff81200000 T alloc_fdtable
+ffffffff81200100 T expand_files
+ffffffff81300000 T neigh_hash_alloc
+ffffffff81300100 T tcp_connect
+ffffffff81400000 T do_syscall_64
+";
+
+fn event(comm: &str, tgid: u32, order: u32, gfp: u64, stack: &[u64], flags: u32) -> FailureEvent {
+    let mut ev = FailureEvent {
+        ts_boot_ns: 1_000 + u64::from(tgid),
+        cgroup_id: 0,
+        gfp,
+        pid: tgid,
+        tgid,
+        order,
+        migratetype: 0,
+        cpu: 0,
+        flags,
+        stack_len: u32::try_from(stack.len()).unwrap(),
+        _pad: 0,
+        comm: [0; TASK_COMM_LEN],
+        stack: [0; MAX_STACK_DEPTH],
+    };
+    ev.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+    ev.stack[..stack.len()].copy_from_slice(stack);
+    ev
+}
+
+fn agg(cap: usize) -> Aggregator {
+    Aggregator::new(table(), Kallsyms::parse(KSYMS), Classifier::builtin(), cap)
+}
+
+/// An aggregator over a small symbol table, for other modules' tests.
+pub(crate) fn test_aggregator() -> Aggregator {
+    agg(DEFAULT_KEY_CAP)
+}
+
+/// A failure record with one of two stacks (0: fd table, 1: neighbour/TCP).
+pub(crate) fn test_event(
+    comm: &str,
+    tgid: u32,
+    order: u32,
+    gfp: u64,
+    stack: usize,
+) -> FailureEvent {
+    let s: &[u64] = if stack == 0 { &FD } else { &NET };
+    event(comm, tgid, order, gfp, s, EVENT_WARN_ALLOC)
+}
+
+const FD: [u64; 4] = [
+    0xffff_ffff_8110_0010,
+    0xffff_ffff_8120_0010,
+    0xffff_ffff_8120_0110,
+    0xffff_ffff_8140_0010,
+];
+const NET: [u64; 3] = [
+    0xffff_ffff_8130_0010,
+    0xffff_ffff_8130_0110,
+    0xffff_ffff_8140_0010,
+];
+
+#[test]
+fn rows_group_by_key_and_keep_the_top_stack() {
+    let mut a = agg(100);
+    for _ in 0..3 {
+        a.add(&event("dup", 10, 6, 0x400cc0, &FD, 0));
+    }
+    a.add(&event("dup", 10, 6, 0x400cc0, &NET, 0));
+    a.add(&event("nettool", 11, 1, 0x820, &NET, EVENT_WARN_ALLOC));
+    a.add(&event("nettool", 11, 1, 0x2820, &NET, EVENT_WARN_ALLOC)); // NOWARN
+    assert_eq!(a.events, 6);
+    assert_eq!(a.total_failures(), 6);
+    let rows = a.summary_rows(&Window::starting_now());
+    let dup: Vec<_> = rows.iter().filter(|r| r.comm == "dup").collect();
+    assert_eq!(dup.len(), 2, "different paths are different rows: {dup:?}");
+    let fdrow = dup.iter().find(|r| r.failures == 3).unwrap();
+    assert_eq!(fdrow.top_stack, "do_syscall_64;expand_files;alloc_fdtable");
+    assert_eq!(fdrow.gfp_flags, "GFP_KERNEL_ACCOUNT");
+    assert_eq!(fdrow.atomic, Some(false));
+    assert_eq!(fdrow.context, "task");
+    assert_eq!(fdrow.path, "none");
+    let netrow = dup.iter().find(|r| r.failures == 1).unwrap();
+    assert_eq!(netrow.path, "neigh+tcp");
+    let warned: u64 = rows
+        .iter()
+        .filter(|r| r.comm == "nettool")
+        .map(|r| r.warned)
+        .sum();
+    assert_eq!(warned, 1, "the NOWARN failure is not warned");
+}
+
+#[test]
+fn group_by_fewer_keys_merges_rows_and_blanks_columns() {
+    let mut a = agg(100).group_by("comm".parse().unwrap());
+    a.add(&event("dup", 10, 6, 0x400cc0, &FD, 0));
+    a.add(&event("dup", 12, 3, 0x820, &NET, 0));
+    a.add(&event("x", 13, 3, 0x820, &NET, 0));
+    let rows = a.summary_rows(&Window::starting_now());
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].comm.as_str(), rows[0].failures), ("dup", 2));
+    assert_eq!(rows[0].pid, "");
+    assert_eq!(rows[0].order, None);
+    assert_eq!(rows[0].gfp, "");
+    assert_eq!(rows[0].atomic, None);
+}
+
+#[test]
+fn group_by_parses_and_rejects() {
+    let by: GroupBy = "order, stack".parse().unwrap();
+    assert!(by.has(Dim::Order) && by.has(Dim::Stack) && !by.has(Dim::Comm));
+    assert_eq!(by.to_string(), "order,stack");
+    assert_eq!(
+        GroupBy::default().to_string(),
+        "comm,pid,context,path,order,gfp"
+    );
+    assert!("comm,zone".parse::<GroupBy>().unwrap_err().contains("zone"));
+    assert!("".parse::<GroupBy>().is_err());
+}
+
+#[test]
+fn key_cap_keeps_totals_exact() {
+    let mut a = agg(3);
+    for pid in 0..50 {
+        a.add(&event("p", pid, 1, 0x820, &FD, 0));
+    }
+    let rows = a.rows();
+    assert_eq!(rows.len(), 4, "3 keys + one other row");
+    assert_eq!(a.total_failures(), 50);
+    assert_eq!(a.capped, 47);
+    assert_eq!(rows[0].0.comm.as_deref(), Some(OTHER));
+    assert_eq!(rows[0].1.failures, 47);
+}
+
+#[test]
+fn same_stack_is_symbolized_once() {
+    let mut a = agg(10);
+    let (id1, new1) = a.add(&event("x", 1, 1, 0x820, &FD, 0));
+    let (id2, new2) = a.add(&event("y", 2, 1, 0x820, &FD, 0));
+    assert_eq!(id1, id2);
+    assert!(new1 && !new2);
+    assert_eq!(a.stack_counts().len(), 1);
+    assert_eq!(a.stack_counts()[0].1, 2);
+}
+
+#[test]
+fn reset_starts_an_empty_window() {
+    let mut a = agg(10);
+    a.add(&event("x", 1, 1, 0x820, &FD, 0));
+    a.reset();
+    assert_eq!((a.events, a.rows().len(), a.total_failures()), (0, 0, 0));
+    let (_, new) = a.add(&event("x", 1, 1, 0x820, &FD, 0));
+    assert!(!new, "stack cache kept across windows");
+    assert_eq!(a.total_failures(), 1);
+}
+
+#[test]
+fn interval_counts_reset() {
+    let mut a = agg(10);
+    a.add(&event("x", 1, 1, 0x820, &FD, 0));
+    a.start_interval();
+    a.add(&event("x", 1, 1, 0x820, &FD, 0));
+    let rows = a.rows();
+    assert_eq!((rows[0].1.failures, rows[0].1.interval_failures), (2, 1));
+}
+
+proptest! {
+    #[test]
+    fn rows_sum_to_events_under_any_cap(
+        cap in 1usize..20,
+        evs in proptest::collection::vec((0u32..30, 0u32..11, 0usize..2, any::<bool>()), 0..300),
+    ) {
+        let mut a = agg(cap);
+        for (pid, order, s, atomic) in &evs {
+            let stack: &[u64] = if *s == 0 { &FD } else { &NET };
+            let gfp = if *atomic { 0x820 } else { 0xcc0 };
+            a.add(&event("p", *pid, *order, gfp, stack, 0));
+        }
+        prop_assert_eq!(a.total_failures(), evs.len() as u64);
+        let rows = a.summary_rows(&Window::starting_now());
+        prop_assert_eq!(rows.iter().map(|r| r.failures).sum::<u64>(), evs.len() as u64);
+        // Rows beyond the cap only as [other] rows, one per (order, gfp).
+        let normal = rows.iter().filter(|r| r.comm != OTHER).count();
+        prop_assert!(normal <= cap);
+    }
+}
