@@ -191,18 +191,32 @@ fn executions(output: &str) -> Option<u64> {
     })
 }
 
-/// Why a libFuzzer run failed and where it left the input, from its output.
-fn failure_detail(output: &str) -> String {
-    let reason = output
-        .lines()
-        .find(|l| l.contains("ERROR: libFuzzer:") || l.contains("panicked at"))
-        .map(str::trim);
-    let artifact = output
-        .lines()
+/// Why a libFuzzer run of `target` failed and where it left the input, from
+/// its output: the panic (with its message, printed on the next line) or
+/// libFuzzer's error line, and the artifact's path.
+fn failure_detail(target: &str, output: &str) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    let reason = lines
+        .iter()
+        .position(|l| l.contains("panicked at"))
+        .map(|i| {
+            let next = lines.get(i + 1).map_or("", |l| l.trim());
+            format!("{} {next}", lines[i].trim()).trim_end().to_owned()
+        })
+        .or_else(|| {
+            lines
+                .iter()
+                .find(|l| l.contains("ERROR: libFuzzer:"))
+                .map(|l| l.trim().to_owned())
+        });
+    let artifact = lines
+        .iter()
         .find_map(|l| l.split_once("Test unit written to ").map(|(_, p)| p.trim()));
     match (reason, artifact) {
-        (Some(r), Some(a)) => format!("{r}; input: {a} (reproduce: cargo fuzz run <target> {a})"),
-        (Some(r), None) => r.to_owned(),
+        (Some(r), Some(a)) => {
+            format!("{r}; input: {a} (reproduce: cargo fuzz run --sanitizer none {target} {a})")
+        }
+        (Some(r), None) => r,
         (None, Some(a)) => format!("input: {a}"),
         (None, None) => "libFuzzer failed; see its output above".to_owned(),
     }
@@ -276,7 +290,7 @@ fn run_target(
     } else if ok {
         String::new()
     } else {
-        failure_detail(&output)
+        failure_detail(target, &output)
     };
     Ok(TargetRun {
         target,
@@ -376,11 +390,19 @@ mod tests {
     #[test]
     fn a_crash_names_its_input() {
         let out = "#123\tNEW cov: 1\nthread '<unnamed>' panicked at fuzz_targets/rules.rs:9:5:\n\
-                   ==77== ERROR: libFuzzer: deadly signal\n\
+                   injected crash\n==77== ERROR: libFuzzer: deadly signal\n\
                    artifact_prefix='/w/fuzz/artifacts/rules/'; Test unit written to /w/fuzz/artifacts/rules/crash-abc\n";
-        let d = failure_detail(out);
-        assert!(d.contains("panicked at fuzz_targets/rules.rs"), "{d}");
-        assert!(d.contains("/w/fuzz/artifacts/rules/crash-abc"), "{d}");
+        let d = failure_detail("rules", out);
+        assert!(
+            d.contains("panicked at fuzz_targets/rules.rs:9:5: injected crash"),
+            "{d}"
+        );
+        assert!(
+            d.contains("cargo fuzz run --sanitizer none rules /w/fuzz/artifacts/rules/crash-abc"),
+            "{d}"
+        );
+        let oom = "==9== ERROR: libFuzzer: out-of-memory (used: 2100Mb; exceeds: 2048Mb)\n";
+        assert!(failure_detail("rules", oom).starts_with("==9== ERROR: libFuzzer: out-of-memory"));
         assert!(selected(Some("nope")).is_err());
         assert_eq!(selected(None).map(|t| t.len()).ok(), Some(TARGETS.len()));
     }
