@@ -572,7 +572,18 @@ fn sigint_during_start_up_exits_cleanly_and_leaks_nothing() {
         return;
     }
     for delay_ms in [0u64, 1, 3, 5, 10, 20, 40, 80, 150, 300, 600] {
-        let child = Command::new(pagefail_bin())
+        let mut cmd = Command::new(pagefail_bin());
+        // As from a terminal: a runner started in the background of a
+        // non-interactive shell has SIGINT ignored, and a child inherits that
+        // until it installs its own handler.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["watch", "--all", "--no-tui", "--duration", "30s"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
