@@ -149,3 +149,72 @@ pub fn remove_cgroup(dir: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Fault in `pages` fresh anonymous pages, then unmap them: a new private
+/// mapping with huge pages off, so the page allocator runs once per page
+/// (order 0). The tests' and benchmarks' allocation load.
+///
+/// # Errors
+/// When the mapping cannot be made.
+pub fn touch_fresh_pages(pages: usize) -> std::io::Result<()> {
+    const PAGE: usize = 4096;
+    let len = pages * PAGE;
+    // SAFETY: a private anonymous mapping of `len` bytes, touched only within
+    // its bounds, then unmapped.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Without this a 2 MiB-aligned range may be one order-9 page.
+        let _ = libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
+        let base = p.cast::<u8>();
+        for i in 0..pages {
+            std::ptr::write_volatile(base.add(i * PAGE), 1);
+        }
+        libc::munmap(p, len);
+    }
+    Ok(())
+}
+
+/// IDs of the BPF programs that process `pid` holds a file descriptor of
+/// (a program or link fd whose fdinfo names a `prog_id`); every process when
+/// `pid` is `None`.
+#[must_use]
+pub fn held_program_ids(pid: Option<u32>) -> std::collections::HashSet<u32> {
+    let procs: Vec<PathBuf> = match pid {
+        Some(p) => vec![PathBuf::from(format!("/proc/{p}"))],
+        None => std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect(),
+    };
+    let mut held = std::collections::HashSet::new();
+    for dir in procs {
+        let Ok(fds) = std::fs::read_dir(dir.join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            if let Some(id) = info
+                .lines()
+                .find_map(|l| l.strip_prefix("prog_id:"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+            {
+                held.insert(id);
+            }
+        }
+    }
+    held
+}

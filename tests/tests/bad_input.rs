@@ -545,24 +545,7 @@ fn pagefail_programs() -> Vec<(u32, bool)> {
         .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("pagefail")))
         .map(|p| p.id())
         .collect();
-    let mut held = std::collections::HashSet::new();
-    for proc_dir in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(fds) = fs::read_dir(proc_dir.path().join("fdinfo")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            let Ok(info) = fs::read_to_string(fd.path()) else {
-                continue;
-            };
-            if let Some(id) = info
-                .lines()
-                .find_map(|l| l.strip_prefix("prog_id:"))
-                .and_then(|v| v.trim().parse::<u32>().ok())
-            {
-                held.insert(id);
-            }
-        }
-    }
+    let held = pagefail_tests::held_program_ids(None);
     ids.into_iter().map(|id| (id, held.contains(&id))).collect()
 }
 

@@ -15,27 +15,8 @@ fn gettid() -> u32 {
     u32::try_from(unsafe { libc::gettid() }).expect("tid")
 }
 
-/// Fault in fresh anonymous pages (a new mapping each time, so the page
-/// allocator runs for every page), then unmap them.
 fn allocate_pages(pages: usize) {
-    let len = pages * 4096;
-    // SAFETY: a private anonymous mapping, touched within its bounds, then unmapped.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED, "mmap");
-        libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
-        for i in 0..pages {
-            p.cast::<u8>().add(i * 4096).write_volatile(1);
-        }
-        libc::munmap(p, len);
-    }
+    pagefail_tests::touch_fresh_pages(pages).expect("mmap");
 }
 
 fn drain(tracer: &mut Tracer) -> Vec<FailureEvent> {

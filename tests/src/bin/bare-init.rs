@@ -30,7 +30,6 @@ use std::{
 const PAGEFAIL: &str = "/pagefail";
 /// Fresh pages touched while `watch` counts (16 MiB).
 const TOUCH_PAGES: usize = 4096;
-const PAGE: usize = 4096;
 /// The longest any child may run before it is killed.
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
@@ -233,36 +232,9 @@ fn watch() -> Res<Watched> {
     })
 }
 
-/// Map `pages` pages of anonymous memory with huge pages off, write one
-/// byte to each (each write faults in one freshly allocated order-0 page),
-/// unmap them. Returns the pages written.
+/// Fault in `pages` fresh pages (order-0 allocations); returns the pages written.
 fn touch_fresh_pages(pages: usize) -> Res<usize> {
-    let len = pages * PAGE;
-    // SAFETY: an anonymous private mapping of `len` bytes, used only here
-    // through the returned pointer and unmapped before returning.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            return Err(format!(
-                "mmap of {len} bytes: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        // Without this a 2 MiB-aligned range may be one order-9 page.
-        let _ = libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
-        let base = p.cast::<u8>();
-        for i in 0..pages {
-            std::ptr::write_volatile(base.add(i * PAGE), 1);
-        }
-        libc::munmap(p, len);
-    }
+    pagefail_tests::touch_fresh_pages(pages).map_err(|e| format!("mmap of {pages} pages: {e}"))?;
     Ok(pages)
 }
 

@@ -44,23 +44,8 @@ fn storm(mib: usize, passes: usize) -> (Duration, Duration) {
     let start = Instant::now();
     let cpu0 = thread_cpu_ns();
     for _ in 0..passes {
-        // SAFETY: a private anonymous mapping, touched within its bounds, then unmapped.
-        unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(p, libc::MAP_FAILED, "mmap {mib} MiB");
-            libc::madvise(p, len, libc::MADV_NOHUGEPAGE);
-            for i in (0..len).step_by(PAGE) {
-                p.cast::<u8>().add(i).write_volatile(1);
-            }
-            libc::munmap(p, len);
-        }
+        pagefail_tests::touch_fresh_pages(len / PAGE)
+            .unwrap_or_else(|e| panic!("mmap {mib} MiB: {e}"));
     }
     let cpu = Duration::from_nanos(thread_cpu_ns().saturating_sub(cpu0));
     (start.elapsed(), cpu)
@@ -507,22 +492,7 @@ fn startup_parts(rounds: usize) -> Value {
 
 /// The id of the main raw tracepoint program that process `pid` holds.
 fn held_main_program(pid: u32) -> Option<ProgramInfo> {
-    let mut held = std::collections::HashSet::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .ok()?
-        .flatten()
-    {
-        let Ok(info) = std::fs::read_to_string(fd.path()) else {
-            continue;
-        };
-        if let Some(id) = info
-            .lines()
-            .find_map(|l| l.strip_prefix("prog_id:"))
-            .and_then(|v| v.trim().parse::<u32>().ok())
-        {
-            held.insert(id);
-        }
-    }
+    let held = pagefail_tests::held_program_ids(Some(pid));
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .find(|p| held.contains(&p.id()) && p.name_as_str() == Some(PROG_RAW_TP))
