@@ -110,9 +110,61 @@ pub mod stat {
     pub const RINGBUF_LOST: u32 = 1;
     /// Calls of `warn_alloc` seen by the kprobe (all of them, NOWARN too).
     pub const WARN_ALLOC: u32 = 2;
+    /// Lost failures (ring buffer full) counted in the kernel's table
+    /// [`super::MAP_LOST`] instead: their counts survive, their times only
+    /// as each key's first and last.
+    pub const LOST_KEPT: u32 = 3;
+    /// Lost failures the table had no room for (full, or busy on this CPU):
+    /// counted here only.
+    pub const LOST_UNKEPT: u32 = 4;
     /// Number of slots.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 5;
 }
+
+/// Keys [`MAP_LOST`] holds at most; lost failures of further keys are
+/// counted in [`stat::LOST_UNKEPT`] only.
+pub const LOST_KEYS: u32 = 4096;
+/// Stacks [`MAP_LOST_STACKS`] holds (hash buckets): a stack whose bucket a
+/// different stack holds is kept without frames (`stack_id` < 0).
+pub const LOST_STACK_BUCKETS: u32 = 1024;
+
+/// What a failure that found the ring buffer full is counted by in the
+/// kernel ([`MAP_LOST`]): everything a summary row is told apart by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LostKey {
+    pub cgroup_id: u64,
+    pub gfp: u64,
+    pub tgid: u32,
+    pub order: u32,
+    /// Id in [`MAP_LOST_STACKS`], or negative (the helper's error: no frames).
+    pub stack_id: i32,
+    /// Explicit padding so the struct has no implicit holes.
+    pub _pad: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// One CPU's counts of a [`LostKey`] (cumulative: the kernel never resets
+/// them; userspace takes differences).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostCount {
+    pub failures: u64,
+    /// Of them, those whose task had just entered `warn_alloc` (as
+    /// [`EVENT_WARN_ALLOC`]).
+    pub warn_alloc: u64,
+    /// `bpf_ktime_get_boot_ns()` of this CPU's first and last failure of
+    /// the key; 0 when none.
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integer fields and arrays of integers, no padding.
+unsafe impl aya::Pod for LostKey {}
+#[cfg(feature = "user")]
+// SAFETY: as LostKey.
+unsafe impl aya::Pod for LostCount {}
 
 /// Ring buffer of [`FailureEvent`].
 pub const MAP_EVENTS: &str = "EVENTS";
@@ -125,6 +177,11 @@ pub const MAP_FAILS: &str = "FAILS";
 pub const MAP_STATS: &str = "STATS";
 /// LRU hash `tid -> boot ns` of the last `warn_alloc` entry per thread.
 pub const MAP_WARN_SEEN: &str = "WARN_SEEN";
+/// Per-CPU hash [`LostKey`] -> [`LostCount`]: the failures that found the
+/// ring buffer full, so their counts per row survive a slow reader.
+pub const MAP_LOST: &str = "LOST";
+/// Stack trace map of the stacks of [`MAP_LOST`]'s keys.
+pub const MAP_LOST_STACKS: &str = "LOST_STACKS";
 
 /// Program attached as a raw tracepoint (`raw_tp/mm_page_alloc`).
 pub const PROG_RAW_TP: &str = "pagefail_raw_tp";
@@ -199,6 +256,12 @@ mod tests {
         let fields = 3 * 8 + 8 * 4 + TASK_COMM_LEN + MAX_STACK_DEPTH * 8;
         assert_eq!(FailureEvent::SIZE, fields);
         assert_eq!(FailureEvent::SIZE % 8, 0);
+    }
+
+    #[test]
+    fn lost_table_types_have_no_padding() {
+        assert_eq!(size_of::<LostKey>(), 2 * 8 + 4 * 4 + TASK_COMM_LEN);
+        assert_eq!(size_of::<LostCount>(), 4 * 8);
     }
 
     #[test]

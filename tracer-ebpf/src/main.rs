@@ -12,21 +12,21 @@
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_smp_processor_id,
-            bpf_get_stack, bpf_ktime_get_boot_ns,
+            bpf_get_stack, bpf_get_stackid, bpf_ktime_get_boot_ns,
         },
     },
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     CpuState, EVENT_COMM_ERROR, EVENT_STACK_ERROR, EVENT_STACK_TRUNCATED, EVENT_WARN_ALLOC,
-    FailureEvent, MAX_STACK_DEPTH, NEST_SLOTS, ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS,
+    FailureEvent, LOST_KEYS, LOST_STACK_BUCKETS, LostCount, LostKey, MAX_STACK_DEPTH, NEST_SLOTS, ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS,
     order_slot, stat,
 };
 
@@ -85,6 +85,12 @@ static FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ORDER_SLOTS, 0);
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 #[map]
 static WARN_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+/// Failures that found the ring buffer full, counted by row key: a slow
+/// reader costs their times, not their counts (see [`keep_lost`]).
+#[map]
+static LOST: PerCpuHashMap<LostKey, LostCount> = PerCpuHashMap::with_max_entries(LOST_KEYS, 0);
+#[map]
+static LOST_STACKS: StackTrace = StackTrace::with_max_entries(LOST_STACK_BUCKETS, 0);
 
 // ---- nested events ----
 // Newer kernels skip a raw/BTF tracepoint program that is already running on
@@ -211,6 +217,7 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
 
     let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
         bump(&STATS, stat::RINGBUF_LOST);
+        keep_lost(ctx, now, tgid, order, gfp, flags & EVENT_WARN_ALLOC != 0);
         return;
     };
     let ev = entry.as_mut_ptr();
@@ -252,6 +259,72 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
         u64::from(BPF_RB_NO_WAKEUP)
     };
     entry.submit(submit_flags);
+}
+
+/// Count a failure the ring buffer had no room for in [`LOST`], by its row
+/// key (stack by id in [`LOST_STACKS`]), so userspace rebuilds its rows'
+/// counts. Runs only when the ring is full: nothing on the normal path.
+/// Each CPU counts in its own value, so no update races another CPU's; a
+/// key another CPU adds between this CPU's lookup and insert is found by
+/// the second lookup (this CPU's value of it starts at zero).
+#[inline(always)]
+fn keep_lost<C: EbpfContext>(ctx: &C, now: u64, tgid: u32, order: u32, gfp: u64, warned: bool) {
+    let mut key = LostKey {
+        // SAFETY: helper call with no pointer arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        gfp,
+        tgid,
+        order,
+        stack_id: -1,
+        _pad: 0,
+        comm: [0; TASK_COMM_LEN],
+    };
+    // SAFETY: the buffer is the key's comm array, of the size passed.
+    if unsafe { bpf_get_current_comm(key.comm.as_mut_ptr().cast(), TASK_COMM_LEN as u32) } < 0 {
+        key.comm = [0; TASK_COMM_LEN];
+    }
+    // Without BPF_F_REUSE_STACKID: a bucket held by another stack is never
+    // overwritten (that would give earlier keys the wrong frames); the key
+    // then has no stack, and its count is kept all the same.
+    // SAFETY: the context pointer of this program, and the stack map.
+    let id = unsafe {
+        bpf_get_stackid(
+            ctx.as_ptr(),
+            core::ptr::addr_of!(LOST_STACKS).cast_mut().cast(),
+            0,
+        )
+    };
+    key.stack_id = if id < 0 { -1 } else { id as i32 };
+    let warn = u64::from(warned);
+    let count = |v: *mut LostCount| {
+        // SAFETY: this CPU's value of the key; preemption is off.
+        unsafe {
+            (*v).failures += 1;
+            (*v).warn_alloc += warn;
+            if (*v).first_ns == 0 {
+                (*v).first_ns = now;
+            }
+            (*v).last_ns = now;
+        }
+        bump(&STATS, stat::LOST_KEPT);
+    };
+    if let Some(v) = LOST.get_ptr_mut(&key) {
+        count(v);
+        return;
+    }
+    let first = LostCount {
+        failures: 1,
+        warn_alloc: warn,
+        first_ns: now,
+        last_ns: now,
+    };
+    if LOST.insert(&key, &first, u64::from(BPF_NOEXIST)).is_ok() {
+        bump(&STATS, stat::LOST_KEPT);
+    } else if let Some(v) = LOST.get_ptr_mut(&key) {
+        count(v);
+    } else {
+        bump(&STATS, stat::LOST_UNKEPT);
+    }
 }
 
 /// Preferred: raw tracepoint, arguments as plain u64 (kernel 4.17+, no BTF).

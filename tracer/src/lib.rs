@@ -20,6 +20,7 @@ pub mod events;
 pub mod export;
 pub mod gfp;
 pub mod logs;
+pub mod lost;
 pub mod memory;
 pub mod metrics;
 pub mod privilege;

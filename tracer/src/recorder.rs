@@ -88,6 +88,8 @@ pub fn totals_csv(window: &Window, delta: &Counters, recorded: u64) -> Vec<u8> {
         ("matched", delta.matched),
         ("recorded", recorded),
         ("lost", delta.lost),
+        ("lost_kept", delta.lost_kept),
+        ("lost_unkept", delta.lost_unkept),
         ("warn_alloc", delta.warn_alloc),
     ] {
         out.push_str(&format!("{head},{metric},,{n}\n"));
@@ -417,6 +419,7 @@ mod tests {
             lost: 0,
             warn_alloc: 1,
             unseen: Some(6),
+            ..Counters::default()
         };
         let text = String::from_utf8(totals_csv(&w, &c, 2)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -426,7 +429,8 @@ mod tests {
         assert!(lines.iter().any(|l| l.ends_with(",recorded,,2")));
         assert!(lines.iter().any(|l| l.ends_with(",lost,,0")));
         assert!(lines.iter().any(|l| l.ends_with(",unseen,,6")));
-        assert_eq!(lines.len(), 1 + 2 + 2 + 5);
+        assert!(lines.iter().any(|l| l.ends_with(",lost_kept,,0")));
+        assert_eq!(lines.len(), 1 + 2 + 2 + 7);
         let unknown = Counters { unseen: None, ..c };
         let text = String::from_utf8(totals_csv(&w, &unknown, 2)).unwrap();
         assert!(text.lines().any(|l| l.ends_with(",unseen,,")), "{text}");

@@ -13,6 +13,7 @@ use crate::{
     cgroup::CgroupResolver,
     classify::Classifier,
     events::EventStream,
+    lost::LostRows,
     privilege,
     probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},
     symbolize::Kallsyms,
@@ -66,6 +67,8 @@ pub struct Session {
     flush: tokio::time::Interval,
     /// What became of the capabilities after start-up.
     pub privileges: Privileges,
+    /// The failures rebuilt into rows from the kernel's table of lost ones.
+    pub lost_rows: LostRows,
 }
 
 /// How long a record may wait in the ring buffer when too few follow it to
@@ -179,7 +182,20 @@ impl Session {
             ksyms: Some(ksyms),
             flush: flush_timer(),
             privileges,
+            lost_rows: LostRows::default(),
         })
+    }
+
+    /// Add the failures the kernel counted by row key because the ring
+    /// buffer was full (see [`crate::lost`]) to the rows.
+    ///
+    /// # Errors
+    /// When the kernel's table cannot be read.
+    pub fn rebuild_lost(&mut self) -> anyhow::Result<u64> {
+        symbols_ready(&mut self.ksyms, &mut self.agg);
+        self.lost_rows
+            .drain(&self.tracer, &mut self.agg)
+            .context("reading the kernel's table of lost failures")
     }
 
     /// Aggregate records until the interval ticks, a signal arrives or the
@@ -209,8 +225,13 @@ impl Session {
                 r = self.stream.next_with(&mut sink) => {
                     r.context("reading the ring buffer")?;
                 }
-                _ = self.flush.tick() => {}
-                _ = tick.tick() => return Ok(Step::Tick),
+                _ = self.flush.tick() => {
+                    self.rebuild_lost()?;
+                }
+                _ = tick.tick() => {
+                    self.rebuild_lost()?;
+                    return Ok(Step::Tick);
+                }
                 () = sleep => return Ok(Step::Stop("duration reached")),
                 _ = self.signals.int.recv() => return Ok(Step::Stop("interrupted")),
                 _ = self.signals.term.recv() => return Ok(Step::Stop("terminated")),
@@ -242,6 +263,9 @@ impl Session {
             let (sid, new) = agg.add(ev);
             on_record(agg, ev, sid, new);
         });
+        if let Err(e) = self.rebuild_lost() {
+            crate::note!("pagefail: {e:#}");
+        }
     }
 
     /// Detach, then drain what is left: afterwards delivered + lost equals
@@ -260,6 +284,8 @@ impl Session {
             let (sid, new) = agg.add(ev);
             on_record(agg, ev, sid, new);
         });
+        // Detached: the table holds its final counts.
+        self.rebuild_lost()?;
         self.window.end = std::time::SystemTime::now();
         self.totals()
     }

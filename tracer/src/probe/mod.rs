@@ -9,7 +9,7 @@ use std::{fs, os::fd::AsFd as _, path::Path, time::Instant};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{
         BtfTracePoint, KProbe, RawTracePoint, TracePoint, kprobe::KProbeLinkId,
         raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId,
@@ -18,7 +18,8 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    CpuState, MAP_EVENTS, MAP_FAILS, MAP_STATE, MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP,
+    CpuState, LostCount, LostKey, MAP_EVENTS, MAP_FAILS, MAP_LOST, MAP_LOST_STACKS, MAP_STATE,
+    MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP,
     PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
@@ -147,6 +148,12 @@ pub struct Counters {
     pub matched: u64,
     /// Failures that passed the filters but found the ring buffer full.
     pub lost: u64,
+    /// Of the lost, those counted in the kernel's table by row key
+    /// ([`Tracer::lost_table`]): their counts reach the rows.
+    pub lost_kept: u64,
+    /// Of the lost, those the kernel's table had no room for: counted only
+    /// here.
+    pub lost_unkept: u64,
     /// `warn_alloc` entries (kprobe).
     pub warn_alloc: u64,
     /// Allocation events (successes and failures alike) that fired while the
@@ -174,6 +181,8 @@ impl Counters {
             fails: sub(&self.fails, &earlier.fails),
             matched: self.matched.saturating_sub(earlier.matched),
             lost: self.lost.saturating_sub(earlier.lost),
+            lost_kept: self.lost_kept.saturating_sub(earlier.lost_kept),
+            lost_unkept: self.lost_unkept.saturating_sub(earlier.lost_unkept),
             warn_alloc: self.warn_alloc.saturating_sub(earlier.warn_alloc),
             unseen: self
                 .unseen
@@ -440,9 +449,67 @@ impl Tracer {
             fails: read(MAP_FAILS, ORDER_SLOTS)?,
             matched: stats[stat::MATCHED as usize],
             lost: stats[stat::RINGBUF_LOST as usize],
+            lost_kept: stats[stat::LOST_KEPT as usize],
+            lost_unkept: stats[stat::LOST_UNKEPT as usize],
             warn_alloc: stats[stat::WARN_ALLOC as usize],
             unseen: self.unseen(),
         })
+    }
+
+    /// The kernel's table of lost failures (ring buffer full): every key
+    /// with its counts summed over CPUs (cumulative since attach; the
+    /// kernel never resets them). First and last times are the earliest and
+    /// latest of any CPU.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn lost_table(&self) -> Result<Vec<(LostKey, LostCount)>, ProbeError> {
+        let err = |source| ProbeError::Map {
+            name: MAP_LOST,
+            source,
+        };
+        let map = self
+            .ebpf
+            .map(MAP_LOST)
+            .ok_or_else(|| err(aya::maps::MapError::InvalidName {
+                name: MAP_LOST.to_owned(),
+            }))?;
+        let table = PerCpuHashMap::<_, LostKey, LostCount>::try_from(map).map_err(err)?;
+        let mut out = Vec::new();
+        for item in table.iter() {
+            let (key, per_cpu) = match item {
+                Ok(kv) => kv,
+                // A key removed between listing and reading: none are.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(err(e)),
+            };
+            let mut sum = LostCount::default();
+            for c in per_cpu.iter().filter(|c| c.failures > 0) {
+                sum.failures += c.failures;
+                sum.warn_alloc += c.warn_alloc;
+                if sum.first_ns == 0 || c.first_ns < sum.first_ns {
+                    sum.first_ns = c.first_ns;
+                }
+                sum.last_ns = sum.last_ns.max(c.last_ns);
+            }
+            out.push((key, sum));
+        }
+        Ok(out)
+    }
+
+    /// The frames (innermost first) of a stack of the lost-failure table;
+    /// empty when the id is negative (the kernel kept no stack) or unknown.
+    #[must_use]
+    pub fn lost_stack(&self, stack_id: i32) -> Vec<u64> {
+        let Ok(id) = u32::try_from(stack_id) else {
+            return Vec::new();
+        };
+        self.ebpf
+            .map(MAP_LOST_STACKS)
+            .and_then(|m| StackTraceMap::try_from(m).ok())
+            .and_then(|m| m.get(&id, 0).ok())
+            .map(|st| st.frames().iter().map(|f| f.ip).collect())
+            .unwrap_or_default()
     }
 
     /// The program whose kernel-counted skips are [`Counters::unseen`].
@@ -636,6 +703,8 @@ mod tests {
             fails: vec![1, 2],
             matched: 3,
             lost: 1,
+            lost_kept: 1,
+            lost_unkept: 0,
             warn_alloc: 0,
             unseen: Some(4),
         };
@@ -644,6 +713,8 @@ mod tests {
             fails: vec![1, 4],
             matched: 5,
             lost: 1,
+            lost_kept: 1,
+            lost_unkept: 0,
             warn_alloc: 2,
             unseen: Some(7),
         };
