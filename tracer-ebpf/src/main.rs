@@ -26,8 +26,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     CpuState, EVENT_COMM_ERROR, EVENT_STACK_ERROR, EVENT_STACK_TRUNCATED, EVENT_WARN_ALLOC,
-    FailureEvent, LOST_KEYS, LOST_STACK_BUCKETS, LostCount, LostKey, MAX_STACK_DEPTH, NEST_SLOTS, ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS,
-    order_slot, stat,
+    FailureEvent, LOST_KEYS, LOST_STACK_BUCKETS, LostCount, LostKey, MAX_STACK_DEPTH, NEST_SLOTS,
+    ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS, order_slot, stat,
 };
 
 // ---- read-only filters and kernel facts, set with EbpfLoader::override_global ----

@@ -304,7 +304,10 @@ fn lost_lines(agg: &Aggregator, totals: &Counters) -> String {
         ));
     }
     if rows.len() > LIVE_ROWS {
-        s.push_str(&format!("  ... {} more rebuilt rows\n", rows.len() - LIVE_ROWS));
+        s.push_str(&format!(
+            "  ... {} more rebuilt rows\n",
+            rows.len() - LIVE_ROWS
+        ));
     }
     s
 }

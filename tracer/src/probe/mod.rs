@@ -19,8 +19,8 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     CpuState, LostCount, LostKey, MAP_EVENTS, MAP_FAILS, MAP_LOST, MAP_LOST_STACKS, MAP_STATE,
-    MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP,
-    PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
+    MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP, PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP,
+    PROGS_RAW_TP, global, stat,
 };
 
 pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
@@ -468,12 +468,11 @@ impl Tracer {
             name: MAP_LOST,
             source,
         };
-        let map = self
-            .ebpf
-            .map(MAP_LOST)
-            .ok_or_else(|| err(aya::maps::MapError::InvalidName {
+        let map = self.ebpf.map(MAP_LOST).ok_or_else(|| {
+            err(aya::maps::MapError::InvalidName {
                 name: MAP_LOST.to_owned(),
-            }))?;
+            })
+        })?;
         let table = PerCpuHashMap::<_, LostKey, LostCount>::try_from(map).map_err(err)?;
         let mut out = Vec::new();
         for item in table.iter() {
