@@ -90,10 +90,18 @@ pub const NEST_SLOTS: usize = 8;
 pub struct CpuState {
     /// Successful allocations by order slot.
     pub allocs: [u64; ORDER_SLOTS as usize],
+    /// Marked pair (see tracer-ebpf, "marked pair"): the context pointers
+    /// of the events the marking main program handled and the helper has not
+    /// yet passed, a stack wrapping in `NEST_SLOTS` entries.
+    pub marks: [u64; NEST_SLOTS],
     /// Nesting depth of `mm_page_alloc` events on this CPU (wrapping).
     pub depth: u32,
     /// Per depth slot: whether the main program handled the event at that depth.
     pub handled: [u32; NEST_SLOTS],
+    /// Index of the top mark.
+    pub mark_top: u32,
+    /// Marks on the stack (at most `NEST_SLOTS`).
+    pub mark_len: u32,
     /// Explicit padding so the struct has no implicit holes.
     pub _pad: u32,
 }
@@ -117,8 +125,11 @@ pub mod stat {
     /// Lost failures the table had no room for (full, or busy on this CPU):
     /// counted here only.
     pub const LOST_UNKEPT: u32 = 4;
+    /// Allocation events the marked pair's helper handled because the
+    /// kernel kept them from the main program.
+    pub const HELPER_HANDLED: u32 = 5;
     /// Number of slots.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
 }
 
 /// Keys [`MAP_LOST`] holds at most; lost failures of further keys are
@@ -205,6 +216,11 @@ pub const PROGS_BTF_TP: [&str; 4] = [
     "pagefail_btf_ns",
     "pagefail_btf_ex",
 ];
+/// The marked pair on the raw tracepoint: the marking main program, then
+/// the helper that handles what the kernel kept from it (see tracer-ebpf).
+pub const PAIR_RAW_TP: [&str; 2] = ["pagefail_raw_mk", "pagefail_raw_hl"];
+/// The marked pair on the BTF tracepoint.
+pub const PAIR_BTF_TP: [&str; 2] = ["pagefail_btf_mk", "pagefail_btf_hl"];
 /// Program attached as a classic tracepoint (`tracepoint/kmem/mm_page_alloc`).
 pub const PROG_CLASSIC_TP: &str = "pagefail_classic_tp";
 /// Kprobe on `warn_alloc`.
@@ -266,7 +282,7 @@ mod tests {
 
     #[test]
     fn cpu_state_has_no_padding() {
-        let fields = ORDER_SLOTS as usize * 8 + 4 + NEST_SLOTS * 4 + 4;
+        let fields = ORDER_SLOTS as usize * 8 + 4 + NEST_SLOTS * 4 + NEST_SLOTS * 8 + 3 * 4;
         assert_eq!(core::mem::size_of::<CpuState>(), fields);
         assert!(NEST_SLOTS.is_power_of_two());
     }
@@ -275,6 +291,8 @@ mod tests {
     fn program_names_stay_distinct_in_the_kernels_15_characters() {
         let [r0, r1, r2, r3] = PROGS_RAW_TP;
         let [b0, b1, b2, b3] = PROGS_BTF_TP;
+        let [rm, rh] = PAIR_RAW_TP;
+        let [bm, bh] = PAIR_BTF_TP;
         let all = [
             r0,
             r1,
@@ -284,6 +302,10 @@ mod tests {
             b1,
             b2,
             b3,
+            rm,
+            rh,
+            bm,
+            bh,
             PROG_CLASSIC_TP,
             PROG_WARN_ALLOC,
         ];

@@ -118,6 +118,30 @@ static LOST_STACKS: StackTrace = StackTrace::with_max_entries(LOST_STACK_BUCKETS
 // high, and three levels deep an event can then be counted twice, where this
 // design only loses the innermost one (BENCHMARKS.md, "Analysis").
 
+// ---- the marked pair: two programs instead of four ----
+// The same exactness with two dispatches per allocation: the marking main
+// program (`_mk`), then the helper (`_hl`). The helper must tell, for the
+// event it runs for, whether the main program ran for that same event. The
+// identity of an event is its context pointer: the kernel calls a
+// tracepoint's programs one after the other from the same frame
+// (`__traceiter_*` -> `__bpf_trace_*` -> `bpf_trace_runN`, whose `args`
+// array is the context), so both programs see the same address for one
+// event, while an event nested in them (deeper on the same stack, or on an
+// interrupt stack) has another address.
+//   main   - push ctx on this CPU's mark stack, then the work
+//   helper - search the marks from the top for ctx: found -> main ran; pop
+//            it and the marks above it (events nested in the helper's start,
+//            whose helper the kernel skipped). Not found -> the kernel kept
+//            this event from main: do the work. Then drop the marks pushed
+//            while this helper ran (events nested in it: their main did the
+//            work, their helper was skipped).
+// On kernels without the skip (5.10) every mark is popped by its own
+// helper. Exact unless an event nests in the few instructions after the
+// helper's body (the kernel's exit from the program): its mark stays behind
+// and may mislead one later decision. Such an event is one of the helper's
+// `recursion_misses`, which userspace adds to `unseen` (times the marks a
+// wrong match can remove), so the bound stays honest.
+
 /// This CPU's state; `None` only if the map lookup fails, which it cannot
 /// for key 0 of a one-entry array (the verifier still wants the check).
 #[inline(always)]
@@ -422,6 +446,102 @@ fn btf_tp_body(ctx: &BtfTracePointContext) {
     let gfp: u64 = ctx.arg(2);
     let migratetype: u64 = ctx.arg(3);
     on_alloc(ctx, page == 0, order as u32, gfp, migratetype as i32);
+}
+
+#[inline(always)]
+fn mark_slot(i: u32) -> usize {
+    (i & (NEST_SLOTS as u32 - 1)) as usize
+}
+
+/// The marking main program's first step: push this event's context.
+#[inline(always)]
+fn mark_push(st: *mut CpuState, ctx: u64) {
+    // SAFETY: this CPU's value; preemption is off in a tracepoint program;
+    // every index is masked into its array.
+    unsafe {
+        let top = (*st).mark_top.wrapping_add(1);
+        (*st).mark_top = top;
+        (*st).marks[mark_slot(top)] = ctx;
+        if (*st).mark_len < NEST_SLOTS as u32 {
+            (*st).mark_len += 1;
+        }
+    }
+}
+
+/// The helper's decision: whether the main program marked `ctx` (then its
+/// mark and the stale ones above it are popped).
+#[inline(always)]
+fn mark_take(st: *mut CpuState, ctx: u64) -> bool {
+    // SAFETY: as in mark_push.
+    unsafe {
+        let len = (*st).mark_len;
+        let top = (*st).mark_top;
+        let mut d = 0u32;
+        while d < NEST_SLOTS as u32 {
+            if d >= len {
+                break;
+            }
+            if (*st).marks[mark_slot(top.wrapping_sub(d))] == ctx {
+                (*st).mark_top = top.wrapping_sub(d + 1);
+                (*st).mark_len = len - d - 1;
+                return true;
+            }
+            d += 1;
+        }
+    }
+    false
+}
+
+/// The marked pair's helper, once the attach style has produced the body.
+#[inline(always)]
+fn helper(st: *mut CpuState, ctx: u64, body: impl FnOnce()) {
+    let handled_by_main = mark_take(st, ctx);
+    // SAFETY: as in mark_push.
+    let (top, len) = unsafe { ((*st).mark_top, (*st).mark_len) };
+    if !handled_by_main {
+        bump(&STATS, stat::HELPER_HANDLED);
+        body();
+    }
+    // Marks pushed since are of events nested in this helper: done.
+    // SAFETY: as in mark_push.
+    unsafe {
+        (*st).mark_top = top;
+        (*st).mark_len = len;
+    }
+}
+
+/// The marked pair's main program on the raw tracepoint.
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn pagefail_raw_mk(ctx: RawTracePointContext) -> i32 {
+    let Some(st) = cpu_state() else { return 0 };
+    mark_push(st, ctx.as_ptr() as u64);
+    raw_tp_body(&ctx, st);
+    0
+}
+
+/// The marked pair's helper on the raw tracepoint.
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn pagefail_raw_hl(ctx: RawTracePointContext) -> i32 {
+    let Some(st) = cpu_state() else { return 0 };
+    helper(st, ctx.as_ptr() as u64, || raw_tp_body(&ctx, st));
+    0
+}
+
+/// The marked pair's main program on the BTF tracepoint.
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn pagefail_btf_mk(ctx: BtfTracePointContext) -> i32 {
+    let Some(st) = cpu_state() else { return 0 };
+    mark_push(st, ctx.as_ptr() as u64);
+    btf_tp_body(&ctx);
+    0
+}
+
+/// The marked pair's helper on the BTF tracepoint.
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn pagefail_btf_hl(ctx: BtfTracePointContext) -> i32 {
+    let Some(st) = cpu_state() else { return 0 };
+    helper(st, ctx.as_ptr() as u64, || btf_tp_body(&ctx));
+    0
 }
 
 /// Last resort: the classic tracepoint record, at offsets from the format file.

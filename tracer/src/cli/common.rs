@@ -80,6 +80,7 @@ impl FilterArgs {
             batch_wakeups: false,
             keep_caps: self.keep_caps,
             lean: self.lean,
+            four_programs: crate::probe::four_programs_from_env().map_err(anyhow::Error::msg)?,
         })
     }
 }

@@ -19,8 +19,8 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     CpuState, LostCount, LostKey, MAP_EVENTS, MAP_FAILS, MAP_LOST, MAP_LOST_STACKS, MAP_STATE,
-    MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP, PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP,
-    PROGS_RAW_TP, global, stat,
+    MAP_STATS, NEST_SLOTS, ORDER_SLOTS, PAIR_BTF_TP, PAIR_RAW_TP, PROG_CLASSIC_TP, PROG_RAW_TP,
+    PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
 pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
@@ -101,6 +101,27 @@ pub struct ProbeConfig {
     /// events the kernel then keeps from it are counted
     /// ([`Counters::unseen`]) instead of handled.
     pub lean: bool,
+    /// Without `lean`: attach the four-program chain (enter, main, nested,
+    /// exit) instead of the marked pair (main, helper; see tracer-ebpf).
+    /// Both are exact; the pair costs two program dispatches per allocation
+    /// instead of four. Kept for comparison (`PAGEFAIL_CHAIN=four`).
+    pub four_programs: bool,
+}
+
+/// The environment variable that picks the nesting programs: `pair`
+/// (default) or `four` (see [`ProbeConfig::four_programs`]).
+pub const CHAIN_ENV: &str = "PAGEFAIL_CHAIN";
+
+/// Whether `PAGEFAIL_CHAIN` asks for the four-program chain.
+///
+/// # Errors
+/// When the variable holds neither `pair` nor `four`.
+pub fn four_programs_from_env() -> Result<bool, String> {
+    match std::env::var(CHAIN_ENV).as_deref() {
+        Err(_) | Ok("" | "pair") => Ok(false),
+        Ok("four") => Ok(true),
+        Ok(other) => Err(format!("{CHAIN_ENV}={other}: expected `pair` or `four`")),
+    }
 }
 
 impl Default for ProbeConfig {
@@ -116,6 +137,7 @@ impl Default for ProbeConfig {
             batch_wakeups: false,
             keep_caps: false,
             lean: false,
+            four_programs: false,
         }
     }
 }
@@ -198,6 +220,8 @@ pub struct Tracer {
     links: Vec<Link>,
     /// Only the main program is attached (see [`ProbeConfig::lean`]).
     pub lean: bool,
+    /// The four-program chain is attached instead of the marked pair.
+    pub four_programs: bool,
     /// The style that attached.
     pub style: AttachStyle,
     /// Styles tried before it, with the reason each failed.
@@ -324,7 +348,7 @@ impl Tracer {
         let mut attached = None;
         let mut btf = None;
         for style in plan {
-            match attach_style(&mut ebpf, style, &mut btf, cfg.lean) {
+            match attach_style(&mut ebpf, style, &mut btf, chain_of(cfg)) {
                 Ok(link) => {
                     attached = Some((style, link));
                     break;
@@ -377,6 +401,7 @@ impl Tracer {
             ebpf,
             links,
             lean: cfg.lean,
+            four_programs: cfg.four_programs && !cfg.lean,
             style,
             fallbacks,
             warn_alloc,
@@ -452,7 +477,7 @@ impl Tracer {
             lost_kept: stats[stat::LOST_KEPT as usize],
             lost_unkept: stats[stat::LOST_UNKEPT as usize],
             warn_alloc: stats[stat::WARN_ALLOC as usize],
-            unseen: self.unseen(),
+            unseen: self.unseen(stats[stat::HELPER_HANDLED as usize]),
         })
     }
 
@@ -511,21 +536,33 @@ impl Tracer {
             .unwrap_or_default()
     }
 
-    /// The program whose kernel-counted skips are [`Counters::unseen`].
-    fn unseen_program(&self) -> Option<&'static str> {
-        let chain = match self.style {
-            AttachStyle::Raw => &PROGS_RAW_TP,
-            AttachStyle::Btf => &PROGS_BTF_TP,
+    fn misses(&self, name: &str) -> Option<u64> {
+        let fd = self.ebpf.program(name)?.fd().ok()?;
+        info::recursion_misses(fd.as_fd())
+    }
+
+    /// [`Counters::unseen`], given the helper's handled count (marked pair).
+    fn unseen(&self, helper_handled: u64) -> Option<u64> {
+        let (four, pair) = match self.style {
+            AttachStyle::Raw => (&PROGS_RAW_TP, &PAIR_RAW_TP),
+            AttachStyle::Btf => (&PROGS_BTF_TP, &PAIR_BTF_TP),
             AttachStyle::Classic => return None,
         };
         // The chain is enter, main, nested, exit.
-        Some(if self.lean { chain[1] } else { chain[2] })
-    }
-
-    fn unseen(&self) -> Option<u64> {
-        let name = self.unseen_program()?;
-        let fd = self.ebpf.program(name)?.fd().ok()?;
-        info::recursion_misses(fd.as_fd())
+        if self.lean {
+            return self.misses(four[1]);
+        }
+        if self.four_programs {
+            return self.misses(four[2]);
+        }
+        // The pair: events the kernel kept from main that the helper did not
+        // handle, exactly while the helper itself was never skipped; each
+        // skip of the helper may leave a mark that misleads one later
+        // decision (one event missed, and up to NEST_SLOTS - 1 outer events
+        // counted twice), so it widens the bound by that much.
+        let main = self.misses(pair[0])?;
+        let helper = self.misses(pair[1])?;
+        Some(main.saturating_sub(helper_handled) + helper * NEST_SLOTS as u64)
     }
 
     /// Whether the counters can still be read once every capability is
@@ -573,7 +610,13 @@ impl Tracer {
     /// The loaded raw tracepoint program, for `BPF_PROG_TEST_RUN` (tests, benchmarks).
     #[must_use]
     pub fn raw_program(&mut self) -> Option<&mut RawTracePoint> {
-        prog::<RawTracePoint>(&mut self.ebpf, PROG_RAW_TP).ok()
+        // The main program of the attached chain (the only one loaded).
+        let name = if self.lean || self.four_programs {
+            PROG_RAW_TP
+        } else {
+            PAIR_RAW_TP[0]
+        };
+        prog::<RawTracePoint>(&mut self.ebpf, name).ok()
     }
 }
 
@@ -588,17 +631,41 @@ where
         .map_err(|_| format!("program {name} has an unexpected type"))
 }
 
-/// Attach `style`'s program; for the raw and BTF tracepoints also its nested
-/// copy (see tracer-ebpf: it catches the events the kernel keeps from a
-/// program already running on the same CPU). The main link comes first.
+/// Which programs go around the main one (see tracer-ebpf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    Lean,
+    Pair,
+    Four,
+}
+
+fn chain_of(cfg: &ProbeConfig) -> Chain {
+    if cfg.lean {
+        Chain::Lean
+    } else if cfg.four_programs {
+        Chain::Four
+    } else {
+        Chain::Pair
+    }
+}
+
+/// Attach `style`'s programs: for the raw and BTF tracepoints the main
+/// program with the programs `chain` puts around it, in order (the kernel
+/// calls a tracepoint's programs in attach order).
 fn attach_style(
     ebpf: &mut Ebpf,
     style: AttachStyle,
     btf: &mut Option<Btf>,
-    lean: bool,
+    chain: Chain,
 ) -> Result<Vec<Link>, String> {
-    let chain = |all: &'static [&'static str; 4]| -> &'static [&'static str] {
-        if lean { &all[1..2] } else { all }
+    let chain = |four: &'static [&'static str; 4],
+                 pair: &'static [&'static str; 2]|
+     -> &'static [&'static str] {
+        match chain {
+            Chain::Lean => &four[1..2],
+            Chain::Four => four,
+            Chain::Pair => pair,
+        }
     };
     match style {
         AttachStyle::Raw => {
@@ -610,7 +677,7 @@ fn attach_style(
                     .map_err(|e| format!("attach {name}: {e}"))?;
                 Ok(Link::Raw(name, id))
             };
-            attach_all(ebpf, chain(&PROGS_RAW_TP), attach)
+            attach_all(ebpf, chain(&PROGS_RAW_TP, &PAIR_RAW_TP), attach)
         }
         AttachStyle::Btf => {
             if btf.is_none() {
@@ -624,7 +691,7 @@ fn attach_style(
                 let id = p.attach().map_err(|e| format!("attach {name}: {e}"))?;
                 Ok(Link::Btf(name, id))
             };
-            attach_all(ebpf, chain(&PROGS_BTF_TP), attach)
+            attach_all(ebpf, chain(&PROGS_BTF_TP, &PAIR_BTF_TP), attach)
         }
         AttachStyle::Classic => {
             let p = prog::<TracePoint>(ebpf, PROG_CLASSIC_TP)?;
