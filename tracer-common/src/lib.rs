@@ -225,6 +225,9 @@ pub const PAIR_BTF_TP: [&str; 2] = ["pagefail_btf_mk", "pagefail_btf_hl"];
 pub const PROG_CLASSIC_TP: &str = "pagefail_classic_tp";
 /// Kprobe on `warn_alloc`.
 pub const PROG_WARN_ALLOC: &str = "pagefail_warn_alloc";
+/// Kprobe on `warn_alloc` that records the failures itself (failure-only
+/// mode: no tracepoint program at all).
+pub const PROG_WARN_FAIL: &str = "pagefail_wa_fail";
 
 /// Read-only globals, set by userspace before the program is loaded.
 pub mod global {
@@ -308,6 +311,7 @@ mod tests {
             bh,
             PROG_CLASSIC_TP,
             PROG_WARN_ALLOC,
+            PROG_WARN_FAIL,
         ];
         let kernel = |n: &'static str| &n[..n.len().min(15)];
         for (i, a) in all.iter().enumerate() {

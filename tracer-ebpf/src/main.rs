@@ -14,7 +14,7 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_smp_processor_id,
             bpf_get_stack, bpf_get_stackid, bpf_ktime_get_boot_ns,
@@ -198,11 +198,19 @@ fn on_alloc<C: EbpfContext>(ctx: &C, failed: bool, order: u32, gfp: u64, migrate
         }
         return;
     }
-    on_failure(ctx, order, gfp, migratetype);
+    on_failure(ctx, order, gfp, migratetype, false);
 }
 
+/// A failure that passed no filter yet. `in_warn_alloc`: seen from inside
+/// `warn_alloc` (failure-only mode), so it is marked as having reached it.
 #[inline(always)]
-fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
+fn on_failure<C: EbpfContext>(
+    ctx: &C,
+    order: u32,
+    gfp: u64,
+    migratetype: i32,
+    in_warn_alloc: bool,
+) {
     bump(&FAILS, order_slot(order));
 
     if order < global(&FILTER_MIN_ORDER) {
@@ -231,8 +239,12 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
     // SAFETY: helper calls with no pointer arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut flags = 0u32;
-    // SAFETY: lookups in a map of plain integers.
-    if let Some(seen) = unsafe { WARN_SEEN.get(&pid) } {
+    if in_warn_alloc {
+        flags |= EVENT_WARN_ALLOC;
+    } else if let Some(seen) =
+        // SAFETY: lookups in a map of plain integers.
+        unsafe { WARN_SEEN.get(&pid) }
+    {
         if now.wrapping_sub(*seen) < WARN_MATCH_WINDOW_NS {
             flags |= EVENT_WARN_ALLOC;
         }
@@ -332,7 +344,7 @@ fn keep_lost<C: EbpfContext>(ctx: &C, now: u64, tgid: u32, order: u32, gfp: u64,
         }
         bump(&STATS, stat::LOST_KEPT);
     };
-    if let Some(v) = LOST.get_ptr_mut(&key) {
+    if let Some(v) = LOST.get_ptr_mut(key) {
         count(v);
         return;
     }
@@ -342,9 +354,9 @@ fn keep_lost<C: EbpfContext>(ctx: &C, now: u64, tgid: u32, order: u32, gfp: u64,
         first_ns: now,
         last_ns: now,
     };
-    if LOST.insert(&key, &first, u64::from(BPF_NOEXIST)).is_ok() {
+    if LOST.insert(key, first, u64::from(BPF_NOEXIST)).is_ok() {
         bump(&STATS, stat::LOST_KEPT);
-    } else if let Some(v) = LOST.get_ptr_mut(&key) {
+    } else if let Some(v) = LOST.get_ptr_mut(key) {
         count(v);
     } else {
         bump(&STATS, stat::LOST_UNKEPT);
@@ -399,7 +411,7 @@ fn raw_tp_body(ctx: &RawTracePointContext, st: *mut CpuState) {
     }
     let gfp: u64 = ctx.arg(2);
     let migratetype: u64 = ctx.arg(3);
-    on_failure(ctx, order as u32, gfp, migratetype as i32);
+    on_failure(ctx, order as u32, gfp, migratetype as i32, false);
 }
 
 /// Fallback: BTF tracepoint (same arguments, typed by BTF).
@@ -578,6 +590,35 @@ pub fn pagefail_warn_alloc(_ctx: ProbeContext) -> u32 {
     // SAFETY: helper call with no pointer arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let _ = WARN_SEEN.insert(&pid, &now, 0);
+    0
+}
+
+/// How `__alloc_pages_slowpath` calls `warn_alloc` on a page allocation
+/// failure (`"page allocation failure: order:%u", order`, the same from 4.x
+/// to 6.x); vmalloc and others pass other formats.
+const PAGE_FAILURE_FMT: [u8; 24] = *b"page allocation failure:";
+
+/// Failure-only mode: the `warn_alloc` kprobe alone, no tracepoint, so
+/// successful allocations cost nothing. Every slow-path failure enters
+/// `warn_alloc` (the NOWARN and rate-limit checks are inside it) with gfp
+/// first and, for page allocation failures, the order as the first variadic
+/// argument (the fourth register). It cannot see failures that never reach
+/// the slow path's end: memory-cgroup charge failures, lock-free tries.
+#[kprobe]
+pub fn pagefail_wa_fail(ctx: ProbeContext) -> u32 {
+    bump(&STATS, stat::WARN_ALLOC);
+    let (Some(gfp), Some(fmt), Some(order)) =
+        (ctx.arg::<u64>(0), ctx.arg::<u64>(2), ctx.arg::<u64>(3))
+    else {
+        return 0;
+    };
+    // SAFETY: a kernel pointer read with the fault-safe helper.
+    let head = unsafe { bpf_probe_read_kernel(fmt as *const [u8; 24]) };
+    if head != Ok(PAGE_FAILURE_FMT) {
+        return 0;
+    }
+    // gfp_t and the order are 32-bit (`unsigned int`).
+    on_failure(&ctx, order as u32, gfp & 0xffff_ffff, -1, true);
     0
 }
 

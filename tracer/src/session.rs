@@ -294,12 +294,22 @@ impl Session {
     #[must_use]
     pub fn setup_report(&self, verbose: u8) -> String {
         let t = &self.tracer;
-        let mut s = format!(
-            "pagefail: attached to mm_page_alloc ({}) in {} ms on {}; Ctrl-C to stop\n",
-            t.style,
-            t.attach_time.as_millis(),
-            t.features.release
-        );
+        let mut s = if t.failures_only {
+            format!(
+                "pagefail: attached to warn_alloc (kprobe, failures only: memcg charge \
+                 failures and lock-free tries unseen, no allocation totals) in {} ms on {}; \
+                 Ctrl-C to stop\n",
+                t.attach_time.as_millis(),
+                t.features.release
+            )
+        } else {
+            format!(
+                "pagefail: attached to mm_page_alloc ({}) in {} ms on {}; Ctrl-C to stop\n",
+                t.style,
+                t.attach_time.as_millis(),
+                t.features.release
+            )
+        };
         if verbose > 0 {
             for (style, why) in &t.fallbacks {
                 s.push_str(&format!("pagefail: {style} not used: {why}\n"));

@@ -324,8 +324,8 @@ fn unseen_line(unseen: Option<u64>, lean: bool) -> String {
              failures among them are unknown (run without --lean to catch them)\n"
         ),
         (Some(n), false) => format!(
-            "allocation events unseen (nested): at most {n} (the kernel's skips of the helper \
-             program; the main program saw most of them)\n"
+            "allocation events unseen (nested): at most {n} (events the kernel kept from the \
+             main program that its helper could not catch, or a bound of them)\n"
         ),
     }
 }

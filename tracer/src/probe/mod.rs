@@ -20,7 +20,7 @@ use thiserror::Error;
 use tracer_common::{
     CpuState, LostCount, LostKey, MAP_EVENTS, MAP_FAILS, MAP_LOST, MAP_LOST_STACKS, MAP_STATE,
     MAP_STATS, NEST_SLOTS, ORDER_SLOTS, PAIR_BTF_TP, PAIR_RAW_TP, PROG_CLASSIC_TP, PROG_RAW_TP,
-    PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
+    PROG_WARN_ALLOC, PROG_WARN_FAIL, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
 pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
@@ -106,6 +106,12 @@ pub struct ProbeConfig {
     /// Both are exact; the pair costs two program dispatches per allocation
     /// instead of four. Kept for comparison (`PAGEFAIL_CHAIN=four`).
     pub four_programs: bool,
+    /// Failure-only mode: no tracepoint program, only a kprobe on
+    /// `warn_alloc`, which every slow-path failure enters (NOWARN ones too):
+    /// successful allocations cost nothing. It cannot see failures that
+    /// never reach the slow path's end (memory-cgroup charge failures,
+    /// lock-free tries) and counts no successful allocations. Needs kprobes.
+    pub failures_only: bool,
 }
 
 /// The environment variable that picks the nesting programs: `pair`
@@ -138,6 +144,7 @@ impl Default for ProbeConfig {
             keep_caps: false,
             lean: false,
             four_programs: false,
+            failures_only: false,
         }
     }
 }
@@ -156,7 +163,8 @@ enum Link {
     Raw(&'static str, RawTracePointLinkId),
     Btf(&'static str, BtfTracePointLinkId),
     Classic(TracePointLinkId),
-    Kprobe(KProbeLinkId),
+    /// Program name (warn_alloc marker or failure-only program) and link.
+    Kprobe(&'static str, KProbeLinkId),
 }
 
 /// Totals from the kernel's per-CPU counters, summed over CPUs.
@@ -222,6 +230,9 @@ pub struct Tracer {
     pub lean: bool,
     /// The four-program chain is attached instead of the marked pair.
     pub four_programs: bool,
+    /// Failure-only mode: the `warn_alloc` kprobe alone, no tracepoint
+    /// ([`ProbeConfig::failures_only`]); `style` means nothing then.
+    pub failures_only: bool,
     /// The style that attached.
     pub style: AttachStyle,
     /// Styles tried before it, with the reason each failed.
@@ -343,10 +354,26 @@ impl Tracer {
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
         let loaded = start.elapsed();
 
-        let plan = attach_plan(&features, cfg.force_style);
         let mut fallbacks = Vec::new();
         let mut attached = None;
         let mut btf = None;
+        let plan = if cfg.failures_only {
+            if !features.kprobes {
+                return Err(ProbeError::Config(failures_only_unavailable(
+                    &features.release,
+                )));
+            }
+            let link =
+                attach_kprobe(&mut ebpf, PROG_WARN_FAIL).map_err(|e| ProbeError::Attach {
+                    release: features.release.clone(),
+                    tried: format!("failure-only mode, kprobe on warn_alloc: {e}"),
+                })?;
+            // No tracepoint: the style is only a placeholder, never shown.
+            attached = Some((AttachStyle::Raw, vec![link]));
+            Vec::new()
+        } else {
+            attach_plan(&features, cfg.force_style)
+        };
         for style in plan {
             match attach_style(&mut ebpf, style, &mut btf, chain_of(cfg)) {
                 Ok(link) => {
@@ -380,7 +407,10 @@ impl Tracer {
         );
         let mut links = style_links;
 
-        let warn_alloc = if !cfg.warn_alloc {
+        let warn_alloc = if cfg.failures_only {
+            // The failure program itself runs inside warn_alloc.
+            WarnAllocProbe::Attached
+        } else if !cfg.warn_alloc {
             WarnAllocProbe::Disabled
         } else if !features.kprobes {
             WarnAllocProbe::Unavailable(format!(
@@ -388,7 +418,7 @@ impl Tracer {
                 features.release
             ))
         } else {
-            match attach_kprobe(&mut ebpf) {
+            match attach_kprobe(&mut ebpf, PROG_WARN_ALLOC) {
                 Ok(l) => {
                     links.push(l);
                     WarnAllocProbe::Attached
@@ -402,6 +432,7 @@ impl Tracer {
             links,
             lean: cfg.lean,
             four_programs: cfg.four_programs && !cfg.lean,
+            failures_only: cfg.failures_only,
             style,
             fallbacks,
             warn_alloc,
@@ -543,6 +574,9 @@ impl Tracer {
 
     /// [`Counters::unseen`], given the helper's handled count (marked pair).
     fn unseen(&self, helper_handled: u64) -> Option<u64> {
+        if self.failures_only {
+            return None;
+        }
         let (four, pair) = match self.style {
             AttachStyle::Raw => (&PROGS_RAW_TP, &PAIR_RAW_TP),
             AttachStyle::Btf => (&PROGS_BTF_TP, &PAIR_BTF_TP),
@@ -598,7 +632,7 @@ impl Tracer {
             .map(|l| match l {
                 Link::Raw(name, _) | Link::Btf(name, _) => *name,
                 Link::Classic(_) => PROG_CLASSIC_TP,
-                Link::Kprobe(_) => PROG_WARN_ALLOC,
+                Link::Kprobe(name, _) => *name,
             })
             .filter_map(|name| {
                 let info = self.ebpf.program(name)?.info().ok()?;
@@ -736,17 +770,28 @@ fn detach_link(ebpf: &mut Ebpf, link: Link) -> Result<(), String> {
         }
         Link::Classic(id) => prog::<TracePoint>(ebpf, PROG_CLASSIC_TP)
             .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
-        Link::Kprobe(id) => prog::<KProbe>(ebpf, PROG_WARN_ALLOC)
-            .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
+        Link::Kprobe(name, id) => {
+            prog::<KProbe>(ebpf, name).and_then(|p| p.detach(id).map_err(|e| e.to_string()))
+        }
     }
 }
 
-fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Link, String> {
-    let p = prog::<KProbe>(ebpf, PROG_WARN_ALLOC)?;
+fn attach_kprobe(ebpf: &mut Ebpf, name: &'static str) -> Result<Link, String> {
+    let p = prog::<KProbe>(ebpf, name)?;
     p.load().map_err(|e| format!("load: {e}"))?;
     p.attach("warn_alloc", 0)
-        .map(Link::Kprobe)
+        .map(|id| Link::Kprobe(name, id))
         .map_err(|e| format!("attach to warn_alloc: {e}"))
+}
+
+/// Why failure-only mode cannot run on a kernel without kprobes.
+#[must_use]
+pub fn failures_only_unavailable(release: &str) -> String {
+    format!(
+        "--failures-only needs a kprobe on warn_alloc, and kernel {release} has no kprobes \
+         (CONFIG_KPROBES): run without --failures-only (the mm_page_alloc tracepoint sees \
+         every failure)"
+    )
 }
 
 #[cfg(test)]
