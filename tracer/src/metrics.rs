@@ -1,5 +1,5 @@
 //! Prometheus metrics for `pagefail record`: counters kept since start, the
-//! OpenMetrics text exposition, and a small HTTP endpoint serving it.
+//! `OpenMetrics` text exposition, and a small HTTP endpoint serving it.
 //!
 //! Labels leave out the pid (unbounded over weeks); the number of distinct
 //! failure label sets is capped, and failures beyond the cap are counted in a
@@ -154,7 +154,7 @@ impl Metrics {
         self.unseen.inc_by(delta.unseen.unwrap_or(0));
     }
 
-    /// The OpenMetrics text exposition.
+    /// The `OpenMetrics` text exposition.
     #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();

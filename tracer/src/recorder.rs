@@ -4,7 +4,7 @@
 //! Each interval writes two files named by the UTC start of its window:
 //! `pagefail-20261122T034500Z.csv` (the CSV summary contract; header only
 //! when the interval had no failure) and `pagefail-20261122T034500Z.totals.csv`
-//! (allocation and failure totals per order, lost records, warn_alloc
+//! (allocation and failure totals per order, lost records, `warn_alloc`
 //! entries). Every interval writes both, so a gap in the files means pagefail
 //! was not running, not that nothing failed. Names sort in time order; a
 //! restart within the same second gets a `-1`, `-2` suffix rather than
@@ -231,7 +231,7 @@ impl Recorder {
             else {
                 continue;
             };
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let len = entry.metadata().map_or(0, |m| m.len());
             *by_stem.entry(stem.to_owned()).or_default() += len;
         }
         Ok(by_stem.into_iter().collect())

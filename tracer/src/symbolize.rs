@@ -2,7 +2,7 @@
 //!
 //! kallsyms lists every kernel and module text symbol with its address
 //! (`ffffffffc0a01230 t bond_start_xmit\t[bonding]`). Addresses read as zero
-//! when `kernel.kptr_restrict` hides them from this process (no CAP_SYSLOG):
+//! when `kernel.kptr_restrict` hides them from this process (no `CAP_SYSLOG)`:
 //! that case is detected and reported, and frames are then shown as raw
 //! addresses.
 
@@ -502,7 +502,7 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
                     "addresses shown though they should be hidden"
                 ),
                 Err(SymbolizeError::Hidden) => {
-                    assert!(!shown, "hidden though the sysctls allow them")
+                    assert!(!shown, "hidden though the sysctls allow them");
                 }
                 Err(e) => panic!("{e}"),
             }

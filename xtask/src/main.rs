@@ -42,13 +42,13 @@ enum Task {
     /// with real atomic network-path failures, and the static binary alone in
     /// a bare initramfs).
     Test(TestArgs),
-    /// Static x86_64 binary, man pages, completions, deploy files and README
-    /// in target/dist/pagefail-<version>-x86_64.tar.gz, and a .deb.
+    /// Static `x86_64` binary, man pages, completions, deploy files and README
+    /// in target/dist/pagefail-<version>-`x86_64.tar.gz`, and a .deb.
     Dist(dist::DistArgs),
     /// Run the cargo-fuzz targets in fuzz/ (log, format file, /proc, rules,
     /// CSV parsers), seeded from tests/fixtures.
     ///
-    /// Example: cargo xtask fuzz --seconds 3600 --target kernel_log
+    /// Example: cargo xtask fuzz --seconds 3600 --target `kernel_log`
     Fuzz(fuzz::FuzzArgs),
     /// Boot Debian kernels under qemu and capture test fixtures
     /// (tracepoint format, /proc memory state, kernel facts) into tests/fixtures.

@@ -5,9 +5,9 @@
 //! Runs `pagefail record --all --interval 5s` into a temporary directory for
 //! the given minutes. Meanwhile (1) a chain of short-lived `pf-bench drive`
 //! processes, a new pid every 10 s, feeds the recorder's own main program
-//! synthetic failures through BPF_PROG_TEST_RUN at `--storm-rate` per second,
+//! synthetic failures through `BPF_PROG_TEST_RUN` at `--storm-rate` per second,
 //! each printing how many it sent; (2) real memory-cgroup charge failures come
-//! from a fresh `memcg-trigger` process each time. The recorder's VmRSS is
+//! from a fresh `memcg-trigger` process each time. The recorder's `VmRSS` is
 //! sampled every 10 s. At the end every interval file is read back: the
 //! storm's rows must add up to what the drivers sent (less any records the
 //! ring buffer lost, which the totals count), and in every interval the
@@ -62,14 +62,11 @@ fn drive_storm(helper: &Path, pid: u32, rate: u64, stop: &AtomicBool) -> BTreeMa
                 .find_map(|w| w.strip_prefix(name))
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        match (field("sent="), field("pid=")) {
-            (Some(n), Some(p)) => {
-                sent.insert(u32::try_from(p).unwrap_or(0), n);
-            }
-            _ => {
-                eprintln!("xtask soak: storm driver said `{}`", text.trim());
-                break;
-            }
+        if let (Some(n), Some(p)) = (field("sent="), field("pid=")) {
+            sent.insert(u32::try_from(p).unwrap_or(0), n);
+        } else {
+            eprintln!("xtask soak: storm driver said `{}`", text.trim());
+            break;
         }
     }
     sent

@@ -208,7 +208,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     {
         let (go, c) = (Arc::clone(&go), Arc::clone(&counters));
         workers.push(spawn_named("pfgen-arp", move || {
-            arp_flood(&go, traffic, &c)
+            arp_flood(&go, traffic, &c);
         }));
     }
     for i in 0..2 {
@@ -233,7 +233,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
         .map_err(|e| format!("starting the fragmenter: {e}"))?;
     let frag_start = Instant::now();
     let mut fragmented = false;
-    while frag_start.elapsed() < Duration::from_secs(120) {
+    while frag_start.elapsed() < Duration::from_mins(2) {
         if Path::new("/tmp/frag.ready").exists() {
             fragmented = true;
             break;
@@ -282,7 +282,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
         if let Ok(Some(s)) = child.try_wait() {
             break Some(s);
         }
-        if stop_at.elapsed() > Duration::from_secs(60) {
+        if stop_at.elapsed() > Duration::from_mins(1) {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -348,7 +348,7 @@ fn raise_fd_limit() -> Res<()> {
         rlim_max: 65536,
     };
     // SAFETY: setrlimit with a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) } != 0 {
         return Err(format!("setrlimit(RLIMIT_NOFILE): {}", errno()));
     }
     Ok(())
@@ -403,7 +403,7 @@ struct Trace {
 }
 
 /// Count the instance's records: `mm_page_alloc` failures by (order, gfp
-/// names as tracefs printed them) and by comm, and `wa` (warn_alloc) hits.
+/// names as tracefs printed them) and by comm, and `wa` (`warn_alloc`) hits.
 fn read_trace() -> Res<Trace> {
     let path = format!("{INSTANCE}/trace");
     let f = fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
@@ -515,10 +515,10 @@ fn buddy_totals() -> [u64; 11] {
     totals
 }
 
-/// Touch anonymous memory until MemFree is about 4 MB, give back every page
+/// Touch anonymous memory until `MemFree` is about 4 MB, give back every page
 /// with an even PFN (its odd buddy stays, so nothing merges), lock the rest
 /// so compaction leaves it alone, then take each remaining free block of
-/// order >= 1 with an AF_PACKET RX ring of exactly that block size.
+/// order >= 1 with an `AF_PACKET` RX ring of exactly that block size.
 fn fragment(ready: &str, release: &str) -> Res<()> {
     // Killable on purpose: if memory runs out, the OOM killer takes us.
     let _ = write_file("/proc/self/oom_score_adj", "1000");
@@ -612,13 +612,13 @@ fn fragment(ready: &str, release: &str) -> Res<()> {
     );
     write_file(ready, "")?;
     let start = Instant::now();
-    while !Path::new(release).exists() && start.elapsed() < Duration::from_secs(300) {
+    while !Path::new(release).exists() && start.elapsed() < Duration::from_mins(5) {
         thread::sleep(Duration::from_millis(100));
     }
     Ok(())
 }
 
-/// An AF_PACKET RX ring of `blocks` blocks of `PAGE_SIZE << order` bytes.
+/// An `AF_PACKET` RX ring of `blocks` blocks of `PAGE_SIZE << order` bytes.
 fn packet_ring(order: usize, blocks: u64) -> Res<OwnedFd> {
     // SAFETY: plain socket(2).
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
@@ -699,7 +699,7 @@ fn timeout(d: Duration) -> libc::timeval {
     }
 }
 
-/// A blocking connect bounded by `limit` (SO_SNDTIMEO bounds connect(2)).
+/// A blocking connect bounded by `limit` (`SO_SNDTIMEO` bounds connect(2)).
 fn tcp_connect(ip: [u8; 4], port: u16, limit: Duration) -> std::io::Result<OwnedFd> {
     let fd = tcp_socket(false)?;
     setsockopt(
@@ -745,7 +745,7 @@ fn enter_peer_netns() -> Res<()> {
     Ok(())
 }
 
-/// `ethtool -K IFACE sg off` through the legacy ETHTOOL_SSG ioctl.
+/// `ethtool -K IFACE sg off` through the legacy `ETHTOOL_SSG` ioctl.
 fn scatter_gather_off(iface: &str) -> Res<()> {
     #[repr(C)]
     struct EthtoolValue {
@@ -1005,7 +1005,7 @@ fn arp_flood(go: &AtomicBool, run_for: Duration, c: &Counters) {
 }
 
 /// Connect and close as fast as possible: the peer's accept path clones the
-/// listener (`sk_clone_lock`) in softirq. Linger 0 avoids TIME_WAIT build-up.
+/// listener (`sk_clone_lock`) in softirq. Linger 0 avoids `TIME_WAIT` build-up.
 fn connect_storm(go: &AtomicBool, run_for: Duration, c: &Counters) {
     wait_go(go);
     let end = Instant::now() + run_for;
@@ -1029,8 +1029,8 @@ fn connect_storm(go: &AtomicBool, run_for: Duration, c: &Counters) {
     }
 }
 
-/// Groups of SO_REUSEPORT listeners: each group's socket array doubles as it
-/// grows (`__reuseport_alloc`, GFP_ATOMIC under a spinlock, order 1+).
+/// Groups of `SO_REUSEPORT` listeners: each group's socket array doubles as it
+/// grows (`__reuseport_alloc`, `GFP_ATOMIC` under a spinlock, order 1+).
 fn reuseport_groups(go: &AtomicBool, run_for: Duration, c: &Counters) {
     wait_go(go);
     let end = Instant::now() + run_for;

@@ -236,7 +236,7 @@ impl Cells {
 
     /// Reset every cell's per-interval count.
     pub fn start_interval(&mut self) {
-        for cell in self.cells.iter_mut() {
+        for cell in &mut self.cells {
             cell.stats.interval_failures = 0;
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! The keys come from the kernel (raw return addresses, task names, ids), not
 //! from an adversary choosing collisions, so fast non-cryptographic hashes
-//! serve; SipHash, the standard library's default, costs several times more
+//! serve; `SipHash`, the standard library's default, costs several times more
 //! per word.
 
 use std::hash::{BuildHasherDefault, Hasher};

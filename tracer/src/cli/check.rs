@@ -32,7 +32,7 @@ use crate::{
 /// attaching it. Then the zones' free blocks per order and watermarks. With
 /// `--from` or `--sample`, says whether the failures come from
 /// fragmentation, exhaustion or a memory cgroup limit, and which
-/// min_free_kbytes / watermark_scale_factor values would have kept a reserve.
+/// `min_free_kbytes` / `watermark_scale_factor` values would have kept a reserve.
 ///
 /// Examples:
 ///   sudo pagefail check

@@ -36,11 +36,11 @@ pub struct FilterArgs {
     /// Ring buffer size in KiB (a power of two, 4 or more); default: 1 MiB per CPU, 2-64 MiB.
     #[arg(long, value_name = "KIB", value_parser = parse_ring_kib)]
     pub ring_kib: Option<u32>,
-    /// Do not attach the warn_alloc kprobe.
+    /// Do not attach the `warn_alloc` kprobe.
     #[arg(long)]
     pub no_warn_alloc: bool,
     /// Keep all capabilities while tracing (default: drop them all and set
-    /// no_new_privs once attached; see README, "Security").
+    /// `no_new_privs` once attached; see README, "Security").
     #[arg(long)]
     pub keep_caps: bool,
     /// Attach only the main program (cheapest per allocation). Kernels 5.12+

@@ -65,7 +65,7 @@ pub struct LogsArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub min_order: u32,
 
-    /// Only atomic requests (could not sleep: GFP_ATOMIC, GFP_NOWAIT).
+    /// Only atomic requests (could not sleep: `GFP_ATOMIC`, `GFP_NOWAIT`).
     #[arg(long)]
     pub atomic_only: bool,
 

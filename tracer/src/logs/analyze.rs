@@ -116,12 +116,11 @@ impl Analyzer {
             self.tables.insert(kernel.clone(), table);
         }
         let fallback;
-        let table = match self.tables.get(&kernel) {
-            Some(t) => t,
-            None => {
-                fallback = versions::table_for_kernel(&kernel);
-                &fallback
-            }
+        let table = if let Some(t) = self.tables.get(&kernel) {
+            t
+        } else {
+            fallback = versions::table_for_kernel(&kernel);
+            &fallback
         };
         analyze_with(
             r,

@@ -39,7 +39,7 @@ use crate::elf;
 pub const KERNEL: &str = "6.1";
 
 /// Hard wall-clock limit of the guest.
-pub const GUEST_TIMEOUT: Duration = Duration::from_secs(120);
+pub const GUEST_TIMEOUT: Duration = Duration::from_mins(2);
 
 /// The only files the archive may hold.
 const FILES: [&str; 2] = ["init", "pagefail"];
