@@ -205,6 +205,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn labels(comm: &str) -> FailureLabels {
         FailureLabels {
@@ -263,7 +264,6 @@ mod tests {
             drop(listener);
             let task = serve(addr, m).await.unwrap();
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .await
                 .unwrap();

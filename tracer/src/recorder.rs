@@ -184,10 +184,15 @@ impl Recorder {
         if !taken(stem) {
             return stem.to_owned();
         }
-        (1..)
+        #[expect(
+            clippy::maybe_infinite_iter,
+            reason = "ends at the first free name; the directory holds finitely many"
+        )]
+        let free = (1..)
             .map(|i| format!("{stem}-{i}"))
             .find(|s| !taken(s))
-            .unwrap_or_else(|| stem.to_owned())
+            .unwrap_or_else(|| stem.to_owned());
+        free
     }
 
     /// Write every queued interval, oldest first, then prune. On an error

@@ -420,7 +420,7 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
                 &text
                     .lines()
                     .take(n)
-                    .map(|l| format!("{l}\n"))
+                    .flat_map(|l| [l, "\n"])
                     .collect::<String>(),
             );
             for &a in &probes[..200] {
@@ -452,7 +452,7 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
         // What a process without CAP_SYSLOG reads under kptr_restrict=1.
         let zeroed: String = TABLE
             .lines()
-            .map(|l| format!("0000000000000000{}\n", &l[16..]))
+            .flat_map(|l| ["0000000000000000", &l[16..], "\n"])
             .collect();
         fs::write(&p, zeroed).unwrap();
         let err = Kallsyms::load_from(&p).unwrap_err();

@@ -128,7 +128,9 @@ fn read_books(dir: &Path, storm_pids: &BTreeMap<u32, u64>) -> anyhow::Result<Boo
             b.matched += m;
             b.recorded += r;
             b.lost += l;
-        } else if name.ends_with(".csv") && !name.ends_with(".memory.csv") {
+        } else if Path::new(&name).extension().is_some_and(|e| e == "csv")
+            && !name.ends_with(".memory.csv")
+        {
             let mut rdr = csv::Reader::from_path(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let h = rdr.headers()?.clone();
@@ -220,7 +222,7 @@ pub fn run(minutes: u64, storm_rate: u64) -> anyhow::Result<String> {
         r.map(|()| sent)
     })?;
     report(
-        rec, pid, &dir, minutes, storm_rate, samples, triggers, &storm,
+        rec, pid, &dir, minutes, storm_rate, &samples, triggers, &storm,
     )
 }
 
@@ -281,14 +283,17 @@ fn median_rss(samples: &[(u64, u64)], from: u64, to: u64) -> u64 {
 }
 
 /// Stop the recorder, read its books and write the report.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the soak's books, each gathered by a different phase"
+)]
 fn report(
     mut rec: std::process::Child,
     pid: u32,
     dir: &Path,
     minutes: u64,
     storm_rate: u64,
-    samples: Vec<(u64, u64)>,
+    samples: &[(u64, u64)],
     triggers: u64,
     storm: &BTreeMap<u32, u64>,
 ) -> anyhow::Result<String> {
@@ -309,8 +314,8 @@ fn report(
     // After the first minute of warm-up: the first and the last five minutes
     // (or thirds of a shorter run).
     let span = ((end.saturating_sub(60)) / 3).clamp(10, 300);
-    let early = median_rss(&samples, 60, 60 + span);
-    let late = median_rss(&samples, end.saturating_sub(span), end + 1);
+    let early = median_rss(samples, 60, 60 + span);
+    let late = median_rss(samples, end.saturating_sub(span), end + 1);
     let mut md = format!(
         "## soak: `pagefail record --interval {INTERVAL_SECONDS}s` for {minutes} min\n\n\
          Synthetic storm: {} driver processes (a new pid every {DRIVER_SECONDS} s) sent {sent} \
@@ -342,7 +347,7 @@ fn report(
         books.skewed,
         books.max_skew,
     );
-    for (t, kib) in &samples {
+    for (t, kib) in samples {
         md.push_str(&format!("| {t} | {kib} |\n"));
     }
     if !status.success() {

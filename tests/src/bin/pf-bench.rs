@@ -391,6 +391,11 @@ fn storm_collect(rate: u64, seconds: f64, threads: u64) -> Value {
                     let mut n = 0u64;
                     let t0 = Instant::now();
                     while t0.elapsed() < duration {
+                        #[expect(
+                            clippy::cast_possible_truncation,
+                            clippy::cast_sign_loss,
+                            reason = "elapsed seconds times a rate: non-negative, far below 2^64"
+                        )]
                         let due = (t0.elapsed().as_secs_f64() * per_thread) as u64;
                         if n >= due {
                             std::thread::sleep(Duration::from_micros(200));
@@ -515,6 +520,11 @@ fn drive(pid: u32, rate: u64, seconds: f64) -> u64 {
     let t0 = Instant::now();
     let mut n = 0u64;
     while t0.elapsed() < duration {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "elapsed seconds times a rate: non-negative, far below 2^64"
+        )]
         let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
         if n >= due {
             std::thread::sleep(Duration::from_micros(500));

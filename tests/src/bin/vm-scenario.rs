@@ -276,7 +276,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     write_file(&format!("{INSTANCE}/tracing_on"), "0")?;
 
     // SAFETY: plain kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
     let stop_at = Instant::now();
     let pf_status = loop {
         if let Ok(Some(s)) = child.try_wait() {
@@ -642,6 +642,10 @@ fn packet_ring(order: usize, blocks: u64) -> Res<OwnedFd> {
 
 // ---------------------------------------------------------------- network helpers
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> std::io::Result<()> {
     // SAFETY: `value` is a valid T for the option.
     let r = unsafe {
@@ -656,6 +660,10 @@ fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> std::io::Result
     if r == 0 { Ok(()) } else { Err(errno()) }
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
@@ -679,6 +687,10 @@ fn tcp_socket(nonblock: bool) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn connect_raw(fd: RawFd, ip: [u8; 4], port: u16) -> std::io::Result<()> {
     let sa = sockaddr(ip, port);
     // SAFETY: valid sockaddr_in.
@@ -694,7 +706,7 @@ fn connect_raw(fd: RawFd, ip: [u8; 4], port: u16) -> std::io::Result<()> {
 
 fn timeout(d: Duration) -> libc::timeval {
     libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_usec: libc::suseconds_t::from(d.subsec_micros()),
     }
 }
@@ -712,6 +724,10 @@ fn tcp_connect(ip: [u8; 4], port: u16, limit: Duration) -> std::io::Result<Owned
     Ok(fd)
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn listener(port: u16, reuseport: bool, backlog: i32) -> std::io::Result<OwnedFd> {
     let fd = tcp_socket(true)?;
     let one: i32 = 1;
@@ -848,7 +864,7 @@ fn server_loop(_go: &AtomicBool, stop: &AtomicBool, c: &Counters) -> Res<()> {
     let add = |fd: RawFd| {
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
-            u64: fd as u64,
+            u64: u64::from(fd.cast_unsigned()),
         };
         // SAFETY: valid epoll and target descriptors.
         unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) };
@@ -862,7 +878,9 @@ fn server_loop(_go: &AtomicBool, stop: &AtomicBool, c: &Counters) -> Res<()> {
         // SAFETY: valid buffer of 64 events.
         let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), 64, 100) };
         for ev in events.iter().take(usize::try_from(n).unwrap_or(0)) {
-            let fd = ev.u64 as RawFd;
+            let Ok(fd) = RawFd::try_from(ev.u64) else {
+                continue;
+            };
             if fd == bulk.as_raw_fd() || fd == storm.as_raw_fd() {
                 for _ in 0..64 {
                     // SAFETY: accept4 on a listening socket.
@@ -916,7 +934,8 @@ fn bulk_sender(fd: &OwnedFd, go: &AtomicBool, run_for: Duration, c: &Counters) {
         // SAFETY: write from our buffer.
         let r = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
         if r > 0 {
-            c.bulk_bytes.fetch_add(r as u64, Ordering::Relaxed);
+            c.bulk_bytes
+                .fetch_add(r.unsigned_abs() as u64, Ordering::Relaxed);
         }
     }
 }
@@ -941,6 +960,10 @@ fn neigh_growth(go: &AtomicBool, run_for: Duration, c: &Counters) {
 /// ARP requests for bond0's address from thousands of sender IPs, sent from
 /// netns `peer` over bond1; RPS spreads their receive over both CPUs, where
 /// `arp_process` adds neighbour entries in softirq.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn arp_flood(go: &AtomicBool, run_for: Duration, c: &Counters) {
     if let Err(e) = enter_peer_netns() {
         eprintln!("vm-scenario: arp flood: {e}");
@@ -967,7 +990,7 @@ fn arp_flood(go: &AtomicBool, run_for: Duration, c: &Counters) {
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_protocol = 0x0806u16.to_be();
-    sll.sll_ifindex = ifindex as i32;
+    sll.sll_ifindex = ifindex.cast_signed();
     sll.sll_halen = 6;
     sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
     wait_go(go);

@@ -19,6 +19,10 @@ use crate::{
 
 /// Which failures are traced (applied in the kernel).
 #[derive(Debug, Clone, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "clap flags, each independent of the others"
+)]
 pub struct FilterArgs {
     /// Only failures of this order or larger.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=15))]

@@ -209,10 +209,9 @@ fn analyze_with(
 #[must_use]
 pub fn combine_context(hint: Section, from_frames: Context) -> Context {
     match (hint, from_frames) {
-        (Section::Softirq, _) => Context::Softirq,
         (Section::Nmi, _) => Context::Hardirq,
-        (Section::Irq, c @ (Context::Softirq | Context::Hardirq)) => c,
-        (Section::Irq, _) => Context::Softirq,
-        (Section::None | Section::Task, c) => c,
+        (Section::Irq, c @ (Context::Softirq | Context::Hardirq))
+        | (Section::None | Section::Task, c) => c,
+        (Section::Softirq | Section::Irq, _) => Context::Softirq,
     }
 }

@@ -83,6 +83,10 @@ impl Cause {
 
 /// The gfp facts the rules need, from a row's flag names and hex mask.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one bit per gfp flag, as the kernel mask has them"
+)]
 pub struct GfpMarks {
     pub nowarn: bool,
     pub noretry: bool,
@@ -113,7 +117,7 @@ impl GfpMarks {
         let mut m = Self::default();
         for name in row.gfp_flags.split('|').map(str::trim) {
             match name {
-                "__GFP_NOWARN" => m.nowarn = true,
+                "__GFP_NOWARN" | "GFP_TRANSHUGE_LIGHT" => m.nowarn = true,
                 "__GFP_NORETRY" => m.noretry = true,
                 "__GFP_ACCOUNT" | "__GFP_KMEMCG" => m.account = true,
                 "__GFP_HIGH" | "GFP_ATOMIC" => m.high = true,
@@ -129,7 +133,6 @@ impl GfpMarks {
                     m.account = true;
                     m.direct_reclaim = true;
                 }
-                "GFP_TRANSHUGE_LIGHT" => m.nowarn = true,
                 "GFP_TRANSHUGE" => {
                     m.nowarn = true;
                     m.direct_reclaim = true;
@@ -239,7 +242,13 @@ fn blocks_per_second(rows: &[&SummaryRow]) -> u64 {
     let secs = span(|r| &r.first_seen, |r| &r.last_seen)
         .or_else(|| span(|r| &r.window_start, |r| &r.window_end))
         .map_or(1.0, |d| d.as_secs_f64().max(1.0));
-    ((failures as f64 / secs).ceil() as u64).max(1)
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a non-negative rate far below 2^64; `as` saturates"
+    )]
+    let rate = (failures as f64 / secs).ceil() as u64;
+    rate.max(1)
 }
 
 fn example(row: &SummaryRow, order: u32) -> String {

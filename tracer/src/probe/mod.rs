@@ -75,6 +75,10 @@ pub enum ProbeError {
 
 /// Kernel-side filters and sizes.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent options, one per command-line flag"
+)]
 pub struct ProbeConfig {
     pub min_order: u32,
     pub atomic_only: bool,

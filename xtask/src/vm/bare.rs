@@ -149,7 +149,7 @@ fn try_run(ver: &str, out: &mut Outcome) -> Result<()> {
     let mut cfg = QemuConfig::new(&name);
     cfg.timeout = GUEST_TIMEOUT;
     let run = qemu::run(&k, &image, &cfg)?;
-    out.log = run.log.clone();
+    out.log.clone_from(&run.log);
     guest_checks(&run.console, &run.sections.present, out);
     Ok(())
 }

@@ -204,7 +204,7 @@ fn write_fixtures(ver: &str, c: &Captured) -> Result<()> {
     for (name, text) in &c.files {
         let path = proc_dir.join(name);
         if let Some(t) = text {
-            write(&path, t)?
+            write(&path, t)?;
         } else {
             absent.push(*name);
             let _ = fs::remove_file(&path);

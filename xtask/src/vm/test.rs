@@ -553,7 +553,7 @@ fn check_into(
         .and_then(|(_, r)| r.split_once(')'))
         .map_or_else(|| "?".to_owned(), |(s, _)| s.to_owned());
     let probe = stderr.contains("warn_alloc kprobe attached");
-    row.warn_probe = if probe { "attached" } else { "not attached" }.to_owned();
+    if probe { "attached" } else { "not attached" }.clone_into(&mut row.warn_probe);
     row.pf_matched = number_after(summary, "failures matching the filters: ");
     row.pf_recorded = summary
         .split_once("failures matching the filters: ")
