@@ -70,6 +70,8 @@ pub fn run_checks() -> anyhow::Result<Vec<Check>> {
 /// # Errors
 /// When a check fails or cannot run.
 pub fn run_lint() -> anyhow::Result<()> {
+    // clippy runs tracer's build script, which builds the kernel program.
+    setup::ensure_toolchain()?;
     let checks = run_checks()?;
     let mut failed = Vec::new();
     for c in &checks {
