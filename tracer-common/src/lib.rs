@@ -163,6 +163,10 @@ pub struct LostKey {
     /// Id in [`MAP_LOST_STACKS`], or negative (the helper's error: no frames).
     pub stack_id: i32,
     /// Explicit padding so the struct has no implicit holes.
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "ABI padding: public so both sides can build the struct, named so it reads as padding"
+    )]
     pub _pad: u32,
     pub comm: [u8; TASK_COMM_LEN],
 }
