@@ -284,6 +284,11 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
     stdout.into_owned()
 }
 
+/// Real failures caused while pagefail is stopped (one process each).
+const TRIGGERS: usize = 24;
+/// A row of the full-ring test: (pid, order, gfp names).
+type Key = (u32, u32, String);
+
 /// A full ring buffer costs detail, never counts per row: pagefail is
 /// stopped (SIGSTOP) with a 4 KiB ring (six records) while real failures
 /// happen, then continued. Records are lost, and yet each of the triggers'
@@ -304,7 +309,6 @@ fn full_ring_keeps_every_rows_count() {
         eprintln!("SKIPPED: no cgroup v1 memory controller at /sys/fs/cgroup/memory");
         return;
     };
-    const TRIGGERS: usize = 24;
     let me = format!("{}-fullring", std::process::id());
     let work = std::env::temp_dir().join(format!("pagefail-real-{me}"));
     fs::create_dir_all(&work).expect("work dir");
@@ -384,7 +388,6 @@ fn full_ring_keeps_every_rows_count() {
     );
 
     // The kernel's count per (pid, order, gfp names) of the triggers.
-    type Key = (u32, u32, String);
     let field = |line: &str, name: &str| -> Option<String> {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(name))

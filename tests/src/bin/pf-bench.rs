@@ -553,7 +553,7 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
 
 /// The network workload's time limit: a sink without a source, or a
 /// transfer that stalls, ends here.
-const TCP_LIMIT: Duration = Duration::from_secs(60);
+const TCP_LIMIT: Duration = Duration::from_mins(1);
 
 /// Accept one connection on `port` (all addresses) and read it to its end.
 fn tcp_sink(port: u16) -> Result<u64, String> {

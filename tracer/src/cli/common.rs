@@ -53,7 +53,7 @@ pub struct FilterArgs {
     /// counts them as "unseen" instead (failures among them unknown).
     #[arg(long, conflicts_with = "failures_only")]
     pub lean: bool,
-    /// Failure-only mode: no tracepoint, only a kprobe on warn_alloc, which
+    /// Failure-only mode: no tracepoint, only a kprobe on `warn_alloc`, which
     /// every failure of the page allocator's slow path enters (NOWARN ones
     /// too): successful allocations cost nothing. Blind to failures that
     /// never reach the slow path's end (memory-cgroup charge failures,

@@ -167,7 +167,7 @@ enum Link {
     Raw(&'static str, RawTracePointLinkId),
     Btf(&'static str, BtfTracePointLinkId),
     Classic(TracePointLinkId),
-    /// Program name (warn_alloc marker or failure-only program) and link.
+    /// Program name (`warn_alloc` marker or failure-only program) and link.
     Kprobe(&'static str, KProbeLinkId),
 }
 
@@ -535,7 +535,7 @@ impl Tracer {
         })?;
         let table = PerCpuHashMap::<_, LostKey, LostCount>::try_from(map).map_err(err)?;
         let mut out = Vec::new();
-        for item in table.iter() {
+        for item in &table {
             let (key, per_cpu) = match item {
                 Ok(kv) => kv,
                 // A key removed between listing and reading: none are.
@@ -634,9 +634,8 @@ impl Tracer {
         self.links
             .iter()
             .map(|l| match l {
-                Link::Raw(name, _) | Link::Btf(name, _) => *name,
+                Link::Raw(name, _) | Link::Btf(name, _) | Link::Kprobe(name, _) => *name,
                 Link::Classic(_) => PROG_CLASSIC_TP,
-                Link::Kprobe(name, _) => *name,
             })
             .filter_map(|name| {
                 let info = self.ebpf.program(name)?.info().ok()?;

@@ -121,7 +121,7 @@ pub struct Row {
     pub lean: bool,
     /// The nesting programs pagefail attached: `pair` (default) or `four`.
     pub chain: &'static str,
-    /// pagefail ran with `--failures-only` (the warn_alloc kprobe alone).
+    /// pagefail ran with `--failures-only` (the `warn_alloc` kprobe alone).
     pub failures_only: bool,
     /// Of the lost records, those the kernel counted by row and pagefail
     /// rebuilt into the CSV's rows (summary).
@@ -298,7 +298,7 @@ pub fn run_all(kernels: &[&str], scenario: &str) -> Result<Report> {
 /// The `--attach` value that runs pagefail with `--lean` (its own style).
 pub const LEAN: &str = "lean";
 /// The `--attach` value that runs pagefail in failure-only mode
-/// (`--failures-only`: the warn_alloc kprobe alone).
+/// (`--failures-only`: the `warn_alloc` kprobe alone).
 pub const FAILURES_ONLY: &str = "failures-only";
 /// The `--attach` value that runs pagefail with the four-program chain
 /// (`PAGEFAIL_CHAIN=four`) instead of the marked pair (its own style).
