@@ -325,6 +325,10 @@ fn on_failure<C: EbpfContext>(
 /// key another CPU adds between this CPU's lookup and insert is found by
 /// the second lookup (this CPU's value of it starts at zero).
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "TASK_COMM_LEN is 16; a stack id is a non-negative map index below LOST_STACK_BUCKETS when not an error"
+)]
 fn keep_lost<C: EbpfContext>(ctx: &C, now: u64, tgid: u32, order: u32, gfp: u64, warned: bool) {
     let mut key = LostKey {
         // SAFETY: helper call with no pointer arguments.
@@ -490,12 +494,20 @@ fn btf_tp_body(ctx: &BtfTracePointContext) {
 }
 
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "NEST_SLOTS is a small power of two"
+)]
 fn mark_slot(i: u32) -> usize {
     (i & (NEST_SLOTS as u32 - 1)) as usize
 }
 
 /// The marking main program's first step: push this event's context.
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "NEST_SLOTS is a small power of two"
+)]
 fn mark_push(st: *mut CpuState, ctx: u64) {
     // SAFETY: this CPU's value; preemption is off in a tracepoint program;
     // every index is masked into its array.
@@ -512,6 +524,10 @@ fn mark_push(st: *mut CpuState, ctx: u64) {
 /// The helper's decision: whether the main program marked `ctx` (then its
 /// mark and the stale ones above it are popped).
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "NEST_SLOTS is a small power of two"
+)]
 fn mark_take(st: *mut CpuState, ctx: u64) -> bool {
     // SAFETY: as in mark_push.
     unsafe {
@@ -650,8 +666,9 @@ pub fn pagefail_wa_fail(ctx: ProbeContext) -> u32 {
     if head != Ok(PAGE_FAILURE_FMT) {
         return 0;
     }
-    // gfp_t and the order are 32-bit (`unsigned int`).
-    on_failure(&ctx, order as u32, gfp & 0xffff_ffff, -1, true);
+    // gfp_t and the order are 32-bit (`unsigned int`): the register's low half.
+    let order = u32::try_from(order & 0xffff_ffff).unwrap_or(u32::MAX);
+    on_failure(&ctx, order, gfp & 0xffff_ffff, -1, true);
     0
 }
 
