@@ -41,8 +41,20 @@ impl LostRows {
     /// # Errors
     /// When the table cannot be read.
     pub fn drain(&mut self, tracer: &Tracer, agg: &mut Aggregator) -> Result<u64, ProbeError> {
+        let table = tracer.lost_table()?;
+        Ok(self.add(table, tracer, agg))
+    }
+
+    /// Add the gains of `table` (as [`Tracer::lost_table`] read it) to
+    /// `agg`'s rows. Returns the failures added.
+    pub fn add(
+        &mut self,
+        table: Vec<(LostKey, LostCount)>,
+        tracer: &Tracer,
+        agg: &mut Aggregator,
+    ) -> u64 {
         let mut added = 0;
-        for (key, now) in tracer.lost_table()? {
+        for (key, now) in table {
             let before = self.seen.get(&key).copied().unwrap_or_default();
             let failures = now.failures.saturating_sub(before.failures);
             if failures == 0 {
@@ -72,7 +84,7 @@ impl LostRows {
             added += failures;
         }
         self.rebuilt += added;
-        Ok(added)
+        added
     }
 }
 

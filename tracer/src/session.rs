@@ -192,10 +192,16 @@ impl Session {
     /// # Errors
     /// When the kernel's table cannot be read.
     pub fn rebuild_lost(&mut self) -> anyhow::Result<u64> {
+        let table = self
+            .tracer
+            .lost_table()
+            .context("reading the kernel's table of lost failures")?;
+        if table.is_empty() {
+            // Nothing lost: do not wait for the kallsyms parse.
+            return Ok(0);
+        }
         symbols_ready(&mut self.ksyms, &mut self.agg);
-        self.lost_rows
-            .drain(&self.tracer, &mut self.agg)
-            .context("reading the kernel's table of lost failures")
+        Ok(self.lost_rows.add(table, &self.tracer, &mut self.agg))
     }
 
     /// Aggregate records until the interval ticks, a signal arrives or the
