@@ -233,7 +233,7 @@ const NET_HOST_IF: &str = "pfbench0";
 const NET_PEER_ADDR: &str = "10.213.0.2";
 const NET_PORT: &str = "5201";
 /// MiB sent per run of the network workload.
-const NET_MIB: &str = "768";
+const NET_MIB: &str = "2048";
 
 impl NetNs {
     fn create() -> anyhow::Result<Self> {
