@@ -202,7 +202,11 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
         );
         return;
     };
-    if Command::new("prometheus").arg("--version").output().is_err() {
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         let msg = "SKIPPED: no `prometheus` binary (Debian package prometheus; `cargo xtask test` installs it)";
         assert!(std::env::var_os("CI").is_none(), "{msg}");
         eprintln!("{msg}");
@@ -234,7 +238,10 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
     let _prom = Reaped(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", base.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                base.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -244,13 +251,22 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
     wait_for("prometheus ready", Duration::from_secs(60), || {
         http_get(prom_port, "/-/ready").is_some_and(|(s, _)| s == 200)
     });
-    wait_for("pagefail scraped (up == 1)", Duration::from_secs(30), || {
-        query(prom_port, r#"up{job="pagefail"}"#)
-            .is_ok_and(|r| r.first().is_some_and(|s| (value_of(s) - 1.0).abs() < f64::EPSILON))
-    });
+    wait_for(
+        "pagefail scraped (up == 1)",
+        Duration::from_secs(30),
+        || {
+            query(prom_port, r#"up{job="pagefail"}"#).is_ok_and(|r| {
+                r.first()
+                    .is_some_and(|s| (value_of(s) - 1.0).abs() < f64::EPSILON)
+            })
+        },
+    );
 
     // Real failures: a memory cgroup refuses an order-6 charge, three times.
-    let trace = TraceInstance::new(&format!("pagefail-prom-{me}"), "pfn == 18446744073709551615");
+    let trace = TraceInstance::new(
+        &format!("pagefail-prom-{me}"),
+        "pfn == 18446744073709551615",
+    );
     trace.enable(true);
     let mut pids = Vec::new();
     for i in 0..3 {
@@ -270,9 +286,16 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
     // Wait until Prometheus has scraped counters that include them.
     let by_order_q =
         format!(r#"sum by (order) (pagefail_failures_total{{comm="{TRIGGER_COMM}"}})"#);
-    wait_for("the failures in Prometheus", Duration::from_secs(20), || {
-        by_label(prom_port, &by_order_q, "order").values().sum::<u64>() >= kernel
-    });
+    wait_for(
+        "the failures in Prometheus",
+        Duration::from_secs(20),
+        || {
+            by_label(prom_port, &by_order_q, "order")
+                .values()
+                .sum::<u64>()
+                >= kernel
+        },
+    );
     // Two more scrapes, so nothing is in flight.
     std::thread::sleep(Duration::from_millis(2500));
     let prom_by_order = by_label(prom_port, &by_order_q, "order");
@@ -294,7 +317,10 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
         "Distance to the min watermark",
         "Successful allocations/s by order",
     ] {
-        assert!(!empty.iter().any(|t| t == must), "panel {must:?} has no data");
+        assert!(
+            !empty.iter().any(|t| t == must),
+            "panel {must:?} has no data"
+        );
     }
     wait_for("every rule evaluated once", Duration::from_secs(20), || {
         let Some((200, body)) = http_get(prom_port, "/api/v1/rules") else {
@@ -309,7 +335,11 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
             .collect();
         assert!(rules.len() >= 14, "the shipped rules are loaded: {body}");
         for r in &rules {
-            assert_ne!(r["health"], "err", "rule {} fails: {}", r["name"], r["lastError"]);
+            assert_ne!(
+                r["health"], "err",
+                "rule {} fails: {}",
+                r["name"], r["lastError"]
+            );
         }
         rules.iter().all(|r| r["health"] == "ok")
     });
@@ -339,15 +369,22 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
     let mut files_by_order = BTreeMap::new();
     for r in rows.iter().filter(|r| r.comm == TRIGGER_COMM) {
         *files_by_order
-            .entry(r.order.map(|o| o.to_string()).unwrap_or_default()).or_insert(0u64) += r.failures;
+            .entry(r.order.map(|o| o.to_string()).unwrap_or_default())
+            .or_insert(0u64) += r.failures;
     }
-    assert_eq!(prom_by_order, files_by_order, "PromQL by order == interval files");
+    assert_eq!(
+        prom_by_order, files_by_order,
+        "PromQL by order == interval files"
+    );
     let mine: u64 = rows
         .iter()
         .filter(|r| pids.iter().any(|p| r.pid == p.to_string()))
         .map(|r| r.failures)
         .sum();
-    assert_eq!(mine, kernel, "interval files == tracefs for the trigger pids");
+    assert_eq!(
+        mine, kernel,
+        "interval files == tracefs for the trigger pids"
+    );
     assert_eq!(prom_lost, lost, "lost: PromQL == totals files");
     fs::remove_dir_all(&base).ok();
 }

@@ -227,7 +227,9 @@ impl MemoryGauges {
                         zone: zl.zone.clone(),
                         order: order.to_string(),
                     };
-                    self.free_blocks.get_or_create(&l).set(gauge_value(b.free[order]));
+                    self.free_blocks
+                        .get_or_create(&l)
+                        .set(gauge_value(b.free[order]));
                     self.order_capacity
                         .get_or_create(&l)
                         .set(gauge_value(order_capacity(&b.free, order)));
@@ -238,7 +240,9 @@ impl MemoryGauges {
                 .as_ref()
                 .and_then(|p| p.blocks_of(z.node, &z.zone, "HighAtomic"))
             {
-                self.highatomic_blocks.get_or_create(&zl).set(gauge_value(n));
+                self.highatomic_blocks
+                    .get_or_create(&zl)
+                    .set(gauge_value(n));
             }
         }
         self.min_free_kbytes
@@ -482,7 +486,8 @@ mod tests {
 
     #[test]
     fn memory_gauges_follow_the_proc_files() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/proc/6.1");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/proc/6.1");
         let snap = Snapshot::read(&Sources::dir(&dir)).unwrap();
         let mut m = Metrics::new(10, "k", "raw_tp").with_memory(Sources::dir(&dir));
         m.refresh_memory();
@@ -520,12 +525,19 @@ mod tests {
             "pagefail_vm_min_free_kbytes {}\n",
             snap.sysctls.min_free_kbytes
         )));
-        assert!(text.contains("pagefail_memory_read_errors_total 0\n"), "{text}");
+        assert!(
+            text.contains("pagefail_memory_read_errors_total 0\n"),
+            "{text}"
+        );
         // An unreadable source counts an error and keeps the last values.
         let mut broken = Metrics::new(10, "k", "raw_tp")
             .with_memory(Sources::dir(std::path::Path::new("/nonexistent")));
         broken.refresh_memory();
-        assert!(broken.render().contains("pagefail_memory_read_errors_total 1\n"));
+        assert!(
+            broken
+                .render()
+                .contains("pagefail_memory_read_errors_total 1\n")
+        );
     }
 
     #[test]
