@@ -80,6 +80,15 @@ fn query(port: u16, promql: &str) -> Result<Vec<Value>, String> {
     Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
 }
 
+/// A sample's value as a count (Prometheus prints whole numbers without a
+/// fraction or exponent).
+fn count_of(sample: &Value) -> u64 {
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("not a count: {sample}"))
+}
+
 fn value_of(sample: &Value) -> f64 {
     sample["value"][1]
         .as_str()
@@ -95,7 +104,7 @@ fn by_label(port: u16, promql: &str, label: &str) -> BTreeMap<String, u64> {
         .map(|s| {
             (
                 s["metric"][label].as_str().unwrap_or_default().to_owned(),
-                value_of(s) as u64,
+                count_of(s),
             )
         })
         .collect()
@@ -157,7 +166,9 @@ fn interval_rows(dir: &Path) -> (Vec<SummaryRow>, u64) {
                 .filter(|l| l.contains(",lost,"))
                 .filter_map(|l| l.rsplit(',').next()?.parse::<u64>().ok())
                 .sum::<u64>();
-        } else if name.ends_with(".csv") && !name.contains(".memory.") {
+        } else if Path::new(&name).extension().is_some_and(|e| e == "csv")
+            && !name.contains(".memory.")
+        {
             let mut r = csv::Reader::from_path(e.path()).expect("open");
             for row in r.deserialize::<SummaryRow>() {
                 rows.push(row.expect("summary row"));
@@ -248,7 +259,7 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
             .spawn()
             .expect("start prometheus"),
     );
-    wait_for("prometheus ready", Duration::from_secs(60), || {
+    wait_for("prometheus ready", Duration::from_mins(1), || {
         http_get(prom_port, "/-/ready").is_some_and(|(s, _)| s == 200)
     });
     wait_for(
@@ -355,11 +366,11 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
         );
         let r = query(prom_port, &q).expect("watermark");
         assert_eq!(r.len(), 1, "{q}: {r:?}");
-        assert_eq!(value_of(&r[0]) as u64, z.min * page, "{q}");
+        assert_eq!(count_of(&r[0]), z.min * page, "{q}");
     }
     let series: usize = snap.buddy.iter().map(|b| b.free.len()).sum();
     let r = query(prom_port, "count(pagefail_memory_free_blocks)").expect("count");
-    assert_eq!(value_of(&r[0]) as usize, series, "free-block series");
+    assert_eq!(count_of(&r[0]), series as u64, "free-block series");
 
     // SIGTERM writes the last interval; the files hold what Prometheus has.
     // SAFETY: signalling our own child.
