@@ -242,6 +242,7 @@ impl Timeline {
                 ("sans-serif", 18),
             )
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(36)
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..span, 0.0..max_rate)?;
@@ -289,12 +290,14 @@ impl Timeline {
                 ("sans-serif", 16),
             )
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(36)
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..span, 0.0..y_max)?;
         mem.configure_mesh()
             .x_desc("time (UTC)")
             .y_desc("free blocks")
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .x_label_formatter(&clock)
             .draw()?;
         if self.capacity.is_empty() {
