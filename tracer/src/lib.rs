@@ -23,6 +23,7 @@ pub mod logs;
 pub mod lost;
 pub mod memory;
 pub mod metrics;
+pub mod plot;
 pub mod privilege;
 pub mod probe;
 pub mod recorder;
