@@ -78,7 +78,8 @@ impl Initramfs {
     /// dynamic loader and the shared libraries it needs, found in `root`'s
     /// library directories and placed at the same paths in the guest.
     pub fn add_foreign_binary(&mut self, root: &Path, rel: &str, guest: &str) -> Result<()> {
-        let host = root.join(rel.trim_start_matches('/'));
+        // Links resolve inside the tree: `sbin/ip -> /bin/ip` is the tree's.
+        let host = resolve_in(root, rel)?;
         self.add_host_file(&host, guest)?;
         let mut todo = vec![host];
         let mut seen = std::collections::BTreeSet::new();
@@ -508,7 +509,7 @@ fn lexical(p: &Path) -> String {
 
 /// Debian packages extracted for `arch` guests under
 /// `target/vm/userland-<arch>/root` (once): `busybox-static`, and `iproute2`
-/// with every library package it depends on (for bonding and netns, which
+/// with every package it depends on (for bonding and netns, which
 /// busybox's `ip` lacks). Fetched with `apt-get download` through a private
 /// package list of the host's suite and `arch`; nothing is installed.
 pub fn userland(arch: Arch) -> Result<PathBuf> {
@@ -521,10 +522,9 @@ pub fn userland(arch: Arch) -> Result<PathBuf> {
     let suite = crate::cross::host_suite();
     let opts = crate::cross::apt_options(&suite, arch)?;
     crate::cross::apt_update(&opts, &format!("Debian {suite} {arch}"))?;
-    let mut packages: Vec<String> = crate::cross::depends_closure(&opts, "iproute2")?
-        .into_iter()
-        .filter(|p| p == "iproute2" || p.starts_with("lib"))
-        .collect();
+    // The whole closure (a few MB): libraries are not all named lib*
+    // (zlib1g), and only what `ip` needs goes into a guest.
+    let mut packages = crate::cross::depends_closure(&opts, "iproute2")?;
     packages.push("busybox-static".to_owned());
     let debs = base.join("debs");
     let _ = fs::remove_dir_all(&debs);
@@ -575,6 +575,32 @@ pub fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_resolve_inside_the_extracted_tree() {
+        let root = std::env::temp_dir().join(format!("pagefail-tree-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("sbin")).unwrap();
+        fs::create_dir_all(root.join("lib/aarch64-linux-gnu")).unwrap();
+        fs::write(root.join("bin/ip"), b"tree's ip").unwrap();
+        fs::write(root.join("lib/aarch64-linux-gnu/libx.so.1.2"), b"lib").unwrap();
+        // Absolute (as Debian ships sbin/ip) and relative links, with `..`.
+        std::os::unix::fs::symlink("/bin/ip", root.join("sbin/ip")).unwrap();
+        std::os::unix::fs::symlink("libx.so.1.2", root.join("lib/aarch64-linux-gnu/libx.so.1"))
+            .unwrap();
+        std::os::unix::fs::symlink("../lib/aarch64-linux-gnu/libx.so.1", root.join("bin/libx"))
+            .unwrap();
+        assert_eq!(resolve_in(&root, "/sbin/ip").unwrap(), root.join("bin/ip"));
+        assert_eq!(
+            resolve_in(&root, "/bin/libx").unwrap(),
+            root.join("lib/aarch64-linux-gnu/libx.so.1.2")
+        );
+        assert!(resolve_in(&root, "/bin/missing").is_err());
+        std::os::unix::fs::symlink("loop", root.join("bin/loop")).unwrap();
+        assert!(resolve_in(&root, "/bin/loop").is_err());
+        let _ = fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn dependencies_load_first() {
