@@ -2,7 +2,7 @@
 //!
 //! kallsyms lists every kernel and module text symbol with its address
 //! (`ffffffffc0a01230 t bond_start_xmit\t[bonding]`). Addresses read as zero
-//! when `kernel.kptr_restrict` hides them from this process (no CAP_SYSLOG):
+//! when `kernel.kptr_restrict` hides them from this process (no `CAP_SYSLOG)`:
 //! that case is detected and reported, and frames are then shown as raw
 //! addresses.
 
@@ -90,8 +90,12 @@ impl Builder {
     }
 
     fn finish(mut self) -> Kallsyms {
-        // Stable, so symbols at the same address keep the file's order.
-        self.entries.sort_by_key(|e| e.0);
+        // Stable, so symbols at the same address keep the file's order, but
+        // a linker section marker goes before the function that starts the
+        // section: lookups take the last symbol at an address, and arm64
+        // kallsyms lists `__softirqentry_text_start` after `__do_softirq`.
+        self.entries
+            .sort_by_key(|e| (e.0, !is_section_marker(&e.1)));
         let addrs = self.entries.iter().map(|e| e.0).collect();
         let names = self
             .entries
@@ -104,6 +108,15 @@ impl Builder {
             modules: self.modules,
         }
     }
+}
+
+/// A linker-script symbol that marks where a text section starts or ends
+/// (`__softirqentry_text_start`, `__irqentry_text_end`, `_stext`), not a
+/// function.
+fn is_section_marker(name: &str) -> bool {
+    name.ends_with("_text_start")
+        || name.ends_with("_text_end")
+        || matches!(name, "_stext" | "_etext" | "_sinittext" | "_einittext")
 }
 
 /// A sorted kernel symbol table.
@@ -420,7 +433,7 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
                 &text
                     .lines()
                     .take(n)
-                    .map(|l| format!("{l}\n"))
+                    .flat_map(|l| [l, "\n"])
                     .collect::<String>(),
             );
             for &a in &probes[..200] {
@@ -428,6 +441,25 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
                 assert_eq!(small.indices(&[a])[0], single, "{n} symbols, {a:#x}");
             }
         }
+    }
+
+    #[test]
+    fn a_section_marker_never_names_the_function_at_its_address() {
+        // arm64 6.1 kallsyms: the marker follows the function it starts.
+        let k = Kallsyms::parse(
+            "ffff800008010000 T __do_softirq\n\
+             ffff800008010000 T __softirqentry_text_start\n\
+             ffff800008010400 T __softirqentry_text_end\n\
+             ffff800008010400 t ____do_softirq\n",
+        );
+        assert_eq!(k.lookup(0xffff_8000_0801_0010).unwrap().name, "__do_softirq");
+        assert_eq!(k.lookup(0xffff_8000_0801_0404).unwrap().name, "____do_softirq");
+        // The other order gives the same answer.
+        let k = Kallsyms::parse(
+            "ffff800008010000 T __softirqentry_text_start\n\
+             ffff800008010000 T __do_softirq\n",
+        );
+        assert_eq!(k.lookup(0xffff_8000_0801_0010).unwrap().name, "__do_softirq");
     }
 
     #[test]
@@ -452,7 +484,7 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
         // What a process without CAP_SYSLOG reads under kptr_restrict=1.
         let zeroed: String = TABLE
             .lines()
-            .map(|l| format!("0000000000000000{}\n", &l[16..]))
+            .flat_map(|l| ["0000000000000000", &l[16..], "\n"])
             .collect();
         fs::write(&p, zeroed).unwrap();
         let err = Kallsyms::load_from(&p).unwrap_err();
@@ -502,7 +534,7 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
                     "addresses shown though they should be hidden"
                 ),
                 Err(SymbolizeError::Hidden) => {
-                    assert!(!shown, "hidden though the sysctls allow them")
+                    assert!(!shown, "hidden though the sysctls allow them");
                 }
                 Err(e) => panic!("{e}"),
             }
