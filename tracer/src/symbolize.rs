@@ -452,14 +452,23 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
              ffff800008010400 T __softirqentry_text_end\n\
              ffff800008010400 t ____do_softirq\n",
         );
-        assert_eq!(k.lookup(0xffff_8000_0801_0010).unwrap().name, "__do_softirq");
-        assert_eq!(k.lookup(0xffff_8000_0801_0404).unwrap().name, "____do_softirq");
+        assert_eq!(
+            k.lookup(0xffff_8000_0801_0010).unwrap().name,
+            "__do_softirq"
+        );
+        assert_eq!(
+            k.lookup(0xffff_8000_0801_0404).unwrap().name,
+            "____do_softirq"
+        );
         // The other order gives the same answer.
         let k = Kallsyms::parse(
             "ffff800008010000 T __softirqentry_text_start\n\
              ffff800008010000 T __do_softirq\n",
         );
-        assert_eq!(k.lookup(0xffff_8000_0801_0010).unwrap().name, "__do_softirq");
+        assert_eq!(
+            k.lookup(0xffff_8000_0801_0010).unwrap().name,
+            "__do_softirq"
+        );
     }
 
     #[test]

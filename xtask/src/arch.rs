@@ -1,7 +1,7 @@
 //! The machine architectures pagefail is built, shipped and proven on.
 //!
 //! amd64 is the build machine's own: rustup's toolchain builds it into
-//! `target/`. arm64 (aarch64) is cross-built on the same x86_64 machine by
+//! `target/`. arm64 (aarch64) is cross-built on the same `x86_64` machine by
 //! Debian's `rustc-web` with the aarch64 standard library of the same
 //! version and Debian's cross linker ([`crate::cross`]), into `target/cross/`.
 
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// An architecture, named as Debian names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Arch {
-    /// x86_64: the build machine's own.
+    /// `x86_64`: the build machine's own.
     #[default]
     Amd64,
     /// aarch64, cross-built.
@@ -19,7 +19,7 @@ pub enum Arch {
 
 /// `e_machine` of x86-64 ELF files.
 pub const EM_X86_64: u16 = 62;
-/// `e_machine` of AArch64 ELF files.
+/// `e_machine` of `AArch64` ELF files.
 pub const EM_AARCH64: u16 = 183;
 
 impl Arch {

@@ -1,4 +1,4 @@
-//! Cross-building for arm64 on the x86_64 build machine, from Debian's packages.
+//! Cross-building for arm64 on the `x86_64` build machine, from Debian's packages.
 //!
 //! - The cross linker and C library: `gcc-aarch64-linux-gnu` and
 //!   `libc6-dev-arm64-cross` (its `libc.a` makes the static glibc binary),
@@ -55,7 +55,7 @@ pub fn host_suite() -> String {
 pub fn apt_options(suite: &str, arch: Arch) -> Result<Vec<String>> {
     let name = match arch {
         Arch::Amd64 => suite.to_owned(),
-        other => format!("{suite}-{}", other.deb()),
+        other @ Arch::Arm64 => format!("{suite}-{}", other.deb()),
     };
     let base = crate::vm::vm_dir().join("apt").join(name);
     let lists = base.join("lists");

@@ -5,7 +5,7 @@
 //! and a `.deb` (cargo-deb), checked by installing and removing it with dpkg
 //! in a scratch root ([`deb`]). The aarch64 binary is run on the build machine
 //! under `qemu-aarch64-static`: its `logs` output on every log fixture must
-//! equal the x86_64 binary's byte for byte ([`compare_logs`]).
+//! equal the `x86_64` binary's byte for byte ([`compare_logs`]).
 
 pub mod deb;
 
@@ -46,7 +46,7 @@ fn stage_dir() -> PathBuf {
 fn arch_stage_dir(arch: Arch) -> PathBuf {
     match arch {
         Arch::Amd64 => stage_dir(),
-        other => dist_dir().join(format!("stage-{}", other.deb())),
+        other @ Arch::Arm64 => dist_dir().join(format!("stage-{}", other.deb())),
     }
 }
 
@@ -81,7 +81,7 @@ pub fn build_static_bin_for(arch: Arch, package: &str, bin: &str) -> anyhow::Res
             );
             c
         }
-        other => cross::cargo_for(other)?,
+        other @ Arch::Arm64 => cross::cargo_for(other)?,
     };
     c.args([
         "build",
@@ -361,7 +361,7 @@ pub fn run_dist(args: &DistArgs) -> anyhow::Result<()> {
 /// atomic-only view, and the CSV file.
 const LOGS_MODES: &[&[&str]] = &[&[], &["--json"], &["--json-reports"], &["--atomic-only"]];
 
-/// Run `pagefail logs` of `host` (x86_64) and of `other` (`arch`, under its
+/// Run `pagefail logs` of `host` (`x86_64`) and of `other` (`arch`, under its
 /// user-mode emulator) on every file of `tests/fixtures/logs` in each of
 /// [`LOGS_MODES`] and with `--csv`, and require identical exit status,
 /// standard output, standard error and CSV bytes. Returns the runs compared.

@@ -25,7 +25,7 @@ pub fn is_elf(data: &[u8]) -> bool {
     data.starts_with(b"\x7fELF")
 }
 
-/// `e_machine` of an ELF64 little-endian image (62 x86-64, 183 AArch64);
+/// `e_machine` of an ELF64 little-endian image (62 x86-64, 183 `AArch64`);
 /// `None` when `data` is not one.
 pub fn machine(elf: &[u8]) -> Option<u16> {
     if elf.get(..6)? != b"\x7fELF\x02\x01" {
@@ -153,7 +153,7 @@ pub fn dynamic_needs(elf: &[u8]) -> Option<(Option<String>, Vec<String>)> {
     let (vaddr, foff, _) = loads
         .iter()
         .copied()
-        .find(|&(v, _, sz)| v <= strtab && strtab < v.checked_add(sz).unwrap_or(usize::MAX))?;
+        .find(|&(v, _, sz)| v <= strtab && strtab < v.saturating_add(sz))?;
     let base = strtab - vaddr + foff;
     let names = needed
         .into_iter()

@@ -324,7 +324,7 @@ fn lint_step(totals: &mut TestTotals) -> bool {
 }
 
 /// The arm64 part of the dist tier: the cross-built static aarch64 binary,
-/// its tarball and .deb, and its `logs` output against the x86_64 binary's
+/// its tarball and .deb, and its `logs` output against the `x86_64` binary's
 /// on every log fixture (under qemu user mode); three tests.
 fn dist_arm64_tier(totals: &mut TestTotals) {
     let arch = arch::Arch::Arm64;

@@ -136,7 +136,7 @@ pub fn run_for(ver: &str, arch: Arch) -> Outcome {
 fn run_name(ver: &str, arch: Arch) -> String {
     match arch {
         Arch::Amd64 => format!("vm-bare-{ver}"),
-        other => format!("vm-bare-{}-{ver}", other.deb()),
+        other @ Arch::Arm64 => format!("vm-bare-{}-{ver}", other.deb()),
     }
 }
 

@@ -114,7 +114,7 @@ pub struct Kernel {
 pub fn fetch(spec: &KernelSpec) -> Result<Kernel> {
     let dir = super::vm_dir().join("kernels").join(match spec.arch {
         Arch::Amd64 => spec.ver.to_owned(),
-        other => format!("{}-{}", spec.ver, other.deb()),
+        other @ Arch::Arm64 => format!("{}-{}", spec.ver, other.deb()),
     });
     let root = dir.join("root");
     if find_deb(&dir)?.is_none() {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use super::kernel::Kernel;
 use super::{Sections, parse_sections};
 
-/// The qemu binary used for every x86_64 guest.
+/// The qemu binary used for every `x86_64` guest.
 pub const QEMU: &str = "qemu-system-x86_64";
 
 /// How qemu runs guests of one architecture.

@@ -64,8 +64,8 @@ use crate::arch::Arch;
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(280);
 
 /// Hard wall-clock limit of one arm64 guest: TCG emulates aarch64 about
-/// twice as slowly as x86_64 on these machines.
-pub const ARM64_GUEST_TIMEOUT: Duration = Duration::from_secs(540);
+/// twice as slowly as `x86_64` on these machines.
+pub const ARM64_GUEST_TIMEOUT: Duration = Duration::from_mins(9);
 
 /// The scenarios `run_matrix` accepts (`--scenario` also takes `bare`,
 /// the static binary alone: [`super::bare`], and `all`).
@@ -370,7 +370,7 @@ pub fn run_matrix_for(
 fn run_name(ver: &str, attach: Option<&str>, arch: Arch) -> String {
     let ver = match arch {
         Arch::Amd64 => ver.to_owned(),
-        other => format!("{}-{ver}", other.deb()),
+        other @ Arch::Arm64 => format!("{}-{ver}", other.deb()),
     };
     match attach {
         Some(a) => format!("vm-test-{ver}-{a}"),
@@ -382,7 +382,7 @@ fn run_name(ver: &str, attach: Option<&str>, arch: Arch) -> String {
 pub fn kernel_label(ver: &str, arch: Arch) -> String {
     match arch {
         Arch::Amd64 => ver.to_owned(),
-        other => format!("{ver} {other}"),
+        other @ Arch::Arm64 => format!("{ver} {other}"),
     }
 }
 
