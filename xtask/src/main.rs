@@ -81,6 +81,10 @@ enum Task {
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "clap flags: each bool is one --skip-* option"
+)]
 struct TestArgs {
     /// Leave out the lint step (rustfmt and clippy).
     #[arg(long)]
