@@ -635,4 +635,6 @@ pub fn for_each_line<R: BufRead>(mut input: R, f: &mut dyn FnMut(&[u8], bool)) -
 #[cfg(test)]
 mod corpus_tests;
 #[cfg(test)]
+mod shapes_tests;
+#[cfg(test)]
 mod tests;

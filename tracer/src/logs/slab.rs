@@ -16,7 +16,7 @@
 
 use serde::Serialize;
 
-use super::lines::leading_u64;
+use super::{Report, lines::leading_u64};
 
 pub const SLUB: &str = "SLUB: Unable to allocate memory";
 
@@ -40,6 +40,39 @@ pub struct SlabFailure {
     pub order: Option<u32>,
     /// The cache's `default order`, tried first.
     pub default_order: Option<u32>,
+}
+
+impl SlabFailure {
+    /// The task name a slab failure takes in the CSV summary and tables:
+    /// `[slab:CACHE]` (like `[other]`, a name no task has), so that slab
+    /// rows keep the CSV's columns and sort apart from tasks.
+    #[must_use]
+    pub fn comm(&self) -> String {
+        format!("[slab:{}]", self.cache.as_deref().unwrap_or("?"))
+    }
+
+    /// As a frameless report (pid unknown, context `unknown`, path `none`),
+    /// for the gfp decoding and the summary rows shared with page reports.
+    #[must_use]
+    pub fn as_report(&self) -> Report {
+        Report {
+            line: self.line,
+            mono: self.mono,
+            wall_us: self.wall_us,
+            host: self.host.clone(),
+            comm: self.comm(),
+            pid: None,
+            cpu: None,
+            kernel: None,
+            order: self.order.unwrap_or(0),
+            gfp: self.gfp,
+            gfp_printed: self.gfp_printed.clone(),
+            frames: Vec::new(),
+            frames_dropped: 0,
+            mem: None,
+            partial: self.cache.is_none(),
+        }
+    }
 }
 
 /// Recognize the `SLUB: Unable to allocate memory` line: (node, gfp, names).
