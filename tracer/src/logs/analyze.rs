@@ -247,6 +247,14 @@ struct Chain<'a> {
     path_frames: Vec<&'a super::TraceFrame>,
 }
 
+/// One frame as the classifier's slice.
+fn one(f: &super::TraceFrame) -> [Frame<'_>; 1] {
+    [Frame {
+        function: &f.function,
+        module: f.module.as_deref(),
+    }]
+}
+
 fn agreeing_unreliable<'a>(r: &'a Report, classifier: &Classifier) -> Chain<'a> {
     let fresh = fresh_frames(r);
     if !fresh.iter().any(|f| f.reliable) {
@@ -256,12 +264,6 @@ fn agreeing_unreliable<'a>(r: &'a Report, classifier: &Classifier) -> Chain<'a> 
         };
     }
     let unreliable: Vec<&super::TraceFrame> = fresh.into_iter().filter(|f| !f.reliable).collect();
-    fn one(f: &super::TraceFrame) -> [Frame<'_>; 1] {
-        [Frame {
-            function: &f.function,
-            module: f.module.as_deref(),
-        }]
-    }
     let mut contexts: Vec<Context> = Vec::new();
     let mut labels: Vec<String> = Vec::new();
     for f in &unreliable {

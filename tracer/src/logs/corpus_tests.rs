@@ -145,7 +145,11 @@ fn corpus_score() {
     let mut on_disk: Vec<String> = std::fs::read_dir(corpus_dir())
         .unwrap()
         .filter_map(|d| d.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".txt"))
+        .filter(|n| {
+            std::path::Path::new(n)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+        })
         .collect();
     on_disk.sort();
     let mut listed: Vec<String> = files.iter().map(|&f| f.to_owned()).collect();

@@ -73,12 +73,13 @@ fn one_header<'a>(comm_text: &'a str, rest: &'a str) -> HeaderMatch<'a> {
     else {
         return HeaderMatch::Unknown;
     };
-    let (gfp, names) = match rest.find("mode:0x") {
-        Some(at) => match mode(&rest[at..]) {
+    let (gfp, names) = if let Some(at) = rest.find("mode:0x") {
+        match mode(&rest[at..]) {
             Some(m) => m,
             None => return HeaderMatch::Unknown,
-        },
-        None => {
+        }
+    } else {
+        {
             // Cut after the order: only a line break (or nothing) may follow.
             let after = rest["order:".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
             if !after.trim().trim_end_matches(',').is_empty() {

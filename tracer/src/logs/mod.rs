@@ -343,17 +343,15 @@ impl Parser {
         // With printk caller ids, lines of other tasks/CPUs are told apart.
         let target = match split.caller {
             Some(c) if self.open.iter().any(|o| o.caller.is_some()) => {
-                match self
+                let Some(i) = self
                     .open
                     .iter()
                     .rposition(|o| o.caller.as_deref() == Some(c))
-                {
-                    Some(i) => i,
-                    None => {
-                        self.stats.unassigned += 1;
-                        return;
-                    }
-                }
+                else {
+                    self.stats.unassigned += 1;
+                    return;
+                };
+                i
             }
             _ => self.open.len() - 1,
         };
@@ -536,7 +534,8 @@ fn wanted_searcher() -> packed::Searcher {
         slab::SLUB.as_bytes(),
     ]);
     // Three short, distinct literals: the builder takes them whatever the CPU.
-    b.build().unwrap_or_else(|| unreachable!("three literals fit a packed searcher"))
+    b.build()
+        .unwrap_or_else(|| unreachable!("three literals fit a packed searcher"))
 }
 
 /// The line's last visible byte is a colon (`swapper/3: `): maybe the start

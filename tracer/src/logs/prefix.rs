@@ -180,7 +180,7 @@ fn strip_paste_prefix(s: &str) -> Option<&str> {
 }
 
 /// After a wall-clock stamp: `host kernel: text`, `kernel: text`, with a
-/// facility.level tag between (`kern.warn kernel:` of OpenWrt's `logread`
+/// facility.level tag between (`kern.warn kernel:` of `OpenWrt`'s `logread`
 /// and busybox syslogd, `[kern.warning]`). `None`: another program's line.
 fn after_stamp(after: &str) -> Option<(Option<&str>, &str)> {
     let mut rest = after.trim_start_matches(' ');
@@ -235,7 +235,7 @@ fn bare_kernel_tag(s: &str) -> Option<(Option<&str>, &str)> {
     host_like.then_some((Some(h), text))
 }
 
-/// OpenWrt `logread`: `Sat Oct  1 03:31:30 2016 ` (the year after the time).
+/// `OpenWrt` `logread`: `Sat Oct  1 03:31:30 2016 ` (the year after the time).
 fn logread_stamp(s: &str) -> Option<(i64, &str)> {
     let b = s.as_bytes();
     if b.len() < 25 || b[3] != b' ' || !weekday(&s[..3]) {

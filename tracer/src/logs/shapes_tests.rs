@@ -1,4 +1,4 @@
-//! Line shapes of issue #14 that the corpus (corpus_tests.rs) holds no real
+//! Line shapes of issue #14 that the corpus (`corpus_tests.rs`) holds no real
 //! paste of, each in the shape users report it, and the slab summary rows.
 
 use super::{analyze::Analyzer, summary::Summary, *};
