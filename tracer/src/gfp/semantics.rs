@@ -2,7 +2,7 @@
 //! accounted to a memory cgroup?" for every caller and every kernel era.
 //!
 //! A request is described by [`GfpSemantics`], obtained from
-//! - a mask and the running kernel's own table ([`GfpTable::semantics`]),
+//! - a mask and the running kernel's own table ([`super::GfpTable::semantics`]),
 //! - the flag names a kernel printed (`GFP_ATOMIC|__GFP_COMP`, [`GfpSemantics::of_names`]),
 //! - a mask and a kernel release, decoded with that release's table
 //!   ([`GfpSemantics::of_kernel_mask`], tables in [`super::versions`]),
@@ -10,7 +10,7 @@
 //!   ([`GfpSemantics::of_printed`]).
 //!
 //! The kernel program makes the same atomic decision from the two masks the
-//! loader passes it ([`GfpTable::high_mask`], [`GfpTable::direct_reclaim_mask`]);
+//! loader passes it ([`super::GfpTable::high_mask`], [`super::GfpTable::direct_reclaim_mask`]);
 //! everything in user space asks this module.
 //!
 //! Names of every era are understood: the 3.x tracepoint printed single bits
@@ -18,7 +18,6 @@
 //! composite names keep their meaning across eras for the marks below
 //! (`GFP_KERNEL` may always sleep, `GFP_ATOMIC` always has `__GFP_HIGH`).
 
-use super::GfpTable;
 use super::versions;
 
 /// The facts about one allocation request that pagefail reasons about.
@@ -210,6 +209,7 @@ impl Masks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gfp::GfpTable;
 
     const FORMAT_6_18: &str = include_str!("../../../tests/fixtures/format/mm_page_alloc-6.18.txt");
 
