@@ -548,7 +548,7 @@ mod tests {
     fn features(kprobes: bool) -> KernelFeatures {
         KernelFeatures {
             release: "6.18.44-fc-v669".to_owned(),
-            version: crate::probe::KernelVersion::parse("6.18.44"),
+            version: crate::kernel_version::KernelVersion::parse("6.18.44"),
             btf: true,
             kprobes,
             tracefs: Some("/sys/kernel/tracing".to_owned()),

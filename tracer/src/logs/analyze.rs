@@ -9,6 +9,7 @@ use super::{Report, lines::Section};
 use crate::{
     classify::{Classifier, Context, Frame, context_of},
     gfp::{GfpSemantics, GfpTable, versions},
+    kernel_version::KernelVersion,
 };
 
 /// The derived fields of one report.
@@ -83,7 +84,7 @@ impl Analyzer {
             let table = if kernel.is_empty() {
                 // No version anywhere: names are printed from 4.6 on, so a
                 // report without names is most likely older: the <= 4.3 table.
-                versions::table_for_version((4, 3, 0))
+                versions::table_for_version(KernelVersion(4, 3, 0))
             } else {
                 versions::table_for_kernel(&kernel)
             };

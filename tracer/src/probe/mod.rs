@@ -22,7 +22,7 @@ use tracer_common::{
     PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
-pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
+pub use self::support::{AttachStyle, KernelFeatures};
 use self::{layout::RecordLayout, support::attach_plan};
 use crate::gfp::GfpTable;
 
