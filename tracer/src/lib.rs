@@ -28,3 +28,4 @@ pub mod probe;
 pub mod recorder;
 pub mod session;
 pub mod symbolize;
+pub mod timestamp;

@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{aggregate::Window, events::rfc3339, export, probe::Counters};
+use crate::{aggregate::Window, export, probe::Counters, timestamp::rfc3339};
 
 /// Prefix of every interval file.
 pub const PREFIX: &str = "pagefail-";

@@ -16,9 +16,9 @@ use crate::{
     logs::{
         Event, Parser, Report,
         analyze::{Analysis, Analyzer},
-        prefix::rfc3339,
         summary::{Summary, diagnosis},
     },
+    timestamp::rfc3339_us as rfc3339,
 };
 
 /// Read page allocation failure reports from kernel logs: dmesg output (with

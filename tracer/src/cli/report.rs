@@ -6,7 +6,6 @@ use std::{
     fs::File,
     io::{self, Read},
     path::{Path, PathBuf},
-    time::SystemTime,
 };
 
 use anyhow::{Context as _, bail};
@@ -14,8 +13,8 @@ use clap::Args;
 
 use crate::{
     cli::common::{is_broken_pipe, rows_table},
-    events::rfc3339,
     export::{self, CSV_HEADER, SummaryRow},
+    timestamp,
 };
 
 /// Columns rows can be merged by.
@@ -125,21 +124,17 @@ fn key_of(row: &SummaryRow, keys: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn parse_time(s: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()
-}
-
 fn earliest(a: &str, b: &str) -> String {
-    match (parse_time(a), parse_time(b)) {
-        (Some(x), Some(y)) => rfc3339(x.min(y)),
+    match (timestamp::parse(a), timestamp::parse(b)) {
+        (Some(x), Some(y)) => timestamp::rfc3339(x.min(y)),
         (Some(_), None) => a.to_owned(),
         (None, _) => b.to_owned(),
     }
 }
 
 fn latest(a: &str, b: &str) -> String {
-    match (parse_time(a), parse_time(b)) {
-        (Some(x), Some(y)) => rfc3339(x.max(y)),
+    match (timestamp::parse(a), timestamp::parse(b)) {
+        (Some(x), Some(y)) => timestamp::rfc3339(x.max(y)),
         (Some(_), None) => a.to_owned(),
         (None, _) => b.to_owned(),
     }
@@ -350,11 +345,15 @@ mod tests {
     fn times_merge_to_the_outer_window() {
         assert_eq!(
             earliest("2026-11-22T03:00:01.5Z", "2026-11-22T03:00:01Z"),
-            "2026-11-22T03:00:01.000000Z"
+            "2026-11-22T03:00:01Z"
         );
         assert_eq!(
-            latest("2026-11-22T03:00:01Z", "2026-11-22T04:00:00Z"),
-            "2026-11-22T04:00:00.000000Z"
+            latest("2026-11-22T03:00:01.5Z", "2026-11-22T03:00:01Z"),
+            "2026-11-22T03:00:01.500000Z"
+        );
+        assert_eq!(
+            latest("2026-11-22T03:00:01Z", "2026-11-22T04:00:00+01:00"),
+            "2026-11-22T03:00:01Z"
         );
         assert_eq!(earliest("", "2026-11-22T03:00:01Z"), "2026-11-22T03:00:01Z");
     }

@@ -26,12 +26,10 @@
 //! quarter of the rest (down to 3/8 of min); requests without `__GFP_HIGH`
 //! (`GFP_NOWAIT`) may not go below min at all.
 
-use std::time::SystemTime;
-
 use serde::Serialize;
 
 use super::{NetDrops, Snapshot, ZoneInfo, pages_text};
-use crate::{export::SummaryRow, gfp::GfpSemantics};
+use crate::{export::SummaryRow, gfp::GfpSemantics, timestamp};
 
 /// Lower clamp of the boot-time default `min_free_kbytes`.
 pub const MIN_FREE_KBYTES_DEFAULT_FLOOR: u64 = 128;
@@ -155,17 +153,16 @@ pub struct Advice {
     pub verdict: String,
 }
 
-fn parse_time(s: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z')).ok()
-}
-
 /// Peak failures per second of a group: failures over their seen span (at
 /// least one second), else over the window, else per second as is.
 fn blocks_per_second(rows: &[&SummaryRow]) -> u64 {
     let failures: u64 = rows.iter().map(|r| r.failures).sum();
     let span = |start: fn(&SummaryRow) -> &str, end: fn(&SummaryRow) -> &str| {
-        let first = rows.iter().filter_map(|r| parse_time(start(r))).min()?;
-        let last = rows.iter().filter_map(|r| parse_time(end(r))).max()?;
+        let first = rows
+            .iter()
+            .filter_map(|r| timestamp::parse(start(r)))
+            .min()?;
+        let last = rows.iter().filter_map(|r| timestamp::parse(end(r))).max()?;
         last.duration_since(first).ok()
     };
     let secs = span(|r| &r.first_seen, |r| &r.last_seen)

@@ -29,7 +29,6 @@ pub use self::{
     buddyinfo::BuddyZone, netdrops::NetDrops, pagetypeinfo::PageTypeInfo, sysctls::Sysctls,
     vmstat::VmStat, zoneinfo::ZoneInfo,
 };
-use crate::events;
 
 /// Reading or parsing a memory-state file failed.
 #[derive(Debug, Error)]
@@ -200,7 +199,7 @@ impl Snapshot {
                 Err(e) => (None, Some(e.to_string())),
             };
         Ok(Self {
-            taken: events::rfc3339(SystemTime::now()),
+            taken: crate::timestamp::rfc3339(SystemTime::now()),
             page_kb: (sources.page_size / 1024).max(1),
             buddy,
             zones,
