@@ -12,7 +12,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
-    export::{CSV_HEADER, SummaryRow},
+    export,
     memory::{
         NetDrops, Snapshot, SnapshotSummary, VmStat,
         advice::{self, Advice},
@@ -319,28 +319,6 @@ pub struct Report {
     pub sampled_failures_by_order: Option<Vec<u64>>,
 }
 
-fn read_rows(path: &Path) -> anyhow::Result<Vec<SummaryRow>> {
-    let mut r =
-        csv::Reader::from_path(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let header: Vec<String> = r
-        .headers()
-        .with_context(|| format!("cannot read the header of {}", path.display()))?
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    if header != CSV_HEADER {
-        anyhow::bail!(
-            "{} is not a pagefail CSV summary: expected the header `{}` (from `pagefail watch --csv` or `pagefail logs`)",
-            path.display(),
-            CSV_HEADER.join(",")
-        );
-    }
-    r.deserialize()
-        .enumerate()
-        .map(|(i, row)| row.with_context(|| format!("{} row {}", path.display(), i + 2)))
-        .collect()
-}
-
 fn vmstat_list(v: &VmStat) -> Vec<(String, u64)> {
     v.watched()
         .into_iter()
@@ -364,7 +342,7 @@ pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
     let before = Snapshot::take().context("reading the memory state")?;
     let drops_before = NetDrops::read().ok();
     let (rows, sampled, snap, vmstat, drops) = if let Some(path) = &args.from {
-        let rows = read_rows(path)?;
+        let rows = export::read_csv_file(path)?;
         let vm = vmstat_list(&before.vmstat);
         (Some(rows), None, before, vm, None)
     } else if let Some(d) = args.sample {
@@ -534,6 +512,7 @@ fn text(r: &Report, snap: &Snapshot, from: Option<&Path>, verbose: u8) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::CSV_HEADER;
 
     fn features(kprobes: bool) -> KernelFeatures {
         KernelFeatures {
@@ -606,7 +585,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let bad = dir.join("bad.csv");
         fs::write(&bad, "a,b\n1,2\n").unwrap();
-        let e = format!("{:#}", read_rows(&bad).unwrap_err());
+        let e = format!("{:#}", export::read_csv_file(&bad).unwrap_err());
         assert!(e.contains("not a pagefail CSV summary"), "{e}");
         let good = dir.join("good.csv");
         let mut text = CSV_HEADER.join(",");
@@ -615,9 +594,9 @@ mod tests {
         );
         text.push_str(",,h,6.18.0,x,1,/,task,none,notanumber,0x0,none,true,3,0,,,\n");
         fs::write(&good, text).unwrap();
-        let e = format!("{:#}", read_rows(&good).unwrap_err());
+        let e = format!("{:#}", export::read_csv_file(&good).unwrap_err());
         assert!(e.contains("row 3"), "{e}");
-        assert!(read_rows(&dir.join("missing.csv")).is_err());
+        assert!(export::read_csv_file(&dir.join("missing.csv")).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,12 +8,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
     cli::common::{is_broken_pipe, rows_table},
-    export::{self, CSV_HEADER, SummaryRow},
+    export::{self, SummaryRow},
     timestamp,
 };
 
@@ -79,32 +79,6 @@ fn parse_keys(s: &str) -> Result<Vec<String>, String> {
         ));
     }
     Ok(keys)
-}
-
-/// Read the summary rows of one CSV file, checking its header.
-///
-/// # Errors
-/// When the file cannot be read, its header is not the CSV contract's, or a
-/// row does not parse (the error names the line).
-pub fn read_rows(name: &str, input: impl Read) -> anyhow::Result<Vec<SummaryRow>> {
-    let mut reader = csv::Reader::from_reader(input);
-    let header = reader
-        .headers()
-        .with_context(|| format!("{name}: cannot read the CSV header"))?
-        .clone();
-    let found: Vec<&str> = header.iter().collect();
-    if found != CSV_HEADER {
-        bail!(
-            "{name}: not a pagefail CSV summary: the header must be\n  {}\nbut is\n  {}",
-            CSV_HEADER.join(","),
-            found.join(",")
-        );
-    }
-    let mut rows = Vec::new();
-    for (i, row) in reader.deserialize::<SummaryRow>().enumerate() {
-        rows.push(row.with_context(|| format!("{name}: row {} does not parse", i + 2))?);
-    }
-    Ok(rows)
 }
 
 fn key_of(row: &SummaryRow, keys: &[String]) -> Vec<String> {
@@ -222,7 +196,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
-        all.extend(read_rows(&name, open(path)?)?);
+        all.extend(export::read_csv(&name, open(path)?)?);
     }
     let input_rows = all.len();
     let total = all.iter().fold(0u64, |t, r| t.saturating_add(r.failures));
@@ -257,6 +231,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::CSV_HEADER;
     use crate::{
         aggregate::{Aggregator, Window, tests::test_aggregator, tests::test_event},
         export::write_csv,
@@ -295,11 +270,14 @@ mod tests {
                 second.add(ev)
             };
         }
-        let mut rows = read_rows("first", to_csv(&first).as_slice()).unwrap();
-        rows.extend(read_rows("second", to_csv(&second).as_slice()).unwrap());
+        let mut rows = export::read_csv("first", to_csv(&first).as_slice()).unwrap();
+        rows.extend(export::read_csv("second", to_csv(&second).as_slice()).unwrap());
         let by = keys("comm,pid,context,path,order,gfp");
         let merged = merge(rows, &by);
-        let single = merge(read_rows("whole", to_csv(&whole).as_slice()).unwrap(), &by);
+        let single = merge(
+            export::read_csv("whole", to_csv(&whole).as_slice()).unwrap(),
+            &by,
+        );
         let as_map = |rows: &[SummaryRow]| -> HashMap<Vec<String>, (u64, u64)> {
             rows.iter()
                 .map(|r| (key_of(r, &by), (r.failures, r.warned)))
@@ -316,11 +294,11 @@ mod tests {
 
     #[test]
     fn wrong_headers_are_refused_with_both_headers_shown() {
-        let err = read_rows("x.csv", "a,b,c\n1,2,3\n".as_bytes()).unwrap_err();
+        let err = export::read_csv("x.csv", "a,b,c\n1,2,3\n".as_bytes()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("x.csv: not a pagefail CSV summary"), "{msg}");
         assert!(msg.contains("window_start,window_end"), "{msg}");
-        assert!(read_rows("empty.csv", "".as_bytes()).is_err());
+        assert!(export::read_csv("empty.csv", "".as_bytes()).is_err());
     }
 
     #[test]
@@ -330,7 +308,7 @@ mod tests {
             CSV_HEADER.join(","),
             "a,b,h,k,c,1,/,task,none,NaN,0x1,X,true,1,0,a,b,s"
         );
-        let err = read_rows("bad.csv", text.as_bytes()).unwrap_err();
+        let err = export::read_csv("bad.csv", text.as_bytes()).unwrap_err();
         assert!(format!("{err:#}").contains("row 2"), "{err:#}");
     }
 
@@ -368,7 +346,7 @@ mod tests {
             )
         };
         let text = format!("{}\n{}\n{}\n", CSV_HEADER.join(","), line("a"), line("a"));
-        let rows = read_rows("big.csv", text.as_bytes()).unwrap();
+        let rows = export::read_csv("big.csv", text.as_bytes()).unwrap();
         let merged = merge(rows, &keys("comm"));
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].failures, u64::MAX);

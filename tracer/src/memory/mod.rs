@@ -9,7 +9,6 @@
 
 pub mod advice;
 pub mod buddyinfo;
-pub mod export;
 pub mod netdrops;
 pub mod pagetypeinfo;
 pub mod sysctls;
@@ -292,8 +291,8 @@ impl Snapshot {
 }
 
 /// One zone at one moment, as written to the memory CSV (columns in
-/// [`export::MEMORY_CSV_HEADER`]). Sizes are in pages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// [`crate::export::memory::MEMORY_CSV_HEADER`]). Sizes are in pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SnapshotSummary {
     /// When the snapshot was taken, RFC 3339 UTC.
     pub taken: String,
