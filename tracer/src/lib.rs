@@ -23,6 +23,7 @@ pub mod kernel_version;
 pub mod logs;
 pub mod memory;
 pub mod metrics;
+pub mod plot;
 pub mod privilege;
 pub mod probe;
 pub mod recorder;
