@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(Era::of(KernelVersion(7, 0, 0)), Era::NoAtomic63);
     }
 
-    /// `GFP_ATOMIC` / `GFP_KERNEL` of each era, as KERNEL.md lists them.
+    /// `GFP_ATOMIC` / `GFP_KERNEL` of each era, as the era table of this module lists them.
     #[test]
     fn atomic_and_kernel_values_per_era() {
         let cases: [(&str, u64, u64); 9] = [

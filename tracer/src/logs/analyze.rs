@@ -33,7 +33,7 @@ pub struct Analysis {
 }
 
 /// Innermost frames that only report or allocate, not worth showing
-/// (renamed over the years: KERNEL.md, "The hook points").
+/// (renamed over the years).
 fn is_plumbing(function: &str) -> bool {
     const PREFIXES: [&str; 8] = [
         "dump_stack",
