@@ -722,19 +722,21 @@ fn cautions(
                     .to_owned(),
             ),
         }
-        let ceiling_note = match source.version() {
-            Some(v) if !v.at_least(5, 7) => " (65536 on this kernel, before Linux 5.7)",
-            Some(_) => "",
-            None if log => " (65536 before Linux 5.7)",
-            None => "; the ceiling was 65536 before Linux 5.7",
+        let old_kernel = source.version().is_some_and(|v| !v.at_least(5, 7));
+        let ceiling = if old_kernel {
+            format!("{MIN_FREE_KBYTES_DEFAULT_FLOOR}, 65536] KiB on that kernel (262144 since Linux 5.7)")
+        } else {
+            format!(
+                "{MIN_FREE_KBYTES_DEFAULT_FLOOR}, {MIN_FREE_KBYTES_DEFAULT_CEILING}] KiB (65536 \
+                 before Linux 5.7)"
+            )
         };
         out.push(format!(
             "too high a min_free_kbytes OOMs the machine: memory under min is unusable for \
              ordinary allocations. The kernel's boot default is 4*sqrt(lowmem kB) clamped to \
-             [{MIN_FREE_KBYTES_DEFAULT_FLOOR}, {MIN_FREE_KBYTES_DEFAULT_CEILING}] KiB{ceiling_note} \
-             ({} KiB {}), khugepaged raises it when THP is on, and values written by hand are not \
-             capped by the kernel: pagefail never advises more than {ADVISED_MAX_PERCENT}% of \
-             lowmem ({} KiB)",
+             [{ceiling}, {} KiB {}; khugepaged raises it when THP is on, and values written by \
+             hand are not capped by the kernel: pagefail never advises more than \
+             {ADVISED_MAX_PERCENT}% of lowmem ({} KiB)",
             default_min_free_kbytes(lowmem_kb),
             if log { "on that machine" } else { "here" },
             lowmem_kb * ADVISED_MAX_PERCENT / 100
