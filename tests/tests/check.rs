@@ -191,11 +191,23 @@ fn check_from_a_csv_of_another_host_refuses_memory_advice() {
         .collect();
     assert_eq!(refusals.len(), 1, "{text}");
     let line = refusals[0];
-    assert!(line.starts_with("advice: cannot judge the memory for "), "{line}");
-    assert!(line.contains(&format!("recorded on host {other}")), "{line}");
+    assert!(
+        line.starts_with("advice: cannot judge the memory for "),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("recorded on host {other}")),
+        "{line}"
+    );
     assert!(line.contains("pagefail check --from kern.log"), "{line}");
     // Nothing judged against this machine's memory.
-    for judged in ["FRAGMENTATION", "EXHAUSTION", "NOT EXPLAINED", "verdict:", "memory state now"] {
+    for judged in [
+        "FRAGMENTATION",
+        "EXHAUSTION",
+        "NOT EXPLAINED",
+        "verdict:",
+        "memory state now",
+    ] {
         assert!(!text.contains(judged), "{judged} in:\n{text}");
     }
 
@@ -219,13 +231,19 @@ fn check_from_a_kernel_log_judges_the_memory_each_report_printed() {
         text.contains("(a kernel log with 1 report(s)): judged against the memory each report printed, not this machine's"),
         "{text}"
     );
-    assert!(text.contains("order 1: 1 failures in 1 rows: EXHAUSTION"), "{text}");
+    assert!(
+        text.contains("order 1: 1 failures in 1 rows: EXHAUSTION"),
+        "{text}"
+    );
     assert!(
         text.contains("node0 DMA32: free 2128 KiB, min 5712 KiB, low 7140 KiB, high 8568 KiB"),
         "{text}"
     );
     assert!(text.contains("vm.min_free_kbytes = 5736 (keep)"), "{text}");
-    assert!(!text.contains("judged against the memory state now"), "{text}");
+    assert!(
+        !text.contains("judged against the memory state now"),
+        "{text}"
+    );
 
     let guest = fixture("dmesg-01-neigh_hash-tcp_connect-bond0.txt");
     let (json, _) = check(&["--no-probe", "--json", "--from", &guest]);

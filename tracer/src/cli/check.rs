@@ -498,7 +498,13 @@ pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
     let out = if args.json {
         serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
     } else {
-        text(&report, &snap, args.from.as_deref(), from_log.as_ref(), verbose)
+        text(
+            &report,
+            &snap,
+            args.from.as_deref(),
+            from_log.as_ref(),
+            verbose,
+        )
     };
     // `print!` panics on a closed pipe; an error here is quiet in main.
     let mut stdout = std::io::stdout().lock();

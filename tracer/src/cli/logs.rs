@@ -47,6 +47,10 @@ use crate::{
 /// memcg limit, expected) judged against the memory each report printed
 /// (its Mem-Info), not this machine's; --advice adds the sysctl values.
 #[derive(Debug, Clone, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "clap flags, each independent of the others"
+)]
 pub struct LogsArgs {
     /// Log files; none or `-` reads standard input.
     #[arg(value_name = "FILE")]
@@ -78,8 +82,8 @@ pub struct LogsArgs {
     #[arg(long)]
     pub atomic_only: bool,
 
-    /// Print the full advice per order: the verdict, the vm.watermark_scale_factor
-    /// and vm.min_free_kbytes values that would have kept a block of that
+    /// Print the full advice per order: the verdict, the `vm.watermark_scale_factor`
+    /// and `vm.min_free_kbytes` values that would have kept a block of that
     /// order, their cost and the cautions, from each report's own Mem-Info.
     #[arg(long, conflicts_with_all = ["json", "json_reports"])]
     pub advice: bool,

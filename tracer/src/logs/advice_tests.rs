@@ -68,16 +68,24 @@ fn v2_6_28_below_min_with_blocks_of_the_order_is_exhaustion() {
     );
     let r = &a.recommendations[0];
     assert_eq!(r.zone, "node0 DMA32");
-    assert!(r.watermark_scale_factor.is_none(), "no such sysctl before 4.6");
+    assert!(
+        r.watermark_scale_factor.is_none(),
+        "no such sysctl before 4.6"
+    );
     // DMA min 24 kB + DMA32 min 5712 kB.
     assert_eq!(r.min_free_kbytes.current, Some(5736));
     let rec = recorded(&a);
     assert_eq!(rec.min_free_kbytes, Some(5736));
     assert_eq!(rec.watermark_scale_factor, None);
     let text = a.to_text();
-    assert!(text.contains("does not exist on this kernel (before 4.6)"), "{text}");
     assert!(
-        a.cautions.iter().any(|c| c.contains("present pages stand in")),
+        text.contains("does not exist on this kernel (before 4.6)"),
+        "{text}"
+    );
+    assert!(
+        a.cautions
+            .iter()
+            .any(|c| c.contains("present pages stand in")),
         "{:?}",
         a.cautions
     );
@@ -103,12 +111,17 @@ fn v6_1_free_memory_without_blocks_is_fragmentation() {
     // The gap is min/4: the factor cannot be read off it.
     assert_eq!(rec.watermark_scale_factor, None);
     assert!(
-        rec.unknown.iter().any(|u| u.contains("hides any factor up to 21")),
+        rec.unknown
+            .iter()
+            .any(|u| u.contains("hides any factor up to 21")),
         "{:?}",
         rec.unknown
     );
     let r = &a.recommendations[0];
-    let wsf = r.watermark_scale_factor.as_ref().expect("6.1 has the sysctl");
+    let wsf = r
+        .watermark_scale_factor
+        .as_ref()
+        .expect("6.1 has the sysctl");
     assert_eq!(wsf.current, None);
     assert!(a.to_text().contains("vm.watermark_scale_factor = unknown"));
 }
@@ -124,8 +137,14 @@ fn v4_8_room_in_the_zone_is_not_explained_and_the_factor_is_read_off_the_gap() {
         e.contains("node0 DMA32: free 29.4 MiB, min 5628 KiB, low 7624 KiB, high 9620 KiB"),
         "{e}"
     );
-    assert!(e.contains("the report's memory state does not explain it"), "{e}");
-    assert!(a.verdict.contains("not explained by the memory state at the report"));
+    assert!(
+        e.contains("the report's memory state does not explain it"),
+        "{e}"
+    );
+    assert!(
+        a.verdict
+            .contains("not explained by the memory state at the report")
+    );
     // DMA32: gap 499 pages of 507533 managed, above min/4 (351): factor 10.
     assert_eq!(recorded(&a).watermark_scale_factor, Some(10));
     assert_eq!(recorded(&a).min_free_kbytes, Some(44 + 5628));
@@ -152,7 +171,7 @@ fn reports_without_mem_info_are_not_judged() {
     let cut: String = V2628_LKML
         .lines()
         .take_while(|l| !l.starts_with("Mem-Info"))
-        .map(|l| format!("{l}\n"))
+        .flat_map(|l| [l, "\n"])
         .collect();
     let groups = judge(&cut);
     assert_eq!(groups.len(), 1);
@@ -176,8 +195,14 @@ fn the_summary_verdict_and_the_full_advice() {
     assert!(short.contains("order 1 (kernel 2.6.28.10-v3500-1): 1 report(s), 1 with Mem-Info; each judged against its own: 1 exhaustion"), "{short}");
     assert!(short.contains("verdict: fragmentation"), "{short}");
     assert!(!short.contains("vm.min_free_kbytes ="), "{short}");
-    assert!(short.contains("the kernel hid 7 more failure(s)"), "{short}");
+    assert!(
+        short.contains("the kernel hid 7 more failure(s)"),
+        "{short}"
+    );
     let full = render_advice(&groups, 0, 0, true);
     assert!(full.contains("vm.min_free_kbytes = 5736 (keep)"), "{full}");
-    assert!(full.contains("EXHAUSTION") && full.contains("FRAGMENTATION"), "{full}");
+    assert!(
+        full.contains("EXHAUSTION") && full.contains("FRAGMENTATION"),
+        "{full}"
+    );
 }

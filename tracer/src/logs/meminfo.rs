@@ -194,17 +194,14 @@ impl MemInfo {
         at: &str,
     ) -> Option<(Snapshot, Recorded)> {
         let mut unknown = Vec::new();
-        let page_kb = match self.page_kb {
-            Some(kb) => kb,
-            None => {
-                unknown.push(
-                    "the report printed no free blocks per order (its buddy lines are missing): \
-                     fragmentation cannot be judged, and 4 KiB pages are assumed"
-                        .to_owned(),
-                );
-                4
-            }
-        };
+        let page_kb = self.page_kb.unwrap_or_else(|| {
+            unknown.push(
+                "the report printed no free blocks per order (its buddy lines are missing): \
+                 fragmentation cannot be judged, and 4 KiB pages are assumed"
+                    .to_owned(),
+            );
+            4
+        });
         let pages = |kb: u64| kb / page_kb;
         let mut zones = Vec::new();
         let mut present_for_managed = false;
@@ -259,7 +256,9 @@ impl MemInfo {
             .iter()
             .filter(|z| {
                 !z.free_blocks.is_empty()
-                    && zones.iter().any(|zi| zi.node == z.node && zi.zone == z.name)
+                    && zones
+                        .iter()
+                        .any(|zi| zi.node == z.node && zi.zone == z.name)
             })
             .map(|z| BuddyZone {
                 node: z.node,

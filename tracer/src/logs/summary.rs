@@ -617,7 +617,9 @@ impl LogAdvice {
             .map(|g| {
                 let mine: Vec<SummaryRow> = rows
                     .iter()
-                    .filter(|r| r.order == Some(g.order) && r.host == g.host && r.kernel == g.kernel)
+                    .filter(|r| {
+                        r.order == Some(g.order) && r.host == g.host && r.kernel == g.kernel
+                    })
                     .cloned()
                     .collect();
                 let kernel = (!g.kernel.is_empty()).then_some(g.kernel.as_str());

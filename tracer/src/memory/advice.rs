@@ -415,7 +415,12 @@ fn explanation(
     let state = key.map_or_else(String::new, |z| {
         let blocks = snap.buddy_of(z.node, &z.zone).map_or_else(
             || "free blocks per order not printed".to_owned(),
-            |b| format!("{} free blocks of order >= {order}", b.blocks_at_least(order)),
+            |b| {
+                format!(
+                    "{} free blocks of order >= {order}",
+                    b.blocks_at_least(order)
+                )
+            },
         );
         format!(
             " ({}: free {}, min {}, low {}, high {}; {blocks})",
@@ -733,7 +738,9 @@ fn cautions(
         }
         let old_kernel = source.version().is_some_and(|v| !v.at_least(5, 7));
         let ceiling = if old_kernel {
-            format!("{MIN_FREE_KBYTES_DEFAULT_FLOOR}, 65536] KiB on that kernel (262144 since Linux 5.7)")
+            format!(
+                "{MIN_FREE_KBYTES_DEFAULT_FLOOR}, 65536] KiB on that kernel (262144 since Linux 5.7)"
+            )
         } else {
             format!(
                 "{MIN_FREE_KBYTES_DEFAULT_FLOOR}, {MIN_FREE_KBYTES_DEFAULT_CEILING}] KiB (65536 \
