@@ -485,6 +485,77 @@ mod tests {
     }
 
     #[test]
+    fn memory_csv_has_each_reports_zones_and_leaves_the_unknown_empty() {
+        let dir = tmpdir("memcsv");
+        let old = dir.join("lkml.txt");
+        fs::write(
+            &old,
+            include_str!("../../../tests/fixtures/logs/meminfo/v2.6.28-lkml-bug14403.txt"),
+        )
+        .unwrap();
+        let syslog = dir.join("kern.log");
+        fs::write(
+            &syslog,
+            include_str!("../../../tests/fixtures/logs/v3.4-kern.log"),
+        )
+        .unwrap();
+        let guest = dir.join("dmesg.txt");
+        fs::write(
+            &guest,
+            include_str!("../../../tests/fixtures/logs/dmesg-01-neigh_hash-tcp_connect-bond0.txt"),
+        )
+        .unwrap();
+        let mut a = args(vec![old.clone(), syslog, guest]);
+        a.memory_csv = Some(dir.join("memory.csv"));
+        run_to(&a, &mut Vec::new()).unwrap();
+        let text = fs::read_to_string(dir.join("memory.csv")).unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(r.headers().unwrap(), MEMORY_CSV_HEADER.as_slice());
+        let rows: Vec<csv::StringRecord> = r.records().collect::<Result<_, _>>().unwrap();
+        let get = |taken: &str, zone: &str| {
+            rows.iter()
+                .find(|row| row[0].starts_with(taken) && &row[2] == zone)
+                .unwrap_or_else(|| panic!("no {zone} row taken {taken}:\n{text}"))
+                .clone()
+        };
+        // 2.6.28, no wall-clock time: the report's line; no managed, boost or factor printed.
+        let dma32 = get("line 1 of ", "DMA32");
+        assert!(dma32[0].ends_with("lkml.txt"), "{:?}", dma32);
+        let cells: Vec<&str> = dma32.iter().collect();
+        assert_eq!(
+            cells[1..],
+            [
+                "0",
+                "DMA32",
+                "",
+                "532",
+                "1428",
+                "1785",
+                "2142",
+                "",
+                "-896",
+                "8",
+                "8 6 0 4 8 1 1 0 1 0 0",
+                "",
+                "5736",
+                ""
+            ]
+        );
+        // 3.4 syslog: the report's time.
+        let normal = get("2026-11-22T03:00:05", "Normal");
+        assert_eq!(&normal[4], &(22176 / 4).to_string());
+        // 6.1: boost and managed printed.
+        assert_eq!(rows.iter().filter(|r| &r[2] == "DMA32").count(), 3);
+        let guest_dma32 = rows
+            .iter()
+            .find(|r| r[0].ends_with("dmesg.txt") && &r[2] == "DMA32")
+            .unwrap();
+        assert_eq!((&guest_dma32[3], &guest_dma32[8]), ("52007", "981"));
+        assert_eq!(&guest_dma32[13], "1872");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn missing_file_says_what_to_check() {
         let err = run_to(
             &args(vec![PathBuf::from("/nonexistent/kern.log")]),
