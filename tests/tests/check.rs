@@ -256,6 +256,30 @@ fn check_from_a_kernel_log_judges_the_memory_each_report_printed() {
     assert_eq!(advice["recommendations"][0]["zone"], "node0 DMA32");
     assert!(report["advice"].is_null());
 
+    // A report cut before its Mem-Info: one line says the memory cannot be judged.
+    let dir = std::env::temp_dir().join(format!("pagefail-check-cut-{}", std::process::id()));
+    fs::create_dir_all(&dir).expect("temp dir");
+    let cut_path = dir.join("cut.log");
+    let full = fs::read_to_string(&log).expect("fixture");
+    let cut: String = full
+        .lines()
+        .take_while(|l| !l.starts_with("Mem-Info"))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    fs::write(&cut_path, cut).expect("write");
+    let (text, _) = check(&["--no-probe", "--from", cut_path.to_str().expect("utf-8")]);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("cannot judge the memory"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("none of the 1 report(s) printed a Mem-Info"),
+        "{text}"
+    );
+    assert!(!text.contains("verdict:"), "{text}");
+    fs::remove_dir_all(&dir).expect("clean up");
+
     // Neither a CSV summary nor a log with reports: a clear error.
     let out = Command::new(pagefail_bin())
         .args(["check", "--no-probe", "--from", "/etc/hostname"])
