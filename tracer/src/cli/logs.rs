@@ -520,7 +520,7 @@ mod tests {
         };
         // 2.6.28, no wall-clock time: the report's line; no managed, boost or factor printed.
         let dma32 = get("line 1 of ", "DMA32");
-        assert!(dma32[0].ends_with("lkml.txt"), "{:?}", dma32);
+        assert!(dma32[0].ends_with("lkml.txt"), "{dma32:?}");
         let cells: Vec<&str> = dma32.iter().collect();
         assert_eq!(
             cells[1..],

@@ -1,7 +1,7 @@
-//! Advice from the memory a report printed: real reports of 2.6, 4.x and
-//! 6.x (tests/fixtures/logs/meminfo/SOURCES.md, and the 6.1 guest's dmesg),
-//! plus the hand-written 3.4 report (no real 3.x report with a whole
-//! Mem-Info was found). Expected numbers were read off the fixture files.
+//! Advice from the memory a report printed: real reports of 2.6, 3.x, 4.x
+//! and 6.x (tests/fixtures/logs/meminfo/SOURCES.md, and the 6.1 guest's
+//! dmesg), plus the hand-written 3.4 report. Expected numbers were read off
+//! the fixture files.
 
 use super::*;
 use crate::{
@@ -16,6 +16,7 @@ macro_rules! fixture {
 }
 
 const V2628_LKML: &str = fixture!("meminfo/v2.6.28-lkml-bug14403.txt");
+const V32_LKML: &str = fixture!("meminfo/v3.2-linux-mm-debian-numa.txt");
 const V48_LKML: &str = fixture!("meminfo/v4.8-linux-mm-highatomic.txt");
 const V61_GUEST: &str = fixture!("dmesg-01-neigh_hash-tcp_connect-bond0.txt");
 const V34_HAND: &str = fixture!("v3.4-kern.log");
@@ -193,7 +194,10 @@ fn the_summary_verdict_and_the_full_advice() {
     assert_eq!(groups.len(), 2);
     let short = render_advice(&groups, 0, 7, false);
     assert!(short.contains("order 1 (kernel 2.6.28.10-v3500-1): 1 report(s), 1 with Mem-Info; each judged against its own: 1 exhaustion"), "{short}");
-    assert!(short.contains("verdict: fragmentation"), "{short}");
+    assert!(
+        short.contains("verdict: fragmentation: free memory but too few blocks"),
+        "{short}"
+    );
     assert!(!short.contains("vm.min_free_kbytes ="), "{short}");
     assert!(
         short.contains("the kernel hid 7 more failure(s)"),
@@ -205,4 +209,31 @@ fn the_summary_verdict_and_the_full_advice() {
         full.contains("EXHAUSTION") && full.contains("FRAGMENTATION"),
         "{full}"
     );
+}
+
+#[test]
+fn v3_2_blocks_of_the_order_too_few_for_the_old_per_order_check_is_fragmentation() {
+    let (g, a) = one(V32_LKML);
+    assert_eq!((g.order, g.kernel.as_str()), (1, "3.2.0-0.bpo.1-amd64"));
+    let f = &a.findings[0];
+    assert_eq!(f.cause, Cause::Fragmentation);
+    // Two nodes: node0 Normal is the one closest to its min.
+    assert!(
+        f.explanation.contains(
+            "node0 Normal: free 52.1 MiB, min 41.6 MiB, low 52.0 MiB, high 62.4 MiB; 18 free blocks of order >= 1"
+        ),
+        "{}",
+        f.explanation
+    );
+    // 13332 free pages - 1 - 12305 of order 0 = 1026 pages; min 10648 pages
+    // -1/2 (__GFP_HIGH) -1/4 (atomic) = 3993, halved once = 1996 pages.
+    assert!(
+        f.explanation
+            .contains("the free blocks of order >= 1 held only 4104 KiB, not above 7984 KiB"),
+        "{}",
+        f.explanation
+    );
+    // min_free_kbytes is spread over every lowmem zone of both nodes.
+    assert_eq!(recorded(&a).min_free_kbytes, Some(8 + 2444 + 42592 + 45056));
+    assert_eq!(a.recommendations[0].zone, "node0 Normal");
 }

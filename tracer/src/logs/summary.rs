@@ -587,11 +587,11 @@ impl LogAdvice {
         let Some(mem) = &r.mem else { return };
         let label = report_label(r, input);
         let kernel = (!a.kernel.is_empty()).then_some(a.kernel.as_str());
-        let Some((snap, _)) = mem.memory_state(kernel, r.host.as_deref(), &label) else {
+        let Some((snap, rec)) = mem.memory_state(kernel, r.host.as_deref(), &label) else {
             return;
         };
         g.with_mem += 1;
-        let cause = advice::cause_of(&row_of(r, a), r.order, &snap);
+        let cause = advice::cause_of(&row_of(r, a), r.order, &snap, &Source::Report(rec));
         *g.causes.entry(cause).or_default() += 1;
         g.last = Some((mem.clone(), label));
     }

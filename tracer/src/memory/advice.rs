@@ -377,11 +377,57 @@ fn zone_has_room(snap: &Snapshot, z: &ZoneInfo, order: u32) -> bool {
 /// The cause of one row's failures given the memory state `snap` (this
 /// machine's or a report's): the rules of the module documentation.
 #[must_use]
-pub fn cause_of(row: &SummaryRow, order: u32, snap: &Snapshot) -> Cause {
-    classify(row, order, snap, snap.key_zone())
+pub fn cause_of(row: &SummaryRow, order: u32, snap: &Snapshot, source: &Source) -> Cause {
+    classify(row, order, snap, source, snap.key_zone())
 }
 
-fn classify(row: &SummaryRow, order: u32, snap: &Snapshot, key: Option<&ZoneInfo>) -> Cause {
+/// Kernels before 4.4 checked high-order watermarks per order
+/// (`__zone_watermark_ok`): after the atomic allowances, the free pages in
+/// blocks of order >= o had to exceed `min >> o` for each `o` up to the
+/// request's order. `Some((o, pages in blocks >= o, min >> o))` for the
+/// first order `o` where that check fails.
+fn old_high_order_shortfall(
+    z: &ZoneInfo,
+    blocks: &super::BuddyZone,
+    order: u32,
+    marks: GfpMarks,
+) -> Option<(u32, u64, u64)> {
+    let mut min = z.min;
+    if marks.high {
+        min -= min / 2;
+        if !marks.direct_reclaim {
+            min -= min / 4;
+        }
+    }
+    let mut free = z.free.saturating_sub((1 << order.min(20)) - 1);
+    for o in 0..order.min(20) {
+        let in_order = blocks
+            .free
+            .get(o as usize)
+            .copied()
+            .unwrap_or(0)
+            .saturating_mul(1 << o);
+        free = free.saturating_sub(in_order);
+        min >>= 1;
+        if free <= min {
+            return Some((o + 1, free, min));
+        }
+    }
+    None
+}
+
+/// Whether the per-order check of kernels before 4.4 applies to `source`.
+fn per_order_watermarks(source: &Source) -> bool {
+    source.version().is_some_and(|v| !v.at_least(4, 4))
+}
+
+fn classify(
+    row: &SummaryRow,
+    order: u32,
+    snap: &Snapshot,
+    source: &Source,
+    key: Option<&ZoneInfo>,
+) -> Cause {
     let m = GfpMarks::of_row(row);
     let memcg = m.account || memcg_stack(row);
     if memcg && key.is_some_and(|z| zone_has_room(snap, z, order)) {
@@ -400,6 +446,12 @@ fn classify(row: &SummaryRow, order: u32, snap: &Snapshot, key: Option<&ZoneInfo
     // fragmentation cannot be told.
     match snap.buddy_of(z.node, &z.zone) {
         Some(b) if b.blocks_at_least(order) == 0 => Cause::Fragmentation,
+        Some(b)
+            if per_order_watermarks(source)
+                && old_high_order_shortfall(z, b, order, m).is_some() =>
+        {
+            Cause::Fragmentation
+        }
         _ => Cause::NotExplainedNow,
     }
 }
@@ -410,6 +462,7 @@ fn explanation(
     snap: &Snapshot,
     source: &Source,
     key: Option<&ZoneInfo>,
+    rows: &[&SummaryRow],
 ) -> String {
     let kb = snap.page_kb;
     let state = key.map_or_else(String::new, |z| {
@@ -450,11 +503,35 @@ fn explanation(
             "free memory {is} at or below the low watermark{state}: kswapd could not keep up and \
              atomic requests were living on the reserve below min."
         ),
-        Cause::Fragmentation => format!(
-            "free memory {is} above the low watermark but no free block of order >= {order} \
-             existed{state}: memory {is} fragmented; compaction had not rebuilt blocks of this \
-             order."
-        ),
+        Cause::Fragmentation => {
+            // Blocks existed: the per-order check of kernels before 4.4 refused them.
+            let shortfall = key.filter(|_| per_order_watermarks(source)).and_then(|z| {
+                let b = snap.buddy_of(z.node, &z.zone)?;
+                let marks = GfpMarks {
+                    high: rows.iter().all(|r| GfpMarks::of_row(r).high),
+                    direct_reclaim: rows.iter().any(|r| GfpMarks::of_row(r).direct_reclaim),
+                    ..GfpMarks::default()
+                };
+                (b.blocks_at_least(order) > 0)
+                    .then(|| old_high_order_shortfall(z, b, order, marks))
+                    .flatten()
+            });
+            match shortfall {
+                Some((o, pages, needed)) => format!(
+                    "free memory {is} above the low watermark{state}, but the free blocks of \
+                     order >= {o} held only {}, not above {} (min, after the atomic allowances, \
+                     halved {o} time(s)): kernels before 4.4 require that for each order up to \
+                     the request's, so memory {is} too fragmented for order {order}.",
+                    pages_text(pages, kb),
+                    pages_text(needed, kb)
+                ),
+                None => format!(
+                    "free memory {is} above the low watermark but no free block of order >= \
+                     {order} existed{state}: memory {is} fragmented; compaction had not rebuilt \
+                     blocks of this order."
+                ),
+            }
+        }
         Cause::NotExplainedNow if log => format!(
             "the report's memory state does not explain it{state}: the zone {has} free memory above \
              the low watermark and, if its buddy lines were printed, a block of this order; the \
@@ -625,7 +702,7 @@ pub fn advise_from(
     for row in rows.iter().filter(|r| r.failures > 0) {
         let Some(order) = row.order else { continue };
         groups
-            .entry((order, classify(row, order, snap, key)))
+            .entry((order, classify(row, order, snap, &source, key)))
             .or_default()
             .push(row);
     }
@@ -640,7 +717,7 @@ pub fn advise_from(
             failures: group.iter().map(|r| r.failures).sum(),
             rows: group.len(),
             examples: sorted.iter().take(3).map(|r| example(r, *order)).collect(),
-            explanation: explanation(*cause, *order, snap, &source, key),
+            explanation: explanation(*cause, *order, snap, &source, key, group),
         });
         if let (Cause::Exhaustion | Cause::Fragmentation, Some(z)) = (cause, key) {
             let per_sec = blocks_per_second(group);
@@ -687,7 +764,7 @@ fn verdict(findings: &[Finding], source: &Source) -> String {
         parts.push("exhaustion: free memory near the min watermark".to_owned());
     }
     if has(Cause::Fragmentation) {
-        parts.push("fragmentation: free memory but no block of the needed order".to_owned());
+        parts.push("fragmentation: free memory but too few blocks of the needed order".to_owned());
     }
     if has(Cause::NotExplainedNow) {
         parts.push(format!(
