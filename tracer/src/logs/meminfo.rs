@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::lines::leading_u64;
 use crate::{
+    kernel_version::KernelVersion,
     memory::{BuddyZone, Snapshot, Sysctls, VmStat, ZoneInfo, advice::Recorded},
-    probe::KernelVersion,
 };
 
 /// Most zones a report keeps (nodes x zones); more are counted, not stored.

@@ -7,10 +7,11 @@ use std::{
 
 use serde::Serialize;
 
-use super::{Report, Stats, analyze::Analysis, meminfo::MemInfo, prefix::rfc3339};
+use super::{Report, Stats, analyze::Analysis, meminfo::MemInfo};
 use crate::{
     export::SummaryRow,
     memory::advice::{self, Advice, Cause, Source},
+    timestamp::rfc3339_us as rfc3339,
 };
 
 /// Reports described one by one in the human summary.
