@@ -10,6 +10,8 @@
 #![no_std]
 #![no_main]
 
+mod drops;
+
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},

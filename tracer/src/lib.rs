@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod cgroup;
 pub mod classify;
 pub mod cli;
+pub mod drops;
 pub mod events;
 pub mod export;
 pub mod gfp;

@@ -98,6 +98,25 @@ pub fn totals_csv(window: &Window, delta: &Counters, recorded: u64) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Totals rows for extra metrics of an interval (packet drops: see
+/// `drops::render::totals_rows`), in the totals file's columns with an
+/// empty `order`.
+#[must_use]
+pub fn extra_totals_csv(window: &Window, rows: &[(String, String)]) -> Vec<u8> {
+    let mut out = String::new();
+    for (metric, value) in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{},,{value}\n",
+            rfc3339(window.start),
+            rfc3339(window.end),
+            csv_field(&window.host),
+            csv_field(&window.kernel),
+            csv_field(metric),
+        ));
+    }
+    out.into_bytes()
+}
+
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))

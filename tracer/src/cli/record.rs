@@ -14,12 +14,13 @@ use clap::Args;
 
 use crate::{
     aggregate::{OTHER, Window},
+    drops::{self, DropReport},
     cli::common::{FilterArgs, GroupArgs, MemoryTracker},
     export,
     memory::export::write_memory_csv,
     metrics::{FailureLabels, Metrics},
     probe::Counters,
-    recorder::{Recorder, Retain, totals_csv},
+    recorder::{Recorder, Retain, extra_totals_csv, totals_csv},
     session::{Session, Signals, Step, parse_duration},
 };
 
@@ -146,6 +147,8 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         recorder,
         metrics_base: session.baseline.clone(),
         interval_base: session.baseline.clone(),
+        drops_metrics_base: session.drops_baseline.clone(),
+        drops_interval_base: session.drops_baseline.clone(),
     };
     let memory = RefCell::new(MemoryTracker::default());
     let mut on_record =
@@ -246,6 +249,10 @@ struct Books {
     recorder: Recorder,
     metrics_base: Counters,
     interval_base: Counters,
+    /// Drop counters when the metrics were last updated.
+    drops_metrics_base: drops::Mark,
+    /// Drop counters when the open window started.
+    drops_interval_base: drops::Mark,
 }
 
 impl Books {
@@ -284,16 +291,24 @@ impl Books {
         }
         update_metrics(metrics, session, &now.since(&self.metrics_base));
         self.metrics_base = now.clone();
+        let (drops, drops_now) = session.drop_report(&self.drops_metrics_base)?;
+        if let Ok(m) = metrics.lock() {
+            m.add_drops(&drops);
+        }
+        self.drops_metrics_base = drops_now.clone();
         if close {
             let delta = now.since(&self.interval_base);
+            let (drops, interval_now) = session.drop_report(&self.drops_interval_base)?;
             close_interval(
                 session,
                 &mut self.window,
                 &mut self.recorder,
                 memory,
                 &delta,
+                &drops,
             )?;
             self.interval_base = now;
+            self.drops_interval_base = interval_now;
         }
         Ok(())
     }
@@ -342,12 +357,17 @@ fn close_interval(
     recorder: &mut Recorder,
     memory: &RefCell<MemoryTracker>,
     delta: &Counters,
+    drops: &DropReport,
 ) -> anyhow::Result<()> {
     window.end = SystemTime::now();
     let rows = session.agg.summary_rows(window);
     let mut csv = Vec::new();
     export::write_csv(&mut csv, &rows)?;
-    let totals = totals_csv(window, delta, session.agg.events);
+    let mut totals = totals_csv(window, delta, session.agg.events);
+    totals.extend(extra_totals_csv(
+        window,
+        &drops::render::totals_rows(drops),
+    ));
     let snapshots = std::mem::take(&mut memory.borrow_mut().rows);
     let memory_csv = if snapshots.is_empty() {
         None

@@ -1,6 +1,7 @@
 //! Load the kernel program, attach it, read its counters.
 
 pub mod caps;
+pub mod drops;
 mod info;
 pub mod layout;
 pub mod support;
@@ -22,9 +23,12 @@ use tracer_common::{
     PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
-pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
+pub use self::{
+    drops::{DropCounts, DropProbe},
+    support::{AttachStyle, KernelFeatures, KernelVersion},
+};
 use self::{layout::RecordLayout, support::attach_plan};
-use crate::gfp::GfpTable;
+use crate::{drops::reasons::DropReasons, gfp::GfpTable};
 
 /// The kernel program, built by `build.rs` and embedded in the binary.
 pub static EBPF_OBJECT: &[u8] =
@@ -100,6 +104,8 @@ pub struct ProbeConfig {
     /// events the kernel then keeps from it are counted
     /// ([`Counters::unseen`]) instead of handled.
     pub lean: bool,
+    /// Which `skb:kfree_skb` drop reasons to count (kernel 5.17+).
+    pub drops: DropReasons,
 }
 
 impl Default for ProbeConfig {
@@ -115,6 +121,7 @@ impl Default for ProbeConfig {
             batch_wakeups: false,
             keep_caps: false,
             lean: false,
+            drops: DropReasons::Memory,
         }
     }
 }
@@ -194,6 +201,8 @@ pub struct Tracer {
     /// Styles tried before it, with the reason each failed.
     pub fallbacks: Vec<(AttachStyle, String)>,
     pub warn_alloc: WarnAllocProbe,
+    /// The `skb:kfree_skb` drop counter.
+    pub drops: DropProbe,
     pub features: KernelFeatures,
     /// The running kernel's gfp names.
     pub gfp: GfpTable,
@@ -271,6 +280,11 @@ impl Tracer {
             source,
         })?;
         let layout = RecordLayout::from_format(&format)?;
+        let drop_table = drops::reason_table(&tracefs);
+        let drop_mask = drop_table
+            .as_ref()
+            .map(|t| crate::drops::reasons::mask(t, cfg.drops))
+            .unwrap_or_default();
 
         let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
         let ring_bytes = cfg.ring_bytes.unwrap_or_else(|| default_ring_bytes(cpus));
@@ -306,7 +320,14 @@ impl Tracer {
             .override_global(global::TP_OFF_GFP, &layout.gfp_offset, true)
             .override_global(global::TP_GFP_SIZE, &layout.gfp_size, true)
             .override_global(global::TP_OFF_MIGRATETYPE, &layout.migratetype_offset, true)
+            .override_global(global::DROP_MASK, &drop_mask, true)
             .map_max_entries(MAP_EVENTS, ring_bytes);
+        if drop_mask == [0; tracer_common::DROP_MASK_WORDS] {
+            // Not counting drops: keep the attribution maps minimal.
+            loader
+                .map_max_entries(tracer_common::MAP_DROP_SITES, 1)
+                .map_max_entries(tracer_common::MAP_DROP_STACKS, 1);
+        }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
         let loaded = start.elapsed();
 
@@ -364,6 +385,8 @@ impl Tracer {
             }
         };
 
+        let drops = drops::attach(&mut ebpf, cfg.drops, drop_table);
+
         Ok(Self {
             ebpf,
             links,
@@ -371,6 +394,7 @@ impl Tracer {
             style,
             fallbacks,
             warn_alloc,
+            drops,
             features,
             gfp,
             attach_time,
@@ -478,6 +502,7 @@ impl Tracer {
     /// Detach every program. Counters and the ring buffer stay readable, so
     /// after a detach and a final drain, delivered + lost = matched exactly.
     pub fn detach(&mut self) {
+        self.detach_drops();
         // Reverse attach order: the nesting programs wrap the main one.
         for link in self.links.drain(..).rev() {
             if let Err(e) = detach_link(&mut self.ebpf, link) {
