@@ -78,6 +78,15 @@ impl FieldCount {
         }
     }
 
+    /// `hist` or `buffer`.
+    #[must_use]
+    pub fn method_name(&self) -> &'static str {
+        match self.method() {
+            Method::Hist => "hist",
+            Method::Buffer => "buffer",
+        }
+    }
+
     /// Stop counting new events (the counts stay readable).
     pub fn stop(&self) {
         if self.hist_spec.is_some() {
