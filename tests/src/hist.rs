@@ -94,7 +94,10 @@ impl FieldCount {
             if let Some(spec) = &self.hist_spec {
                 let (head, filter) = spec.split_once(" if ").unwrap_or((spec, ""));
                 let pause = format!("{head}:pause if {filter}");
-                if let Ok(mut f) = fs::OpenOptions::new().append(true).open(self.dir.join("trigger")) {
+                if let Ok(mut f) = fs::OpenOptions::new()
+                    .append(true)
+                    .open(self.dir.join("trigger"))
+                {
                     let _ = f.write_all(pause.as_bytes());
                 }
             }
@@ -168,7 +171,9 @@ impl FieldCount {
                 .parse::<u64>()
                 .ok()
                 .or_else(|| number(value))
-                .ok_or_else(|| std::io::Error::other(format!("unknown {} `{value}`", self.field)))?;
+                .ok_or_else(|| {
+                    std::io::Error::other(format!("unknown {} `{value}`", self.field))
+                })?;
             *hits.entry(n).or_default() += 1;
         }
         let overruns = fs::read_dir(self.instance.join("per_cpu"))
@@ -191,7 +196,10 @@ impl FieldCount {
 impl Drop for FieldCount {
     fn drop(&mut self) {
         if let Some(spec) = &self.hist_spec {
-            if let Ok(mut f) = fs::OpenOptions::new().append(true).open(self.dir.join("trigger")) {
+            if let Ok(mut f) = fs::OpenOptions::new()
+                .append(true)
+                .open(self.dir.join("trigger"))
+            {
                 let _ = f.write_all(format!("!{spec}").as_bytes());
             }
         } else {

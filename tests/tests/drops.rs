@@ -73,7 +73,9 @@ fn drop_counts_per_reason_equal_the_kernels_hist() {
             return;
         }
     };
-    let no_socket = table.number("NO_SOCKET").expect("NO_SOCKET in the reason table");
+    let no_socket = table
+        .number("NO_SOCKET")
+        .expect("NO_SOCKET in the reason table");
     let tid = gettid();
     let kernel_count = FieldCount::start(
         &tfs,
@@ -115,7 +117,8 @@ fn drop_counts_per_reason_equal_the_kernels_hist() {
         "the kernel saw fewer NO_SOCKET drops than datagrams sent: {kernel:?}"
     );
     // Per reason: equal, or short by no more than the counted losses.
-    let reasons: std::collections::BTreeSet<u64> = kernel.keys().chain(ours.keys()).copied().collect();
+    let reasons: std::collections::BTreeSet<u64> =
+        kernel.keys().chain(ours.keys()).copied().collect();
     for r in reasons {
         let k = kernel.get(&r).copied().unwrap_or(0);
         let p = ours.get(&r).copied().unwrap_or(0);
@@ -146,7 +149,10 @@ fn memory_mode_counts_only_the_memory_reasons() {
     let names: Vec<String> = a.counted.iter().map(|(_, n)| n.clone()).collect();
     assert!(names.iter().any(|n| n == "NOMEM"), "{names:?}");
     for n in &names {
-        assert!(MEMORY_REASONS.iter().any(|(m, _)| m == n), "{n} is not a memory reason");
+        assert!(
+            MEMORY_REASONS.iter().any(|(m, _)| m == n),
+            "{n} is not a memory reason"
+        );
     }
     let no_socket = a.table.number("NO_SOCKET").expect("NO_SOCKET");
     send_to_closed_port(50);

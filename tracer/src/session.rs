@@ -9,10 +9,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracer_common::FailureEvent;
 
 use crate::{
-    drops::{self, DropReport},
     aggregate::{Aggregator, GroupBy, Window},
     cgroup::CgroupResolver,
     classify::Classifier,
+    drops::{self, DropReport},
     events::EventStream,
     privilege,
     probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},

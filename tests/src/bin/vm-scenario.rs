@@ -181,11 +181,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     let drop_count = DropCount::start();
     // Made now, before memory is fragmented: the socket of the neighbour
     // table phase.
-    let neigh_sock = drop_count
-        .as_ref()
-        .ok()
-        .map(|_| udp_socket())
-        .transpose()?;
+    let neigh_sock = drop_count.as_ref().ok().map(|_| udp_socket()).transpose()?;
 
     // Every thread and process is made now, before memory is fragmented.
     let go = Arc::new(AtomicBool::new(false));
@@ -387,8 +383,14 @@ impl DropCount {
             .map(|(n, _)| format!("reason == {n}"))
             .collect::<Vec<_>>()
             .join(" || ");
-        let count = FieldCount::start(Path::new(TRACEFS), "pfdrops", "skb/kfree_skb", "reason", &filter)
-            .map_err(|e| format!("tracefs count of skb:kfree_skb: {e}"))?;
+        let count = FieldCount::start(
+            Path::new(TRACEFS),
+            "pfdrops",
+            "skb/kfree_skb",
+            "reason",
+            &filter,
+        )
+        .map_err(|e| format!("tracefs count of skb:kfree_skb: {e}"))?;
         Ok(Self {
             count,
             table,
@@ -435,8 +437,10 @@ const NEIGH_SYSCTL: &str = "/proc/sys/net/ipv4/neigh/default";
 /// 1250 absent on-link hosts (10.9.250.1-10.9.254.250, used by nothing else).
 /// `neigh_alloc` frees what the forced collection may (entries older than
 /// 5 s), then refuses: the fresh, unresolved entries hold a timer reference.
-/// Each refused send is freed by `ip_finish_output2` with
-/// `NEIGH_CREATEFAIL` and fails with EINVAL. The limits are restored after.
+/// Each refused datagram is freed by `ip_finish_output2` with
+/// `NEIGH_CREATEFAIL` (UDP's `sendto` may still report success; the kernel's
+/// `table_fulls` counter of `/proc/net/stat/arp_cache` is printed). The
+/// limits are restored after.
 fn neigh_table_full(sock: &OwnedFd) -> String {
     let names = ["gc_thresh1", "gc_thresh2", "gc_thresh3"];
     let saved: Vec<String> = names
@@ -491,7 +495,9 @@ fn neigh_table_full(sock: &OwnedFd) -> String {
             )
         })
         .map_or_else(|| "?".to_owned(), |n| n.to_string());
-    format!("sent={sent} refused_einval={refused} other_errors={other} arp_table_fulls_since_boot={table_fulls}\n")
+    format!(
+        "sent={sent} refused_einval={refused} other_errors={other} arp_table_fulls_since_boot={table_fulls}\n"
+    )
 }
 
 fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> thread::JoinHandle<()> {

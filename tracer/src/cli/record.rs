@@ -14,8 +14,8 @@ use clap::Args;
 
 use crate::{
     aggregate::{OTHER, Window},
-    drops::{self, DropReport},
     cli::common::{FilterArgs, GroupArgs, MemoryTracker},
+    drops::{self, DropReport},
     export,
     memory::export::write_memory_csv,
     metrics::{FailureLabels, Metrics},
@@ -364,10 +364,7 @@ fn close_interval(
     let mut csv = Vec::new();
     export::write_csv(&mut csv, &rows)?;
     let mut totals = totals_csv(window, delta, session.agg.events);
-    totals.extend(extra_totals_csv(
-        window,
-        &drops::render::totals_rows(drops),
-    ));
+    totals.extend(extra_totals_csv(window, &drops::render::totals_rows(drops)));
     let snapshots = std::mem::take(&mut memory.borrow_mut().rows);
     let memory_csv = if snapshots.is_empty() {
         None

@@ -12,9 +12,8 @@ use tracer_common::{FailureEvent, ORDER_SLOTS};
 
 use crate::{
     aggregate::Aggregator,
-    drops,
     cli::common::{ExportArgs, FilterArgs, GroupArgs, MemoryTracker},
-    events,
+    drops, events,
     memory::{Snapshot, one_line},
     probe::{Counters, WarnAllocProbe},
     session::{Session, Signals, Step, parse_duration},
@@ -160,7 +159,13 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
 fn drops_live(session: &Session, last: &mut drops::Mark) -> anyhow::Result<String> {
     let now = drops::Mark::take_counts(&session.tracer)?;
     let (ksyms, classifier) = session.agg.attribution();
-    let total = drops::report(&session.tracer, &session.drops_baseline, &now, ksyms, classifier);
+    let total = drops::report(
+        &session.tracer,
+        &session.drops_baseline,
+        &now,
+        ksyms,
+        classifier,
+    );
     let delta = drops::report(&session.tracer, last, &now, ksyms, classifier);
     *last = now;
     Ok(drops::render::live_text(&total, &delta))

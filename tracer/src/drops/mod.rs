@@ -230,15 +230,17 @@ fn attribute(
     }
     let mut out: Vec<DropSite> = grouped
         .into_iter()
-        .map(|((reason, comm, tgid, context, path, site), drops)| DropSite {
-            reason: table.name(reason),
-            comm,
-            tgid,
-            context,
-            path,
-            site,
-            drops,
-        })
+        .map(
+            |((reason, comm, tgid, context, path, site), drops)| DropSite {
+                reason: table.name(reason),
+                comm,
+                tgid,
+                context,
+                path,
+                site,
+                drops,
+            },
+        )
         .collect();
     out.sort_by(|a, b| {
         b.drops
@@ -271,11 +273,7 @@ fn is_free_frame(name: &str) -> bool {
 }
 
 /// Context, path and dropping function of a drop stack.
-fn describe(
-    stack: &[u64],
-    ksyms: &Kallsyms,
-    classifier: &Classifier,
-) -> (Context, String, String) {
+fn describe(stack: &[u64], ksyms: &Kallsyms, classifier: &Classifier) -> (Context, String, String) {
     let frames = ksyms.symbolize_stack(stack);
     let view: Vec<Frame<'_>> = frames
         .iter()

@@ -57,11 +57,30 @@ impl RxAllocFail {
     /// or a socket error.
     pub fn read() -> io::Result<Self> {
         let sock = Socket::open()?;
-        let family = sock.family_id("netdev")?;
+        let family = sock.family_id("netdev").map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                io::Error::other("no netdev netlink family (Linux 6.3+; queue stats 6.9+)")
+            } else {
+                e
+            }
+        })?;
         let mut attrs = Vec::new();
-        put_attr(&mut attrs, NETDEV_A_QSTATS_SCOPE, &NETDEV_QSTATS_SCOPE_QUEUE.to_ne_bytes());
+        put_attr(
+            &mut attrs,
+            NETDEV_A_QSTATS_SCOPE,
+            &NETDEV_QSTATS_SCOPE_QUEUE.to_ne_bytes(),
+        );
         let mut queues = BTreeMap::new();
-        for msg in sock.request(family, NETDEV_CMD_QSTATS_GET, NLM_F_DUMP, &attrs)? {
+        let replies = sock
+            .request(family, NETDEV_CMD_QSTATS_GET, NLM_F_DUMP, &attrs)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    io::Error::other("the netdev family has no queue stats (Linux 6.9+)")
+                } else {
+                    e
+                }
+            })?;
+        for msg in replies {
             if let Some((key, n)) = parse_queue(&msg) {
                 queues.insert(key, n);
             }
@@ -78,7 +97,8 @@ impl RxAllocFail {
                 ifindex,
                 ifname: ifname(ifindex),
                 queue,
-                count: n.saturating_sub(earlier.queues.get(&(ifindex, queue)).copied().unwrap_or(0)),
+                count: n
+                    .saturating_sub(earlier.queues.get(&(ifindex, queue)).copied().unwrap_or(0)),
             })
             .collect()
     }
@@ -179,7 +199,8 @@ impl Socket {
             .iter()
             .flat_map(|p| attrs_owned(p))
             .find_map(|(ty, v)| {
-                (ty == CTRL_ATTR_FAMILY_ID && v.len() >= 2).then(|| u16::from_ne_bytes([v[0], v[1]]))
+                (ty == CTRL_ATTR_FAMILY_ID && v.len() >= 2)
+                    .then(|| u16::from_ne_bytes([v[0], v[1]]))
             })
             .ok_or_else(|| io::Error::other(format!("no generic netlink family `{name}`")))
     }
@@ -285,10 +306,15 @@ mod tests {
             queues: [((1, 0), 5), ((1, 1), 2)].into_iter().collect(),
         };
         let b = RxAllocFail {
-            queues: [((1, 0), 9), ((1, 1), 2), ((2, 0), 4)].into_iter().collect(),
+            queues: [((1, 0), 9), ((1, 1), 2), ((2, 0), 4)]
+                .into_iter()
+                .collect(),
         };
-        let d: Vec<(u32, u32, u64)> =
-            b.since(&a).iter().map(|q| (q.ifindex, q.queue, q.count)).collect();
+        let d: Vec<(u32, u32, u64)> = b
+            .since(&a)
+            .iter()
+            .map(|q| (q.ifindex, q.queue, q.count))
+            .collect();
         assert_eq!(d, [(1, 0, 4), (1, 1, 0), (2, 0, 4)]);
     }
 }

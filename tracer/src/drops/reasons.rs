@@ -81,9 +81,9 @@ impl ReasonTable {
     pub fn from_format(format: &str) -> Result<Self, ReasonError> {
         let has_field = format.lines().any(|l| {
             l.trim_start().starts_with("field:")
-                && l.split(';').next().is_some_and(|f| {
-                    f.split_whitespace().last() == Some("reason")
-                })
+                && l.split(';')
+                    .next()
+                    .is_some_and(|f| f.split_whitespace().last() == Some("reason"))
         });
         if !has_field {
             return Err(ReasonError::NoReasonField);
@@ -143,11 +143,7 @@ impl ReasonTable {
     pub fn counted(&self, which: DropReasons) -> Vec<(u32, String)> {
         match which {
             DropReasons::Off => Vec::new(),
-            DropReasons::All => self
-                .names
-                .iter()
-                .map(|(n, v)| (*n, v.clone()))
-                .collect(),
+            DropReasons::All => self.names.iter().map(|(n, v)| (*n, v.clone())).collect(),
             DropReasons::Memory => {
                 let mut v: Vec<(u32, String)> = MEMORY_REASONS
                     .iter()
@@ -212,7 +208,10 @@ mod tests {
         assert_eq!(t.number("UNRESOLVED"), None);
         let mem = t.counted(DropReasons::Memory);
         let names: Vec<&str> = mem.iter().map(|(_, n)| n.as_str()).collect();
-        assert_eq!(names, ["PROTO_MEM", "NEIGH_CREATEFAIL", "NOMEM", "PFMEMALLOC"]);
+        assert_eq!(
+            names,
+            ["PROTO_MEM", "NEIGH_CREATEFAIL", "NOMEM", "PFMEMALLOC"]
+        );
         assert_eq!(t.counted(DropReasons::All).len(), 7);
         assert!(t.counted(DropReasons::Off).is_empty());
     }

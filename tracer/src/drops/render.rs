@@ -90,10 +90,9 @@ pub fn summary_text(r: &DropReport) -> String {
                 r.total(),
                 reason_list(r, None)
             );
-            let unseen = r.unseen.map_or_else(
-                || "not counted by the kernel".to_owned(),
-                |n| n.to_string(),
-            );
+            let unseen = r
+                .unseen
+                .map_or_else(|| "not counted by the kernel".to_owned(), |n| n.to_string());
             let _ = writeln!(
                 s,
                 "  unattributed (attribution map full): {}; without a stack: {}; \
@@ -169,7 +168,10 @@ pub fn totals_rows(r: &DropReport) -> Vec<(String, String)> {
         rows.push(("tcp_listen_drops".to_owned(), opt(tcp.listen_drops)));
         rows.push(("tcp_listen_overflows".to_owned(), opt(tcp.listen_overflows)));
         rows.push(("tcp_backlog_drops".to_owned(), opt(tcp.backlog_drops)));
-        rows.push(("softnet_dropped".to_owned(), tcp.softnet_dropped.to_string()));
+        rows.push((
+            "softnet_dropped".to_owned(),
+            tcp.softnet_dropped.to_string(),
+        ));
     }
     if let Ok(queues) = &r.rx_alloc_fail {
         for q in queues {
@@ -217,11 +219,23 @@ mod tests {
     fn summary_says_every_count_and_what_is_missing() {
         let r = report();
         let s = summary_text(&r);
-        assert!(s.contains("(memory reasons, skb:kfree_skb): 7 => NEIGH_CREATEFAIL 2 NOMEM 5"), "{s}");
+        assert!(
+            s.contains("(memory reasons, skb:kfree_skb): 7 => NEIGH_CREATEFAIL 2 NOMEM 5"),
+            "{s}"
+        );
         assert!(s.contains("attribution map full): 1;"), "{s}");
-        assert!(s.contains("iperf3") && s.contains("tcp_v4_rcv") && s.contains("softirq"), "{s}");
-        assert!(s.contains("ListenDrops 3") && s.contains("TCPBacklogDrop n/a"), "{s}");
-        assert!(s.contains("rx-alloc-fail: not available (no netdev family)"), "{s}");
+        assert!(
+            s.contains("iperf3") && s.contains("tcp_v4_rcv") && s.contains("softirq"),
+            "{s}"
+        );
+        assert!(
+            s.contains("ListenDrops 3") && s.contains("TCPBacklogDrop n/a"),
+            "{s}"
+        );
+        assert!(
+            s.contains("rx-alloc-fail: not available (no netdev family)"),
+            "{s}"
+        );
         let unavailable = DropReport {
             status: Status::Unavailable("no reason field".to_owned()),
             reasons: Vec::new(),

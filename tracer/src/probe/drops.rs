@@ -105,7 +105,11 @@ pub fn reason_table(tracefs: &str) -> Result<ReasonTable, String> {
 }
 
 /// Attach the drop program for `which` (the mask was set at load time).
-pub(super) fn attach(ebpf: &mut Ebpf, which: DropReasons, table: Result<ReasonTable, String>) -> DropProbe {
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    which: DropReasons,
+    table: Result<ReasonTable, String>,
+) -> DropProbe {
     if which == DropReasons::Off {
         return DropProbe::Disabled;
     }
@@ -119,7 +123,8 @@ pub(super) fn attach(ebpf: &mut Ebpf, which: DropReasons, table: Result<ReasonTa
             .ok_or_else(|| format!("program {PROG_KFREE_SKB} missing from the object"))?
             .try_into()
             .map_err(|_| format!("program {PROG_KFREE_SKB} has an unexpected type"))?;
-        p.load().map_err(|e| format!("load {PROG_KFREE_SKB}: {e}"))?;
+        p.load()
+            .map_err(|e| format!("load {PROG_KFREE_SKB}: {e}"))?;
         p.attach("kfree_skb")
             .map_err(|e| format!("attach {PROG_KFREE_SKB} to kfree_skb: {e}"))
     })();
@@ -160,8 +165,7 @@ impl Tracer {
             .ebpf
             .map(MAP_DROP_COUNTS)
             .ok_or_else(|| missing(MAP_DROP_COUNTS))?;
-        let counts =
-            PerCpuArray::<_, u64>::try_from(counts).map_err(map_err(MAP_DROP_COUNTS))?;
+        let counts = PerCpuArray::<_, u64>::try_from(counts).map_err(map_err(MAP_DROP_COUNTS))?;
         let read = |arr: &PerCpuArray<&aya::maps::MapData, u64>, slot: u32, name| {
             arr.get(&slot, 0)
                 .map(|v| v.iter().sum::<u64>())
@@ -208,8 +212,8 @@ impl Tracer {
             .ebpf
             .map(MAP_DROP_SITES)
             .ok_or_else(|| missing(MAP_DROP_SITES))?;
-        let sites = PerCpuHashMap::<_, DropKey, u64>::try_from(sites)
-            .map_err(map_err(MAP_DROP_SITES))?;
+        let sites =
+            PerCpuHashMap::<_, DropKey, u64>::try_from(sites).map_err(map_err(MAP_DROP_SITES))?;
         let stacks = self
             .ebpf
             .map(MAP_DROP_STACKS)

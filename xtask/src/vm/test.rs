@@ -496,7 +496,9 @@ fn check_drops(
             kernel.insert(name.to_owned(), n);
         }
     }
-    let lost = res.get("drops_kernel_lost").and_then(|v| v.parse::<u64>().ok());
+    let lost = res
+        .get("drops_kernel_lost")
+        .and_then(|v| v.parse::<u64>().ok());
     out.push(Check {
         name: "tracefs drop count lost nothing",
         pass: lost == Some(0) && !kernel.is_empty(),
@@ -513,9 +515,7 @@ fn check_drops(
         pass: neigh > 0,
         detail: format!(
             "tracefs NEIGH_CREATEFAIL {neigh}; {}",
-            sections
-                .get("neigh-table-full")
-                .map_or("?", |s| s.trim())
+            sections.get("neigh-table-full").map_or("?", |s| s.trim())
         ),
     });
     let Some((pf, unseen)) = pagefail_drops(summary) else {
@@ -543,7 +543,11 @@ fn check_drops(
     out.push(Check {
         name: "drop counts per reason == tracefs",
         pass: equal && unseen.is_some(),
-        detail: format!("{}; unseen kfree_skb events {}", diffs.join(", "), opt(unseen)),
+        detail: format!(
+            "{}; unseen kfree_skb events {}",
+            diffs.join(", "),
+            opt(unseen)
+        ),
     });
     out
 }
@@ -1037,7 +1041,10 @@ tracefs_unparsed=0\n",
                     "tracefs-drops".to_owned(),
                     format!("PROTO_MEM\t0\nNEIGH_CREATEFAIL\t{neigh}\nNOMEM\t0\n"),
                 ),
-                ("neigh-table-full".to_owned(), "sent=0 refused_einval=12".to_owned()),
+                (
+                    "neigh-table-full".to_owned(),
+                    "sent=0 refused_einval=12".to_owned(),
+                ),
             ]
             .into_iter()
             .collect()
@@ -1046,14 +1053,20 @@ tracefs_unparsed=0\n",
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let passed = |neigh| check_drops(&sections(neigh), &res, summary).iter().all(|c| c.pass);
+        let passed = |neigh| {
+            check_drops(&sections(neigh), &res, summary)
+                .iter()
+                .all(|c| c.pass)
+        };
         assert!(passed(12));
         assert!(!passed(13), "a drop pagefail missed fails the check");
         assert!(!passed(11), "a drop tracefs did not see fails the check");
-        let none: BTreeMap<String, String> =
-            [("tracefs-drops".to_owned(), "unavailable: no reason field\n".to_owned())]
-                .into_iter()
-                .collect();
+        let none: BTreeMap<String, String> = [(
+            "tracefs-drops".to_owned(),
+            "unavailable: no reason field\n".to_owned(),
+        )]
+        .into_iter()
+        .collect();
         let said = "packet drop reasons: not available (the skb:kfree_skb tracepoint has no `reason` field)\n";
         assert!(check_drops(&none, &res, said).iter().all(|c| c.pass));
         assert!(!check_drops(&none, &res, summary).iter().all(|c| c.pass));
