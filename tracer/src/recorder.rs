@@ -4,7 +4,7 @@
 //! Each interval writes two files named by the UTC start of its window:
 //! `pagefail-20261122T034500Z.csv` (the CSV summary contract; header only
 //! when the interval had no failure) and `pagefail-20261122T034500Z.totals.csv`
-//! (allocation and failure totals per order, lost records, warn_alloc
+//! (allocation and failure totals per order, lost records, `warn_alloc`
 //! entries). Every interval writes both, so a gap in the files means pagefail
 //! was not running, not that nothing failed. Names sort in time order; a
 //! restart within the same second gets a `-1`, `-2` suffix rather than
@@ -203,10 +203,15 @@ impl Recorder {
         if !taken(stem) {
             return stem.to_owned();
         }
-        (1..)
+        #[expect(
+            clippy::maybe_infinite_iter,
+            reason = "ends at the first free name; the directory holds finitely many"
+        )]
+        let free = (1..)
             .map(|i| format!("{stem}-{i}"))
             .find(|s| !taken(s))
-            .unwrap_or_else(|| stem.to_owned())
+            .unwrap_or_else(|| stem.to_owned());
+        free
     }
 
     /// Write every queued interval, oldest first, then prune. On an error
@@ -250,7 +255,7 @@ impl Recorder {
             else {
                 continue;
             };
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let len = entry.metadata().map_or(0, |m| m.len());
             *by_stem.entry(stem.to_owned()).or_default() += len;
         }
         Ok(by_stem.into_iter().collect())
