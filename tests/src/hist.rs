@@ -176,19 +176,16 @@ impl FieldCount {
                 })?;
             *hits.entry(n).or_default() += 1;
         }
-        let overruns = fs::read_dir(self.instance.join("per_cpu"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| fs::read_to_string(e.path().join("stats")).ok())
-                    .flat_map(|s| {
-                        s.lines()
-                            .filter_map(|l| l.strip_prefix("overrun:"))
-                            .filter_map(|v| v.trim().parse::<u64>().ok())
-                            .collect::<Vec<_>>()
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
+        // Unreadable statistics are an error, never a silent 0.
+        let mut overruns = 0;
+        for cpu in fs::read_dir(self.instance.join("per_cpu"))? {
+            let stats = fs::read_to_string(cpu?.path().join("stats"))?;
+            overruns += stats
+                .lines()
+                .filter_map(|l| l.strip_prefix("overrun:"))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
         Ok((hits, overruns))
     }
 }

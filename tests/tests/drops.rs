@@ -53,6 +53,9 @@ fn own_drops(tracer: &Tracer) -> BTreeMap<u64, u64> {
     out
 }
 
+/// Datagrams sent to the closed port.
+const SENT: usize = 300;
+
 #[test]
 fn drop_counts_per_reason_equal_the_kernels_hist() {
     if !bpf_available("drop_counts_per_reason_equal_the_kernels_hist") {
@@ -93,7 +96,6 @@ fn drop_counts_per_reason_equal_the_kernels_hist() {
         tracer.drops
     );
     let before = tracer.drop_counts().expect("counts").expect("attached");
-    const SENT: usize = 300;
     send_to_closed_port(SENT);
     tracer.detach();
     kernel_count.stop();

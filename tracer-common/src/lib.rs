@@ -215,6 +215,10 @@ pub const DROP_SLOTS: u32 = 256;
 pub const DROP_MASK_WORDS: usize = (DROP_SLOTS / 64) as usize;
 
 /// The counter slot of a drop reason.
+#[expect(
+    clippy::inline_always,
+    reason = "the kernel program calls it per dropped packet; a BPF-to-BPF call costs more than the body"
+)]
 #[inline(always)]
 #[must_use]
 pub const fn drop_slot(reason: u32) -> u32 {
@@ -236,6 +240,10 @@ pub struct DropKey {
     /// Id in [`MAP_DROP_STACKS`], or a negative errno from `bpf_get_stackid`.
     pub stack_id: i32,
     /// Explicit padding so the struct has no implicit holes.
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "ABI padding: public so both sides can build the struct, named so it reads as padding"
+    )]
     pub _pad: u32,
     pub comm: [u8; TASK_COMM_LEN],
 }

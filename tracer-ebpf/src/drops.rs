@@ -56,7 +56,8 @@ fn bump(map: &PerCpuArray<u64>, slot: u32) {
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn pagefail_kfree_skb(ctx: RawTracePointContext) -> i32 {
     let reason: u64 = ctx.arg(2);
-    let reason = reason as u32;
+    // The raw tracepoint widens `enum skb_drop_reason` (an int) to u64.
+    let reason = u32::try_from(reason).unwrap_or(u32::MAX);
     let slot = drop_slot(reason);
     let index = (slot >> 6) as usize & (DROP_MASK_WORDS - 1);
     // SAFETY: a read of a static; volatile so the loader's value is the one used.
@@ -69,6 +70,10 @@ pub fn pagefail_kfree_skb(ctx: RawTracePointContext) -> i32 {
 }
 
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the low half of pid_tgid is the thread id; stack ids are below the map's entries"
+)]
 fn on_drop(ctx: &RawTracePointContext, reason: u32, slot: u32) {
     bump(&DROP_COUNTS, slot);
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -86,12 +91,12 @@ fn on_drop(ctx: &RawTracePointContext, reason: u32, slot: u32) {
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; TASK_COMM_LEN]),
     };
-    if let Some(n) = DROP_SITES.get_ptr_mut(&key) {
+    if let Some(n) = DROP_SITES.get_ptr_mut(key) {
         // SAFETY: this CPU's value of the entry (see `bump`).
         unsafe { *n += 1 };
         return;
     }
-    if DROP_SITES.insert(&key, &1, u64::from(BPF_NOEXIST)).is_err() {
+    if DROP_SITES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
         bump(&DROP_STATS, drop_stat::SITE_LOST);
     }
 }

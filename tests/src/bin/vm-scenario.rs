@@ -441,6 +441,10 @@ const NEIGH_SYSCTL: &str = "/proc/sys/net/ipv4/neigh/default";
 /// `NEIGH_CREATEFAIL` (UDP's `sendto` may still report success; the kernel's
 /// `table_fulls` counter of `/proc/net/stat/arp_cache` is printed). The
 /// limits are restored after.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "i < 1250 makes the address bytes fit; libc ABI: sockaddr_in's size fits socklen_t"
+)]
 fn neigh_table_full(sock: &OwnedFd) -> String {
     let names = ["gc_thresh1", "gc_thresh2", "gc_thresh3"];
     let saved: Vec<String> = names

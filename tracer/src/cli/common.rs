@@ -54,8 +54,8 @@ pub struct FilterArgs {
     #[arg(long)]
     pub lean: bool,
     /// Which packet drop reasons (`skb:kfree_skb`, Linux 5.17+) to count and
-    /// show beside the failures: `memory` (NOMEM, NEIGH_CREATEFAIL,
-    /// PROTO_MEM, PFMEMALLOC), `all`, or `off`.
+    /// show beside the failures: `memory` (`NOMEM`, `NEIGH_CREATEFAIL`,
+    /// `PROTO_MEM`, `PFMEMALLOC`), `all`, or `off`.
     #[arg(long, value_enum, default_value = "memory", value_name = "WHICH")]
     pub drop_reasons: crate::drops::reasons::DropReasons,
 }

@@ -220,7 +220,7 @@ impl Tracer {
             .ok_or_else(|| missing(MAP_DROP_STACKS))?;
         let stacks = StackTraceMap::try_from(stacks).map_err(map_err(MAP_DROP_STACKS))?;
         let mut out = Vec::new();
-        for entry in sites.iter() {
+        for entry in &sites {
             let (key, values) = entry.map_err(map_err(MAP_DROP_SITES))?;
             let count = values.iter().sum();
             let stack = u32::try_from(key.stack_id)
