@@ -337,6 +337,55 @@ mod tests {
     }
 
     #[test]
+    fn drops_add_up_per_reason_and_per_site() {
+        use crate::{
+            classify::Context,
+            drops::{DropSite, Status},
+        };
+        let m = Metrics::new(10, "6.12.0", "raw_tp");
+        let report = |nomem: u64| DropReport {
+            status: Status::Counting("memory".to_owned()),
+            reasons: vec![("NOMEM".to_owned(), nomem), ("PROTO_MEM".to_owned(), 0)],
+            site_lost: 1,
+            stack_errors: 0,
+            unseen: Some(0),
+            sites: vec![DropSite {
+                reason: "NOMEM".to_owned(),
+                comm: "x".to_owned(),
+                tgid: 1,
+                context: Context::Softirq,
+                path: "net-rx".to_owned(),
+                site: "f".to_owned(),
+                drops: nomem - 1,
+            }],
+            tcp: Some(crate::memory::netdrops::NetDrops {
+                softnet_dropped: 2,
+                listen_drops: Some(3),
+                listen_overflows: None,
+                backlog_drops: Some(0),
+            }),
+            rx_alloc_fail: Err("none".to_owned()),
+        };
+        m.add_drops(&report(4));
+        m.add_drops(&report(6));
+        let text = m.render();
+        for want in [
+            "pagefail_drops_total{reason=\"NOMEM\"} 10",
+            "pagefail_drops_total{reason=\"PROTO_MEM\"} 0",
+            "pagefail_drops_attributed_total{reason=\"NOMEM\",context=\"softirq\",path=\"net-rx\"} 8",
+            "pagefail_drops_unattributed_total 2",
+            "pagefail_tcp_drops_total{counter=\"ListenDrops\"} 6",
+            "pagefail_tcp_drops_total{counter=\"softnet_dropped\"} 4",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        assert!(
+            !text.contains("ListenOverflows"),
+            "an unknown counter is no series"
+        );
+    }
+
+    #[test]
     fn exposition_has_the_series_and_caps_cardinality() {
         let mut m = Metrics::new(2, "6.18.0", "raw_tp");
         m.add_failures(labels("a"), 3);
