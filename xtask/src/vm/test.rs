@@ -917,7 +917,12 @@ pagefail: warn_alloc kprobe attached\n\
 =====PAGEFAIL-BEGIN pagefail-summary=====\n\
 failures matching the filters: {tracefs} = {recorded} recorded + {lost} lost (ring buffer full)\n\
 warn_alloc entries: 7\n\
+packet drops (memory reasons, skb:kfree_skb): 3 => PROTO_MEM 0 NEIGH_CREATEFAIL 3 NOMEM 0\n\
+\x20 unattributed (attribution map full): 0; without a stack: 0; kfree_skb events unseen (nested, reason unknown): 0\n\
 =====PAGEFAIL-END pagefail-summary=====\n\
+=====PAGEFAIL-BEGIN tracefs-drops=====\n\
+PROTO_MEM\t0\nNEIGH_CREATEFAIL\t3\nNOMEM\t0\n\
+=====PAGEFAIL-END tracefs-drops=====\n\
 =====PAGEFAIL-BEGIN pagefail-csv=====\n\
 window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack\n\
 a,b,h,k,pfgen-bulk0,10,/,task,tcp,3,0x528c0,GFP_NOWAIT|__GFP_COMP,yes,{},0,a,b,x;y\n\
@@ -929,7 +934,7 @@ a,b,h,k,swapper/0,0,/,softirq,net-rx+neigh,1,0xa20,GFP_ATOMIC,yes,1,1,a,b,x;y\n\
 =====PAGEFAIL-END tracefs-order-gfp=====\n\
 PAGEFAIL-RESULT fragmented=1 frag_secs=3.0 pagefail_exit=exit_status:_0 \
 tracefs_failures={tracefs} tracefs_warn_alloc=7 tracefs_overrun=0 tracefs_dropped=0 \
-tracefs_unparsed=0\n",
+tracefs_unparsed=0 drops_method=hist drops_kernel_lost=0\n",
             recorded - 2,
             tracefs - 2
         )
