@@ -17,10 +17,9 @@ use crate::{
     cli::common::{FilterArgs, GroupArgs, MemoryTracker},
     drops::{self, DropReport},
     export,
-    memory::export::write_memory_csv,
     metrics::{FailureLabels, Metrics},
     probe::Counters,
-    recorder::{Recorder, Retain, extra_totals_csv, totals_csv},
+    recorder::{Recorder, Retain},
     session::{Session, Signals, Step, parse_duration},
 };
 
@@ -366,14 +365,19 @@ fn close_interval(
     let rows = session.agg.summary_rows(window);
     let mut csv = Vec::new();
     export::write_csv(&mut csv, &rows)?;
-    let mut totals = totals_csv(window, delta, session.agg.events);
-    totals.extend(extra_totals_csv(window, &drops::render::totals_rows(drops)));
+    let mut totals_rows = export::totals::rows(window, delta, session.agg.events);
+    totals_rows.extend(export::totals::extra_rows(
+        window,
+        &drops::render::totals_rows(drops),
+    ));
+    let mut totals = Vec::new();
+    export::totals::write_csv(&mut totals, &totals_rows)?;
     let snapshots = std::mem::take(&mut memory.borrow_mut().rows);
     let memory_csv = if snapshots.is_empty() {
         None
     } else {
         let mut buf = Vec::new();
-        write_memory_csv(&mut buf, &snapshots, true)?;
+        export::memory::write_memory_csv(&mut buf, &snapshots, true)?;
         Some(buf)
     };
     recorder.queue(window.start, csv, totals, memory_csv);

@@ -149,35 +149,28 @@ pub fn summary_text(r: &DropReport) -> String {
     s
 }
 
-/// Rows for the totals file: metric name and value (empty: not known).
+/// Rows for the totals file: metric name and value (`None`: not known).
 #[must_use]
-pub fn totals_rows(r: &DropReport) -> Vec<(String, String)> {
+pub fn totals_rows(r: &DropReport) -> Vec<(String, Option<u64>)> {
     let mut rows = Vec::new();
     if let Status::Counting(_) = r.status {
         for (name, n) in &r.reasons {
-            rows.push((format!("drops:{name}"), n.to_string()));
+            rows.push((format!("drops:{name}"), Some(*n)));
         }
-        rows.push(("drops_unattributed".to_owned(), r.site_lost.to_string()));
-        rows.push((
-            "drops_unseen".to_owned(),
-            r.unseen.map_or_else(String::new, |n| n.to_string()),
-        ));
+        rows.push(("drops_unattributed".to_owned(), Some(r.site_lost)));
+        rows.push(("drops_unseen".to_owned(), r.unseen));
     }
     if let Some(tcp) = &r.tcp {
-        let opt = |v: Option<u64>| v.map_or_else(String::new, |n| n.to_string());
-        rows.push(("tcp_listen_drops".to_owned(), opt(tcp.listen_drops)));
-        rows.push(("tcp_listen_overflows".to_owned(), opt(tcp.listen_overflows)));
-        rows.push(("tcp_backlog_drops".to_owned(), opt(tcp.backlog_drops)));
-        rows.push((
-            "softnet_dropped".to_owned(),
-            tcp.softnet_dropped.to_string(),
-        ));
+        rows.push(("tcp_listen_drops".to_owned(), tcp.listen_drops));
+        rows.push(("tcp_listen_overflows".to_owned(), tcp.listen_overflows));
+        rows.push(("tcp_backlog_drops".to_owned(), tcp.backlog_drops));
+        rows.push(("softnet_dropped".to_owned(), Some(tcp.softnet_dropped)));
     }
     if let Ok(queues) = &r.rx_alloc_fail {
         for q in queues {
             rows.push((
                 format!("rx_alloc_fail:{}:{}", q.ifname, q.queue),
-                q.count.to_string(),
+                Some(q.count),
             ));
         }
     }
@@ -258,11 +251,11 @@ mod tests {
     #[test]
     fn totals_rows_name_each_reason() {
         let rows = totals_rows(&report());
-        let get = |m: &str| rows.iter().find(|(k, _)| k == m).map(|(_, v)| v.as_str());
-        assert_eq!(get("drops:NOMEM"), Some("5"));
-        assert_eq!(get("drops:NEIGH_CREATEFAIL"), Some("2"));
-        assert_eq!(get("drops_unattributed"), Some("1"));
-        assert_eq!(get("tcp_backlog_drops"), Some(""));
-        assert_eq!(get("tcp_listen_drops"), Some("3"));
+        let get = |m: &str| rows.iter().find(|(k, _)| k == m).map(|(_, v)| *v);
+        assert_eq!(get("drops:NOMEM"), Some(Some(5)));
+        assert_eq!(get("drops:NEIGH_CREATEFAIL"), Some(Some(2)));
+        assert_eq!(get("drops_unattributed"), Some(Some(1)));
+        assert_eq!(get("tcp_backlog_drops"), Some(None));
+        assert_eq!(get("tcp_listen_drops"), Some(Some(3)));
     }
 }
