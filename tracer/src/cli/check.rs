@@ -290,6 +290,45 @@ fn support_lines(
     out
 }
 
+/// Whether the kernel names packet drop reasons (`skb:kfree_skb`, 5.17+),
+/// read from the tracepoint's format file.
+fn drop_reasons_line(tracefs: Option<&str>) -> SupportLine {
+    let name = "drop reasons (skb:kfree_skb)";
+    let Some(tracefs) = tracefs else {
+        return line(
+            name,
+            Status::Unknown,
+            "tracefs not mounted".to_owned(),
+            "pagefail reads the reasons when it starts",
+        );
+    };
+    match crate::probe::drops::reason_table(tracefs) {
+        Ok(table) => {
+            let memory: Vec<String> = table
+                .counted(crate::drops::reasons::DropReasons::Memory)
+                .iter()
+                .map(|(n, name)| format!("{name}={n}"))
+                .collect();
+            line(
+                name,
+                Status::Ok,
+                format!(
+                    "{} reasons; memory reasons here: {}",
+                    table.counted(crate::drops::reasons::DropReasons::All).len(),
+                    memory.join(" ")
+                ),
+                "drops the kernel attributes to memory are counted beside the failures",
+            )
+        }
+        Err(why) => line(
+            name,
+            Status::No,
+            why,
+            "drop reasons not available: only the TCP drop counters are shown",
+        ),
+    }
+}
+
 /// Load and attach each style on its own; the first success also tries the kprobe.
 fn probe_styles() -> Vec<(AttachStyle, Result<WarnAllocProbe, String>)> {
     let mut kprobe_tried = false;
@@ -387,7 +426,8 @@ pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
     let may_load = eff.is_some_and(|e| caps::missing(e, features.has_cap_bpf()).is_none());
     let probe = !args.no_probe && (args.probe || may_load);
     let probed = probe.then(probe_styles);
-    let support = support_lines(&features, tracefs_before.as_deref(), eff, probed.as_deref());
+    let mut support = support_lines(&features, tracefs_before.as_deref(), eff, probed.as_deref());
+    support.push(drop_reasons_line(tracefs_before.as_deref()));
 
     let before = Snapshot::take().context("reading the memory state")?;
     let drops_before = NetDrops::read().ok();
