@@ -27,3 +27,4 @@ pub mod probe;
 pub mod recorder;
 pub mod session;
 pub mod symbolize;
+pub mod verdict;

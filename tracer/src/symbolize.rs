@@ -282,6 +282,11 @@ pub fn is_allocator_or_tracing_frame(name: &str) -> bool {
         "__rmqueue",
         "rmqueue",
     ];
+    // The bulk allocator and the lock-free tries share the allocator's
+    // prefixes but say what the caller did: outcomes and causes read them.
+    if name.contains("_bulk") || name.contains("_nolock") {
+        return false;
+    }
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
