@@ -2,7 +2,7 @@
 //! signal or deadline, detach and drain. Shared by `watch`, `record` and
 //! `check --sample`.
 
-use std::{future::Future, time::Duration};
+use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -16,6 +16,7 @@ use crate::{
     privilege,
     probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},
     symbolize::Kallsyms,
+    verdict::OutcomeRules,
 };
 
 /// Why [`Session::next`] returned.
@@ -66,6 +67,10 @@ pub struct Session {
     flush: tokio::time::Interval,
     /// What became of the capabilities after start-up.
     pub privileges: Privileges,
+    /// Packet drops the kernel attributes to memory since start, by reason
+    /// (drop counting fills it; empty until then). The run summary
+    /// (`--summary-json`, record's `.summary.json`) reports it as `drops`.
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// How long a record may wait in the ring buffer when too few follow it to
@@ -113,6 +118,7 @@ pub struct AggregateConfig {
     pub by: GroupBy,
     pub key_cap: usize,
     pub classifier: Classifier,
+    pub outcomes: OutcomeRules,
 }
 
 impl Session {
@@ -151,6 +157,8 @@ impl Session {
             agg.key_cap,
         )
         .group_by(agg.by)
+        .with_outcomes(agg.outcomes.clone())
+        .with_warn_probe(matches!(tracer.warn_alloc, WarnAllocProbe::Attached))
         .with_cgroups(CgroupResolver::new());
         // Capabilities are per thread: the kallsyms thread started above
         // keeps its own until it has read the addresses (which need
@@ -179,6 +187,7 @@ impl Session {
             ksyms: Some(ksyms),
             flush: flush_timer(),
             privileges,
+            drops: BTreeMap::new(),
         })
     }
 

@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::{
     aggregate::{OTHER, Window},
-    cli::common::{FilterArgs, GroupArgs, MemoryTracker},
+    cli::common::{FilterArgs, GroupArgs, MemoryTracker, run_summary},
     export,
     memory::export::write_memory_csv,
     metrics::{FailureLabels, Metrics},
@@ -146,6 +146,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         recorder,
         metrics_base: session.baseline.clone(),
         interval_base: session.baseline.clone(),
+        drops_base: std::collections::BTreeMap::new(),
     };
     let memory = RefCell::new(MemoryTracker::default());
     let mut on_record =
@@ -169,6 +170,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
                     Ok(cfg) => {
                         // Close the window so its rows keep the stack ids they were built with.
                         books.advance(&mut session, &metrics, &memory, true, &mut on_record)?;
+                        session.agg.set_outcomes(cfg.outcomes);
                         session.agg.set_classifier(cfg.classifier);
                         crate::note!("pagefail: SIGHUP: rules re-read, interval closed");
                     }
@@ -246,6 +248,8 @@ struct Books {
     recorder: Recorder,
     metrics_base: Counters,
     interval_base: Counters,
+    /// The session's drop counts when the window opened.
+    drops_base: std::collections::BTreeMap<String, u64>,
 }
 
 impl Books {
@@ -292,6 +296,7 @@ impl Books {
                 &mut self.recorder,
                 memory,
                 &delta,
+                &mut self.drops_base,
             )?;
             self.interval_base = now;
         }
@@ -319,6 +324,8 @@ fn update_metrics(metrics: &Mutex<Metrics>, session: &mut Session, delta: &Count
                 .gfp
                 .map(|g| agg.gfp().is_atomic(g).to_string())
                 .unwrap_or_default(),
+            cause: k.cause.to_string(),
+            outcome: k.outcome.to_string(),
         };
         let labels = if k.comm.as_deref() == Some(OTHER) {
             FailureLabels {
@@ -342,6 +349,7 @@ fn close_interval(
     recorder: &mut Recorder,
     memory: &RefCell<MemoryTracker>,
     delta: &Counters,
+    drops_base: &mut std::collections::BTreeMap<String, u64>,
 ) -> anyhow::Result<()> {
     window.end = SystemTime::now();
     let rows = session.agg.summary_rows(window);
@@ -356,7 +364,21 @@ fn close_interval(
         write_memory_csv(&mut buf, &snapshots, true)?;
         Some(buf)
     };
-    recorder.queue(window.start, csv, totals, memory_csv);
+    // The session counts drops since start; the window gets its share.
+    let drops = session
+        .drops
+        .iter()
+        .map(|(reason, n)| {
+            let before = drops_base.get(reason).copied().unwrap_or(0);
+            (reason.clone(), n.saturating_sub(before))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    drops_base.clone_from(&session.drops);
+    let summary = run_summary(window, delta, &rows, &session.tracer.warn_alloc, &drops);
+    let mut summary_json = Vec::new();
+    export::write_summary_json(&mut summary_json, &summary)?;
+    recorder.queue(window.start, csv, totals, memory_csv, Some(summary_json));
     session.agg.reset();
     window.start = window.end;
     Ok(())

@@ -94,7 +94,7 @@ pub fn read_rows(name: &str, input: impl Read) -> anyhow::Result<Vec<SummaryRow>
         .with_context(|| format!("{name}: cannot read the CSV header"))?
         .clone();
     let found: Vec<&str> = header.iter().collect();
-    if found != CSV_HEADER {
+    if !export::is_summary_header(&found) {
         bail!(
             "{name}: not a pagefail CSV summary: the header must be\n  {}\nbut is\n  {}",
             CSV_HEADER.join(","),
@@ -161,7 +161,11 @@ pub fn merge(rows: impl IntoIterator<Item = SummaryRow>, keys: &[String]) -> Vec
     let mut groups: HashMap<Vec<String>, Acc> = HashMap::new();
     let mut order: Vec<Vec<String>> = Vec::new();
     for row in rows {
-        let key = key_of(&row, keys);
+        // Rows never mix causes or outcomes (as in `watch`): both are
+        // always part of the key.
+        let mut key = key_of(&row, keys);
+        key.push(row.cause.clone());
+        key.push(row.outcome.clone());
         match groups.get_mut(&key) {
             None => {
                 order.push(key.clone());
@@ -333,7 +337,7 @@ mod tests {
         let text = format!(
             "{}\n{}\n",
             CSV_HEADER.join(","),
-            "a,b,h,k,c,1,/,task,none,NaN,0x1,X,true,1,0,a,b,s"
+            "a,b,h,k,c,1,/,task,none,NaN,0x1,X,true,1,0,a,b,s,zone,terminal"
         );
         let err = read_rows("bad.csv", text.as_bytes()).unwrap_err();
         assert!(format!("{err:#}").contains("row 2"), "{err:#}");
@@ -368,7 +372,13 @@ mod tests {
                 u64::MAX - 1
             )
         };
-        let text = format!("{}\n{}\n{}\n", CSV_HEADER.join(","), line("a"), line("a"));
+        // A file from before the cause and outcome columns.
+        let text = format!(
+            "{}\n{}\n{}\n",
+            export::CSV_HEADER_BEFORE_VERDICT.join(","),
+            line("a"),
+            line("a")
+        );
         let rows = read_rows("big.csv", text.as_bytes()).unwrap();
         let merged = merge(rows, &keys("comm"));
         assert_eq!(merged.len(), 1);

@@ -214,6 +214,13 @@ impl Summary {
                     .max_by_key(|(_, n)| *n)
                     .map(|(s, _)| s.clone())
                     .unwrap_or_default(),
+                // The kernel prints "page allocation failure" from the slow
+                // path's warn_alloc: the zone search failed (a refused memcg
+                // charge never gets there).
+                cause: "zone".to_owned(),
+                // Outcomes need the running kernel's gfp table: not decided
+                // from logs.
+                outcome: String::new(),
             })
             .collect();
         rows.sort_by(|a, b| b.atomic.cmp(&a.atomic).then(b.failures.cmp(&a.failures)));

@@ -696,6 +696,8 @@ mod tests {
             first_seen: "2026-03-01T10:00:10Z".into(),
             last_seen: format!("2026-03-01T10:00:{}Z", 10 + span_s),
             top_stack: stack.into(),
+            cause: "zone".into(),
+            outcome: "fallback".into(),
         }
     }
 
