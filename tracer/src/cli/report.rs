@@ -311,15 +311,21 @@ mod tests {
         let single = merge(read_rows("whole", to_csv(&whole).as_slice()).unwrap(), &by);
         let as_map = |rows: &[SummaryRow]| -> HashMap<Vec<String>, (u64, u64)> {
             rows.iter()
-                .map(|r| (key_of(r, &by), (r.failures, r.warned)))
+                .map(|r| {
+                    let mut k = key_of(r, &by);
+                    k.extend([r.cause.clone(), r.outcome.clone()]);
+                    (k, (r.failures, r.warned))
+                })
                 .collect()
         };
         assert_eq!(as_map(&merged), as_map(&single));
         assert_eq!(merged.iter().map(|r| r.failures).sum::<u64>(), 40);
         // Coarser keys: totals per comm.
         let per_comm = merge(merged, &keys("comm"));
-        let a = per_comm.iter().find(|r| r.comm == "a").unwrap();
-        assert_eq!(a.failures, 14);
+        // Rows of different outcomes stay apart even under a coarser key.
+        let a_rows: Vec<&SummaryRow> = per_comm.iter().filter(|r| r.comm == "a").collect();
+        assert_eq!(a_rows.iter().map(|r| r.failures).sum::<u64>(), 14);
+        let a = a_rows[0];
         assert_eq!(a.pid, "", "pids differ, so the column is blank");
     }
 
