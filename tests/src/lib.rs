@@ -109,19 +109,17 @@ impl TraceInstance {
     /// Entries the instance's buffer dropped (must be 0 for a count to be exact).
     #[must_use]
     pub fn overruns(&self) -> u64 {
-        fs::read_dir(self.dir.join("per_cpu"))
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| fs::read_to_string(e.path().join("stats")).ok())
-                    .flat_map(|s| {
-                        s.lines()
-                            .filter_map(|l| l.strip_prefix("overrun:"))
-                            .filter_map(|v| v.trim().parse::<u64>().ok())
-                            .collect::<Vec<_>>()
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
+        fs::read_dir(self.dir.join("per_cpu")).map_or(0, |d| {
+            d.flatten()
+                .filter_map(|e| fs::read_to_string(e.path().join("stats")).ok())
+                .flat_map(|s| {
+                    s.lines()
+                        .filter_map(|l| l.strip_prefix("overrun:"))
+                        .filter_map(|v| v.trim().parse::<u64>().ok())
+                        .collect::<Vec<_>>()
+                })
+                .sum()
+        })
     }
 }
 

@@ -478,7 +478,7 @@ fn output_to_a_pipe_closed_early_exits_quietly() {
     let csv = dir.join("big.csv");
     big_csv(&csv, 5000);
     let (log, csv) = (log.to_str().expect("path"), csv.to_str().expect("path"));
-    let long = Duration::from_secs(60);
+    let long = Duration::from_mins(1);
     let (_, first) = head_1(&["logs", "--json-reports", log], long);
     assert!(first.starts_with('{'), "{first}");
     let (_, first) = head_1(&["logs", log], long);

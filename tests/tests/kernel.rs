@@ -110,7 +110,7 @@ fn warn_alloc_probe_state_matches_kernel_support() {
     }
 }
 
-/// BPF_PROG_TEST_RUN drives the raw tracepoint program with synthetic
+/// `BPF_PROG_TEST_RUN` drives the raw tracepoint program with synthetic
 /// failures; exactly those records must come out, with their fields, and the
 /// filters must hold.
 #[test]
@@ -163,7 +163,7 @@ fn synthetic_failures_through_test_run_arrive_exactly() {
         assert_eq!(r.order, 4);
         assert_eq!(r.pid, tid);
         assert_eq!(r.tgid, me);
-        assert_eq!(r.migratetype, if r.gfp == 0xa20 { 1 } else { 0 });
+        assert_eq!(r.migratetype, i32::from(r.gfp == 0xa20));
         assert_eq!(r.flags & EVENT_STACK_ERROR, 0);
         assert!(r.ts_boot_ns > 0);
         assert!(!events::comm(r).is_empty());

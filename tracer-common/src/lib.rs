@@ -20,6 +20,10 @@ pub const MAX_STACK_DEPTH: usize = 64;
 pub const ORDER_SLOTS: u32 = 16;
 
 /// Map the allocation order to its counter slot.
+#[expect(
+    clippy::inline_always,
+    reason = "the kernel program calls it per failure; a BPF-to-BPF call costs more than the body"
+)]
 #[inline(always)]
 #[must_use]
 pub const fn order_slot(order: u32) -> u32 {
@@ -64,6 +68,10 @@ pub struct FailureEvent {
     /// Number of valid entries in `stack`.
     pub stack_len: u32,
     /// Explicit padding so the struct has no implicit holes.
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "ABI padding: public so both sides can build the struct, named so it reads as padding"
+    )]
     pub _pad: u32,
     pub comm: [u8; TASK_COMM_LEN],
     /// Kernel return addresses, innermost first.
@@ -95,6 +103,10 @@ pub struct CpuState {
     /// Per depth slot: whether the main program handled the event at that depth.
     pub handled: [u32; NEST_SLOTS],
     /// Explicit padding so the struct has no implicit holes.
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "ABI padding: public so both sides can build the struct, named so it reads as padding"
+    )]
     pub _pad: u32,
 }
 

@@ -9,6 +9,14 @@
 //! <https://elixir.bootlin.com/linux/v6.1/source/include/trace/events/kmem.h#L172>.
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::inline_always,
+    reason = "every helper is inlined into its program: BPF-to-BPF calls cost verifier work and stack"
+)]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand each entry point its context by value"
+)]
 
 use aya_ebpf::{
     EbpfContext,
@@ -120,6 +128,10 @@ fn cpu_state() -> Option<*mut CpuState> {
 }
 
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "NEST_SLOTS is a small power of two"
+)]
 fn depth_slot(depth: u32) -> usize {
     (depth & (NEST_SLOTS as u32 - 1)) as usize
 }
@@ -186,6 +198,10 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
         }
     }
     let pid_tgid = bpf_get_current_pid_tgid();
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the low half of pid_tgid is the thread id"
+    )]
     let pid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
     let want_tgid = global(&FILTER_TGID);
@@ -202,11 +218,11 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut flags = 0u32;
     // SAFETY: lookups in a map of plain integers.
-    if let Some(seen) = unsafe { WARN_SEEN.get(&pid) } {
+    if let Some(seen) = unsafe { WARN_SEEN.get(pid) } {
         if now.wrapping_sub(*seen) < WARN_MATCH_WINDOW_NS {
             flags |= EVENT_WARN_ALLOC;
         }
-        let _ = WARN_SEEN.remove(&pid);
+        let _ = WARN_SEEN.remove(pid);
     }
 
     let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
@@ -216,6 +232,11 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at a reserved ring-buffer record of the right size;
     // every field is written before submit.
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "constant sizes of a few hundred bytes; `got` is checked non-negative and at most `size`"
+    )]
     unsafe {
         (*ev).ts_boot_ns = now;
         (*ev).cgroup_id = bpf_get_current_cgroup_id();
@@ -293,6 +314,10 @@ pub fn pagefail_raw_ex(_ctx: RawTracePointContext) -> i32 {
 }
 
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the raw tracepoint widens `unsigned int order` and `int migratetype` to u64"
+)]
 fn raw_tp_body(ctx: &RawTracePointContext, st: *mut CpuState) {
     let page: u64 = ctx.arg(0);
     let order: u64 = ctx.arg(1);
@@ -343,6 +368,10 @@ pub fn pagefail_btf_ex(_ctx: BtfTracePointContext) -> i32 {
 }
 
 #[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "BTF arguments arrive widened to u64; `order` and `migratetype` are 32-bit in the kernel"
+)]
 fn btf_tp_body(ctx: &BtfTracePointContext) {
     let page: u64 = ctx.arg(0);
     let order: u64 = ctx.arg(1);
@@ -369,7 +398,7 @@ pub fn pagefail_classic_tp(ctx: TracePointContext) -> u32 {
     } else {
         u64::from(read32(global(&TP_OFF_GFP)))
     };
-    let migratetype = read32(global(&TP_OFF_MIGRATETYPE)) as i32;
+    let migratetype = read32(global(&TP_OFF_MIGRATETYPE)).cast_signed();
     on_alloc(&ctx, failed, order, gfp, migratetype);
     0
 }
@@ -381,10 +410,14 @@ pub fn pagefail_classic_tp(ctx: TracePointContext) -> u32 {
 #[kprobe]
 pub fn pagefail_warn_alloc(_ctx: ProbeContext) -> u32 {
     bump(&STATS, stat::WARN_ALLOC);
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the low half of pid_tgid is the thread id"
+    )]
     let pid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: helper call with no pointer arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let _ = WARN_SEEN.insert(&pid, &now, 0);
+    let _ = WARN_SEEN.insert(pid, now, 0);
     0
 }
 

@@ -82,12 +82,20 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the remainder is below `n`, a usize"
+    )]
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
 
 /// `RECORDS` records as the ring buffer holds them, back to back.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "small random values (pids, orders, CPUs) and stack lengths up to 64"
+)]
 fn records(addrs: &[u64]) -> Vec<u8> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let stacks: Vec<Vec<u64>> = (0..STACKS)

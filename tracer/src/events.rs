@@ -38,7 +38,12 @@ pub fn view(bytes: &[u8]) -> Option<&FailureEvent> {
     // SAFETY: FailureEvent is plain old data (only integers, every bit
     // pattern valid), the slice holds enough bytes and is aligned for it, and
     // the reference lives no longer than the slice.
-    Some(unsafe { &*bytes.as_ptr().cast::<FailureEvent>() })
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "alignment is checked above (align_offset)"
+    )]
+    let ev = unsafe { &*bytes.as_ptr().cast::<FailureEvent>() };
+    Some(ev)
 }
 
 /// The task name of a record, up to its NUL.
@@ -78,7 +83,7 @@ impl BootClock {
             .unwrap_or_default();
         let boot_ns = i128::from(boot.tv_sec) * 1_000_000_000 + i128::from(boot.tv_nsec);
         Self {
-            boot_epoch_ns: wall.as_nanos() as i128 - boot_ns,
+            boot_epoch_ns: i128::try_from(wall.as_nanos()).unwrap_or(i128::MAX) - boot_ns,
         }
     }
 

@@ -61,8 +61,8 @@ fn main() -> ExitCode {
         Command::Watch(args) => session::block_on(watch::run(args, cli.verbose)),
         Command::Record(args) => session::block_on(record::run(args, cli.verbose)),
         Command::Report(args) => report::run(&args),
-        Command::Check(args) => check::run(args, cli.verbose),
-        Command::Logs(args) => logs::run(args),
+        Command::Check(args) => check::run(&args, cli.verbose),
+        Command::Logs(args) => logs::run(&args),
         Command::Completions(args) => {
             docs::completions(Cli::command(), &args, &mut std::io::stdout().lock())
         }

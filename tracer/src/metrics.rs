@@ -1,5 +1,5 @@
 //! Prometheus metrics for `pagefail record`: counters kept since start, the
-//! OpenMetrics text exposition, and a small HTTP endpoint serving it.
+//! `OpenMetrics` text exposition, and a small HTTP endpoint serving it.
 //!
 //! Labels leave out the pid (unbounded over weeks); the number of distinct
 //! failure label sets is capped, and failures beyond the cap are counted in a
@@ -160,7 +160,7 @@ impl Metrics {
         self.unseen.inc_by(delta.unseen.unwrap_or(0));
     }
 
-    /// The OpenMetrics text exposition.
+    /// The `OpenMetrics` text exposition.
     #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -211,6 +211,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn labels(comm: &str) -> FailureLabels {
         FailureLabels {
@@ -271,7 +272,6 @@ mod tests {
             drop(listener);
             let task = serve(addr, m).await.unwrap();
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 .await
                 .unwrap();

@@ -20,7 +20,7 @@ const FALLBACK_LAST_CAP: u32 = 40;
 pub struct Dropped {
     /// Effective set before the drop (a bit per capability).
     pub before: u64,
-    /// Whether the bounding set could be emptied too (needs CAP_SETPCAP).
+    /// Whether the bounding set could be emptied too (needs `CAP_SETPCAP`).
     pub bounding_cleared: bool,
 }
 

@@ -1,13 +1,13 @@
 //! Interval files of `pagefail record`: naming, atomic writing, retrying
 //! while the directory cannot be written, and retention.
 //!
-//! Each interval writes two files named by the UTC start of its window:
+//! Each interval writes three files named by the UTC start of its window:
 //! `pagefail-20261122T034500Z.csv` (the CSV summary contract; header only
 //! when the interval had no failure) and `pagefail-20261122T034500Z.totals.csv`
-//! (allocation and failure totals per order, lost records, warn_alloc
+//! (allocation and failure totals per order, lost records, `warn_alloc`
 //! entries), and `pagefail-20261122T034500Z.summary.json` (the run summary
 //! of the interval: failures per order, by cause and by outcome, lost,
-//! unseen, warn_alloc, drops; see `export::RunSummary`). Every interval
+//! unseen, `warn_alloc`, drops; see `export::RunSummary`). Every interval
 //! writes all three, so a gap in the files means pagefail was not running,
 //! not that nothing failed. Names sort in time order; a
 //! restart within the same second gets a `-1`, `-2` suffix rather than
@@ -195,10 +195,15 @@ impl Recorder {
         if !taken(stem) {
             return stem.to_owned();
         }
-        (1..)
+        #[expect(
+            clippy::maybe_infinite_iter,
+            reason = "ends at the first free name; the directory holds finitely many"
+        )]
+        let free = (1..)
             .map(|i| format!("{stem}-{i}"))
             .find(|s| !taken(s))
-            .unwrap_or_else(|| stem.to_owned())
+            .unwrap_or_else(|| stem.to_owned());
+        free
     }
 
     /// Write every queued interval, oldest first, then prune. On an error
@@ -247,7 +252,7 @@ impl Recorder {
             else {
                 continue;
             };
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let len = entry.metadata().map_or(0, |m| m.len());
             *by_stem.entry(stem.to_owned()).or_default() += len;
         }
         Ok(by_stem.into_iter().collect())

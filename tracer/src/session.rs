@@ -105,7 +105,7 @@ fn symbols_ready(pending: &mut Option<PendingKallsyms>, agg: &mut Aggregator) {
 pub enum Privileges {
     /// All dropped, `no_new_privs` set.
     Dropped,
-    /// All but CAP_BPF (CAP_SYS_ADMIN before 5.8) dropped: this kernel's
+    /// All but `CAP_BPF` (`CAP_SYS_ADMIN` before 5.8) dropped: this kernel's
     /// `bpf()` refuses map reads without it.
     KeptBpfOnly,
     /// `--keep-caps`.

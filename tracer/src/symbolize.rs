@@ -2,7 +2,7 @@
 //!
 //! kallsyms lists every kernel and module text symbol with its address
 //! (`ffffffffc0a01230 t bond_start_xmit\t[bonding]`). Addresses read as zero
-//! when `kernel.kptr_restrict` hides them from this process (no CAP_SYSLOG):
+//! when `kernel.kptr_restrict` hides them from this process (no `CAP_SYSLOG)`:
 //! that case is detected and reported, and frames are then shown as raw
 //! addresses.
 
@@ -425,7 +425,7 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
                 &text
                     .lines()
                     .take(n)
-                    .map(|l| format!("{l}\n"))
+                    .flat_map(|l| [l, "\n"])
                     .collect::<String>(),
             );
             for &a in &probes[..200] {
@@ -457,7 +457,7 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
         // What a process without CAP_SYSLOG reads under kptr_restrict=1.
         let zeroed: String = TABLE
             .lines()
-            .map(|l| format!("0000000000000000{}\n", &l[16..]))
+            .flat_map(|l| ["0000000000000000", &l[16..], "\n"])
             .collect();
         fs::write(&p, zeroed).unwrap();
         let err = Kallsyms::load_from(&p).unwrap_err();
@@ -507,7 +507,7 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
                     "addresses shown though they should be hidden"
                 ),
                 Err(SymbolizeError::Hidden) => {
-                    assert!(!shown, "hidden though the sysctls allow them")
+                    assert!(!shown, "hidden though the sysctls allow them");
                 }
                 Err(e) => panic!("{e}"),
             }

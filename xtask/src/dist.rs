@@ -1,4 +1,4 @@
-//! `cargo xtask dist`: a static x86_64 binary, man pages and shell
+//! `cargo xtask dist`: a static `x86_64` binary, man pages and shell
 //! completions generated from the binary's own command-line definition, the
 //! deploy files and the README, as `target/dist/pagefail-<version>-x86_64.tar.gz`
 //! and a `.deb` (cargo-deb), checked by installing and removing it with dpkg
@@ -43,7 +43,7 @@ fn version() -> &'static str {
 }
 
 /// Build `pagefail` statically linked against glibc. The flag is set for
-/// the x86_64 target only, so build scripts and the BPF object (built by
+/// the `x86_64` target only, so build scripts and the BPF object (built by
 /// tracer's build script for bpfel) are unaffected.
 pub fn build_static() -> anyhow::Result<PathBuf> {
     build_static_bin("tracer", "pagefail")

@@ -382,7 +382,7 @@ mod tests {
                    stat::number_of_executed_units: 98766\nstat::average_exec_per_sec:     19753\n";
         assert_eq!(executions(out), Some(98766));
         // Without -print_final_stats the last status line counts.
-        let short: String = out.lines().take(4).map(|l| format!("{l}\n")).collect();
+        let short: String = out.lines().take(4).flat_map(|l| [l, "\n"]).collect();
         assert_eq!(executions(&short), Some(98765));
         assert_eq!(executions("error: no such target\n"), None);
     }

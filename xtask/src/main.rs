@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | dist | fuzz | vm-test | vm-capture | vm-smoke`.
+//! Project tasks: `cargo xtask setup | build | run | lint | test | bench | dist | fuzz | vm-test | vm-capture | vm-smoke`.
 
 mod bench;
 mod dist;
 mod elf;
 mod fuzz;
+mod lint;
 mod setup;
 mod soak;
 mod vm;
@@ -36,19 +37,22 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Run every test tier: unit, kernel (root, serial), dist (static binary,
+    /// rustfmt --check and clippy -D warnings on every crate, the kernel
+    /// program included (the first step of `test`).
+    Lint,
+    /// Run the lint step, then every test tier: unit, kernel (root, serial), dist (static binary,
     /// .deb installed and removed with dpkg in a scratch root), fuzz (each
     /// target a few seconds), then the VM tier (Debian 5.10, 6.1, 6.12 guests
     /// with real atomic network-path failures, and the static binary alone in
     /// a bare initramfs).
     Test(TestArgs),
-    /// Static x86_64 binary, man pages, completions, deploy files and README
-    /// in target/dist/pagefail-<version>-x86_64.tar.gz, and a .deb.
+    /// Static `x86_64` binary, man pages, completions, deploy files and README
+    /// in target/dist/pagefail-<version>-`x86_64.tar.gz`, and a .deb.
     Dist(dist::DistArgs),
     /// Run the cargo-fuzz targets in fuzz/ (log, format file, /proc, rules,
     /// CSV parsers), seeded from tests/fixtures.
     ///
-    /// Example: cargo xtask fuzz --seconds 3600 --target kernel_log
+    /// Example: cargo xtask fuzz --seconds 3600 --target `kernel_log`
     Fuzz(fuzz::FuzzArgs),
     /// Boot Debian kernels under qemu and capture test fixtures
     /// (tracepoint format, /proc memory state, kernel facts) into tests/fixtures.
@@ -70,6 +74,9 @@ enum Task {
 /// Options of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
 struct TestArgs {
+    /// Leave out the lint step (rustfmt and clippy).
+    #[arg(long)]
+    skip_lint: bool,
     /// Leave out the VM tier (quick local runs).
     #[arg(long)]
     skip_vm: bool,
@@ -140,6 +147,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot run {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(1));
         }
+        Task::Lint => lint::run_lint(),
         Task::Test(args) => test(&args),
         Task::Dist(args) => dist::run_dist(&args),
         Task::Fuzz(args) => fuzz::run_fuzz(&args),
@@ -215,6 +223,12 @@ fn run_tests(mut cmd: Command, totals: &mut TestTotals) -> anyhow::Result<bool> 
 fn test(args: &TestArgs) -> anyhow::Result<()> {
     setup::ensure_toolchain()?;
     let mut totals = TestTotals::default();
+    let lint_ok = if args.skip_lint {
+        eprintln!("xtask: lint step skipped (--skip-lint)");
+        true
+    } else {
+        lint_step(&mut totals)
+    };
     // Unit tier: no root needed.
     let mut c = cargo();
     c.args([
@@ -268,6 +282,9 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         "tests: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.ignored
     );
+    if !lint_ok {
+        bail!("lint step failed: see `lint::` above, or run `cargo xtask lint`");
+    }
     if !(unit_ok && kernel_ok && vm_ok) || totals.failed > 0 {
         bail!("test failures");
     }
@@ -275,6 +292,27 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// The lint step: each check (rustfmt, clippy, clippy on the kernel program)
+/// a test. Whether all passed.
+fn lint_step(totals: &mut TestTotals) -> bool {
+    match lint::run_checks() {
+        Ok(checks) => {
+            for c in &checks {
+                totals.record(c.name, c.ok, "");
+                if !c.ok {
+                    eprintln!("xtask: {} failed: {}", c.name, c.hint);
+                }
+            }
+            checks.iter().all(|c| c.ok)
+        }
+        Err(e) => {
+            eprintln!("xtask: lint step failed: {e:#}");
+            totals.record("lint::tools", false, "not run");
+            false
+        }
+    }
 }
 
 /// The dist tier: the static binary and tarball, then the .deb installed and

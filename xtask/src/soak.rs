@@ -5,9 +5,9 @@
 //! Runs `pagefail record --all --interval 5s` into a temporary directory for
 //! the given minutes. Meanwhile (1) a chain of short-lived `pf-bench drive`
 //! processes, a new pid every 10 s, feeds the recorder's own main program
-//! synthetic failures through BPF_PROG_TEST_RUN at `--storm-rate` per second,
+//! synthetic failures through `BPF_PROG_TEST_RUN` at `--storm-rate` per second,
 //! each printing how many it sent; (2) real memory-cgroup charge failures come
-//! from a fresh `memcg-trigger` process each time. The recorder's VmRSS is
+//! from a fresh `memcg-trigger` process each time. The recorder's `VmRSS` is
 //! sampled every 10 s. At the end every interval file is read back: the
 //! storm's rows must add up to what the drivers sent (less any records the
 //! ring buffer lost, which the totals count), and in every interval the
@@ -62,14 +62,11 @@ fn drive_storm(helper: &Path, pid: u32, rate: u64, stop: &AtomicBool) -> BTreeMa
                 .find_map(|w| w.strip_prefix(name))
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        match (field("sent="), field("pid=")) {
-            (Some(n), Some(p)) => {
-                sent.insert(u32::try_from(p).unwrap_or(0), n);
-            }
-            _ => {
-                eprintln!("xtask soak: storm driver said `{}`", text.trim());
-                break;
-            }
+        if let (Some(n), Some(p)) = (field("sent="), field("pid=")) {
+            sent.insert(u32::try_from(p).unwrap_or(0), n);
+        } else {
+            eprintln!("xtask soak: storm driver said `{}`", text.trim());
+            break;
         }
     }
     sent
@@ -131,7 +128,9 @@ fn read_books(dir: &Path, storm_pids: &BTreeMap<u32, u64>) -> anyhow::Result<Boo
             b.matched += m;
             b.recorded += r;
             b.lost += l;
-        } else if name.ends_with(".csv") && !name.ends_with(".memory.csv") {
+        } else if Path::new(&name).extension().is_some_and(|e| e == "csv")
+            && !name.ends_with(".memory.csv")
+        {
             let mut rdr = csv::Reader::from_path(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let h = rdr.headers()?.clone();
@@ -223,7 +222,7 @@ pub fn run(minutes: u64, storm_rate: u64) -> anyhow::Result<String> {
         r.map(|()| sent)
     })?;
     report(
-        rec, pid, &dir, minutes, storm_rate, samples, triggers, &storm,
+        rec, pid, &dir, minutes, storm_rate, &samples, triggers, &storm,
     )
 }
 
@@ -284,14 +283,17 @@ fn median_rss(samples: &[(u64, u64)], from: u64, to: u64) -> u64 {
 }
 
 /// Stop the recorder, read its books and write the report.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the soak's books, each gathered by a different phase"
+)]
 fn report(
     mut rec: std::process::Child,
     pid: u32,
     dir: &Path,
     minutes: u64,
     storm_rate: u64,
-    samples: Vec<(u64, u64)>,
+    samples: &[(u64, u64)],
     triggers: u64,
     storm: &BTreeMap<u32, u64>,
 ) -> anyhow::Result<String> {
@@ -312,8 +314,8 @@ fn report(
     // After the first minute of warm-up: the first and the last five minutes
     // (or thirds of a shorter run).
     let span = ((end.saturating_sub(60)) / 3).clamp(10, 300);
-    let early = median_rss(&samples, 60, 60 + span);
-    let late = median_rss(&samples, end.saturating_sub(span), end + 1);
+    let early = median_rss(samples, 60, 60 + span);
+    let late = median_rss(samples, end.saturating_sub(span), end + 1);
     let mut md = format!(
         "## soak: `pagefail record --interval {INTERVAL_SECONDS}s` for {minutes} min\n\n\
          Synthetic storm: {} driver processes (a new pid every {DRIVER_SECONDS} s) sent {sent} \
@@ -345,7 +347,7 @@ fn report(
         books.skewed,
         books.max_skew,
     );
-    for (t, kib) in &samples {
+    for (t, kib) in samples {
         md.push_str(&format!("| {t} | {kib} |\n"));
     }
     if !status.success() {

@@ -77,8 +77,7 @@ pub fn workspace_root() -> PathBuf {
 /// `target/vm` under the cargo target directory: kernels, apt state, images, logs.
 pub fn vm_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
     target.join("vm")
 }
 

@@ -31,7 +31,7 @@ const PAGEFAIL: &str = "/pagefail";
 /// Fresh pages touched while `watch` counts (16 MiB).
 const TOUCH_PAGES: usize = 4096;
 /// The longest any child may run before it is killed.
-const CHILD_LIMIT: Duration = Duration::from_secs(60);
+const CHILD_LIMIT: Duration = Duration::from_mins(1);
 
 type Res<T> = Result<T, String>;
 

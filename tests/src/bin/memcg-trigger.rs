@@ -47,9 +47,9 @@ fn main() {
     };
     // SAFETY: plain syscalls with a valid struct.
     let ok = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) == 0 && {
             lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) == 0
         }
     };
     if !ok || lim.rlim_max <= 19999 {

@@ -11,7 +11,7 @@
 //!                                        (BPF_PROG_TEST_RUN); prints sent=N pid=P
 //! ```
 //!
-//! Every loop here is bounded in count and time. Root (CAP_BPF, CAP_PERFMON).
+//! Every loop here is bounded in count and time. Root (`CAP_BPF`, `CAP_PERFMON`).
 
 use std::{
     sync::atomic::{AtomicBool, AtomicU64, Ordering},
@@ -95,7 +95,7 @@ const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
 const EMPTY_NAME: &[u8] = b"pfbench_empty";
 
-/// `r0 = 0; exit`, attached to mm_page_alloc. Returns (prog fd, link fd).
+/// `r0 = 0; exit`, attached to `mm_page_alloc`. Returns (prog fd, link fd).
 fn attach_empty() -> (libc::c_int, libc::c_int) {
     let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
     let license = b"GPL\0";
@@ -183,7 +183,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
-/// Run the empty program once through BPF_PROG_TEST_RUN.
+/// Run the empty program once through `BPF_PROG_TEST_RUN`.
 fn test_run_empty(prog: libc::c_int, args: &[u64; 4]) {
     let mut attr = [0u8; 80];
     attr[0..4].copy_from_slice(&u32::try_from(prog).expect("fd").to_ne_bytes());
@@ -205,7 +205,7 @@ const FAILURE: [u64; 4] = [0, 3, 0x820, 0];
 /// - under a page-fault storm, each configuration attached alone in turn
 ///   (the empty program, the main program, every program of the raw style),
 ///   so each pays the same cold-cache and statistics costs;
-/// - hot, through BPF_PROG_TEST_RUN, the main program's success and failure
+/// - hot, through `BPF_PROG_TEST_RUN`, the main program's success and failure
 ///   paths against the empty program run the same way.
 ///
 /// Net = gross minus the empty program's time, once per program run.
@@ -391,6 +391,11 @@ fn storm_collect(rate: u64, seconds: f64, threads: u64) -> Value {
                     let mut n = 0u64;
                     let t0 = Instant::now();
                     while t0.elapsed() < duration {
+                        #[expect(
+                            clippy::cast_possible_truncation,
+                            clippy::cast_sign_loss,
+                            reason = "elapsed seconds times a rate: non-negative, far below 2^64"
+                        )]
                         let due = (t0.elapsed().as_secs_f64() * per_thread) as u64;
                         if n >= due {
                             std::thread::sleep(Duration::from_micros(200));
@@ -515,6 +520,11 @@ fn drive(pid: u32, rate: u64, seconds: f64) -> u64 {
     let t0 = Instant::now();
     let mut n = 0u64;
     while t0.elapsed() < duration {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "elapsed seconds times a rate: non-negative, far below 2^64"
+        )]
         let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
         if n >= due {
             std::thread::sleep(Duration::from_micros(500));

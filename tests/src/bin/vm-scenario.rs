@@ -211,7 +211,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     {
         let (go, c) = (Arc::clone(&go), Arc::clone(&counters));
         workers.push(spawn_named("pfgen-arp", move || {
-            arp_flood(&go, traffic, &c)
+            arp_flood(&go, traffic, &c);
         }));
     }
     for i in 0..2 {
@@ -236,7 +236,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
         .map_err(|e| format!("starting the fragmenter: {e}"))?;
     let frag_start = Instant::now();
     let mut fragmented = false;
-    while frag_start.elapsed() < Duration::from_secs(120) {
+    while frag_start.elapsed() < Duration::from_mins(2) {
         if Path::new("/tmp/frag.ready").exists() {
             fragmented = true;
             break;
@@ -279,13 +279,13 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     write_file(&format!("{INSTANCE}/tracing_on"), "0")?;
 
     // SAFETY: plain kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
     let stop_at = Instant::now();
     let pf_status = loop {
         if let Ok(Some(s)) = child.try_wait() {
             break Some(s);
         }
-        if stop_at.elapsed() > Duration::from_secs(60) {
+        if stop_at.elapsed() > Duration::from_mins(1) {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -351,7 +351,7 @@ fn raise_fd_limit() -> Res<()> {
         rlim_max: 65536,
     };
     // SAFETY: setrlimit with a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) } != 0 {
         return Err(format!("setrlimit(RLIMIT_NOFILE): {}", errno()));
     }
     Ok(())
@@ -406,7 +406,7 @@ struct Trace {
 }
 
 /// Count the instance's records: `mm_page_alloc` failures by (order, gfp
-/// names as tracefs printed them) and by comm, and `wa` (warn_alloc) hits.
+/// names as tracefs printed them) and by comm, and `wa` (`warn_alloc`) hits.
 fn read_trace() -> Res<Trace> {
     let path = format!("{INSTANCE}/trace");
     let f = fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
@@ -518,10 +518,10 @@ fn buddy_totals() -> [u64; 11] {
     totals
 }
 
-/// Touch anonymous memory until MemFree is about 4 MB, give back every page
+/// Touch anonymous memory until `MemFree` is about 4 MB, give back every page
 /// with an even PFN (its odd buddy stays, so nothing merges), lock the rest
 /// so compaction leaves it alone, then take each remaining free block of
-/// order >= 1 with an AF_PACKET RX ring of exactly that block size.
+/// order >= 1 with an `AF_PACKET` RX ring of exactly that block size.
 fn fragment(ready: &str, release: &str) -> Res<()> {
     // Killable on purpose: if memory runs out, the OOM killer takes us.
     let _ = write_file("/proc/self/oom_score_adj", "1000");
@@ -615,13 +615,13 @@ fn fragment(ready: &str, release: &str) -> Res<()> {
     );
     write_file(ready, "")?;
     let start = Instant::now();
-    while !Path::new(release).exists() && start.elapsed() < Duration::from_secs(300) {
+    while !Path::new(release).exists() && start.elapsed() < Duration::from_mins(5) {
         thread::sleep(Duration::from_millis(100));
     }
     Ok(())
 }
 
-/// An AF_PACKET RX ring of `blocks` blocks of `PAGE_SIZE << order` bytes.
+/// An `AF_PACKET` RX ring of `blocks` blocks of `PAGE_SIZE << order` bytes.
 fn packet_ring(order: usize, blocks: u64) -> Res<OwnedFd> {
     // SAFETY: plain socket(2).
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
@@ -645,6 +645,10 @@ fn packet_ring(order: usize, blocks: u64) -> Res<OwnedFd> {
 
 // ---------------------------------------------------------------- network helpers
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> std::io::Result<()> {
     // SAFETY: `value` is a valid T for the option.
     let r = unsafe {
@@ -659,6 +663,10 @@ fn setsockopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> std::io::Result
     if r == 0 { Ok(()) } else { Err(errno()) }
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
@@ -682,6 +690,10 @@ fn tcp_socket(nonblock: bool) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn connect_raw(fd: RawFd, ip: [u8; 4], port: u16) -> std::io::Result<()> {
     let sa = sockaddr(ip, port);
     // SAFETY: valid sockaddr_in.
@@ -697,12 +709,12 @@ fn connect_raw(fd: RawFd, ip: [u8; 4], port: u16) -> std::io::Result<()> {
 
 fn timeout(d: Duration) -> libc::timeval {
     libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_usec: libc::suseconds_t::from(d.subsec_micros()),
     }
 }
 
-/// A blocking connect bounded by `limit` (SO_SNDTIMEO bounds connect(2)).
+/// A blocking connect bounded by `limit` (`SO_SNDTIMEO` bounds connect(2)).
 fn tcp_connect(ip: [u8; 4], port: u16, limit: Duration) -> std::io::Result<OwnedFd> {
     let fd = tcp_socket(false)?;
     setsockopt(
@@ -715,6 +727,10 @@ fn tcp_connect(ip: [u8; 4], port: u16, limit: Duration) -> std::io::Result<Owned
     Ok(fd)
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn listener(port: u16, reuseport: bool, backlog: i32) -> std::io::Result<OwnedFd> {
     let fd = tcp_socket(true)?;
     let one: i32 = 1;
@@ -748,7 +764,7 @@ fn enter_peer_netns() -> Res<()> {
     Ok(())
 }
 
-/// `ethtool -K IFACE sg off` through the legacy ETHTOOL_SSG ioctl.
+/// `ethtool -K IFACE sg off` through the legacy `ETHTOOL_SSG` ioctl.
 fn scatter_gather_off(iface: &str) -> Res<()> {
     #[repr(C)]
     struct EthtoolValue {
@@ -856,7 +872,7 @@ fn server_loop(_go: &AtomicBool, stop: &AtomicBool, c: &Counters) -> Res<()> {
     let add = |fd: RawFd| {
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
-            u64: fd as u64,
+            u64: u64::from(fd.cast_unsigned()),
         };
         // SAFETY: valid epoll and target descriptors.
         unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) };
@@ -870,7 +886,9 @@ fn server_loop(_go: &AtomicBool, stop: &AtomicBool, c: &Counters) -> Res<()> {
         // SAFETY: valid buffer of 64 events.
         let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), events.as_mut_ptr(), 64, 100) };
         for ev in events.iter().take(usize::try_from(n).unwrap_or(0)) {
-            let fd = ev.u64 as RawFd;
+            let Ok(fd) = RawFd::try_from(ev.u64) else {
+                continue;
+            };
             if fd == bulk.as_raw_fd() || fd == storm.as_raw_fd() {
                 for _ in 0..64 {
                     // SAFETY: accept4 on a listening socket.
@@ -924,7 +942,8 @@ fn bulk_sender(fd: &OwnedFd, go: &AtomicBool, run_for: Duration, c: &Counters) {
         // SAFETY: write from our buffer.
         let r = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
         if r > 0 {
-            c.bulk_bytes.fetch_add(r as u64, Ordering::Relaxed);
+            c.bulk_bytes
+                .fetch_add(r.unsigned_abs() as u64, Ordering::Relaxed);
         }
     }
 }
@@ -949,6 +968,10 @@ fn neigh_growth(go: &AtomicBool, run_for: Duration, c: &Counters) {
 /// ARP requests for bond0's address from thousands of sender IPs, sent from
 /// netns `peer` over bond1; RPS spreads their receive over both CPUs, where
 /// `arp_process` adds neighbour entries in softirq.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "libc ABI: struct sizes and AF_* constants fit socklen_t and sa_family_t"
+)]
 fn arp_flood(go: &AtomicBool, run_for: Duration, c: &Counters) {
     if let Err(e) = enter_peer_netns() {
         eprintln!("vm-scenario: arp flood: {e}");
@@ -975,7 +998,7 @@ fn arp_flood(go: &AtomicBool, run_for: Duration, c: &Counters) {
     let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sll.sll_family = libc::AF_PACKET as u16;
     sll.sll_protocol = 0x0806u16.to_be();
-    sll.sll_ifindex = ifindex as i32;
+    sll.sll_ifindex = ifindex.cast_signed();
     sll.sll_halen = 6;
     sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
     wait_go(go);
@@ -1013,7 +1036,7 @@ fn arp_flood(go: &AtomicBool, run_for: Duration, c: &Counters) {
 }
 
 /// Connect and close as fast as possible: the peer's accept path clones the
-/// listener (`sk_clone_lock`) in softirq. Linger 0 avoids TIME_WAIT build-up.
+/// listener (`sk_clone_lock`) in softirq. Linger 0 avoids `TIME_WAIT` build-up.
 fn connect_storm(go: &AtomicBool, run_for: Duration, c: &Counters) {
     wait_go(go);
     let end = Instant::now() + run_for;
@@ -1037,8 +1060,8 @@ fn connect_storm(go: &AtomicBool, run_for: Duration, c: &Counters) {
     }
 }
 
-/// Groups of SO_REUSEPORT listeners: each group's socket array doubles as it
-/// grows (`__reuseport_alloc`, GFP_ATOMIC under a spinlock, order 1+).
+/// Groups of `SO_REUSEPORT` listeners: each group's socket array doubles as it
+/// grows (`__reuseport_alloc`, `GFP_ATOMIC` under a spinlock, order 1+).
 fn reuseport_groups(go: &AtomicBool, run_for: Duration, c: &Counters) {
     wait_go(go);
     let end = Instant::now() + run_for;

@@ -58,6 +58,10 @@ impl Attrs {
     }
 
     #[inline]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the 128-bit comm is hashed as its low and high halves"
+    )]
     fn hash(&self) -> u64 {
         hash_words(&[
             self.comm as u64,
@@ -146,6 +150,10 @@ pub(super) struct Vacant {
 pub(super) struct Cells {
     /// Interned attributes: `(attributes, id)`, ids in order of arrival.
     attrs: HashTable<(Attrs, u32)>,
+    #[expect(
+        clippy::struct_field_names,
+        reason = "the table of cells; `Cells` also holds the interned attributes"
+    )]
     cells: HashTable<Cell>,
     /// Entries held at most, in each table.
     limit: usize,
@@ -242,7 +250,7 @@ impl Cells {
 
     /// Reset every cell's per-interval count.
     pub fn start_interval(&mut self) {
-        for cell in self.cells.iter_mut() {
+        for cell in &mut self.cells {
             cell.stats.interval_failures = 0;
         }
     }

@@ -250,7 +250,7 @@ impl Aggregator {
     }
 
     /// Whether a record counts as warned: it reached `warn_alloc` and its
-    /// mask lacks `__GFP_NOWARN` (warn_alloc returns early for those).
+    /// mask lacks `__GFP_NOWARN` (`warn_alloc` returns early for those).
     #[must_use]
     pub fn is_warned(&self, ev: &FailureEvent) -> bool {
         ev.flags & EVENT_WARN_ALLOC != 0 && !self.gfp.is_nowarn(ev.gfp)

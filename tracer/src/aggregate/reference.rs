@@ -99,7 +99,10 @@ const COMMS: [&[u8]; 8] = [
 
 /// One record. `len` past the end of `stack` (truncated) or past the slots
 /// (a length the kernel never writes) tests the clamping.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per field of the generated record, drawn by proptest"
+)]
 fn record(
     comm: usize,
     garbage: bool,
@@ -250,12 +253,11 @@ impl Reference {
     fn add(&mut self, ev: &FailureEvent) -> (u32, bool) {
         let n = (ev.stack_len as usize).min(MAX_STACK_DEPTH);
         let raw = ev.stack[..n].to_vec();
-        let (sid, new) = match self.stacks.iter().position(|s| *s == raw) {
-            Some(i) => (u32::try_from(i).unwrap(), false),
-            None => {
-                self.stacks.push(raw.clone());
-                (u32::try_from(self.stacks.len() - 1).unwrap(), true)
-            }
+        let (sid, new) = if let Some(i) = self.stacks.iter().position(|s| *s == raw) {
+            (u32::try_from(i).unwrap(), false)
+        } else {
+            self.stacks.push(raw.clone());
+            (u32::try_from(self.stacks.len() - 1).unwrap(), true)
         };
         let (context, path, _) = self.describe(&raw);
         let (cause, outcome) = self.verdict(&raw, ev);
@@ -285,30 +287,29 @@ impl Reference {
             None if self.rows.len() >= self.cap => {
                 self.capped += 1;
                 let other = Match::Other(order, gfp, cause, outcome);
-                match self.rows.iter().position(|(m, _)| *m == other) {
-                    Some(i) => i,
-                    None => {
-                        let row = RefRow {
-                            key: RowKey {
-                                comm: Some(OTHER.to_owned()),
-                                tgid: None,
-                                cgroup_id: None,
-                                context: None,
-                                path: None,
-                                order,
-                                gfp,
-                                stack: None,
-                                cause,
-                                outcome,
-                            },
-                            stats: RowStats::NONE,
-                            cgroup: String::new(),
-                            cgroup_id: ev.cgroup_id,
-                            stacks: BTreeMap::new(),
-                        };
-                        self.rows.push((other, row));
-                        self.rows.len() - 1
-                    }
+                if let Some(i) = self.rows.iter().position(|(m, _)| *m == other) {
+                    i
+                } else {
+                    let row = RefRow {
+                        key: RowKey {
+                            comm: Some(OTHER.to_owned()),
+                            tgid: None,
+                            cgroup_id: None,
+                            context: None,
+                            path: None,
+                            order,
+                            gfp,
+                            stack: None,
+                            cause,
+                            outcome,
+                        },
+                        stats: RowStats::NONE,
+                        cgroup: String::new(),
+                        cgroup_id: ev.cgroup_id,
+                        stacks: BTreeMap::new(),
+                    };
+                    self.rows.push((other, row));
+                    self.rows.len() - 1
                 }
             }
             None => {

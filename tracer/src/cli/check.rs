@@ -32,7 +32,7 @@ use crate::{
 /// attaching it. Then the zones' free blocks per order and watermarks. With
 /// `--from` or `--sample`, says whether the failures come from
 /// fragmentation, exhaustion or a memory cgroup limit, and which
-/// min_free_kbytes / watermark_scale_factor values would have kept a reserve.
+/// `min_free_kbytes` / `watermark_scale_factor` values would have kept a reserve.
 ///
 /// Examples:
 ///   sudo pagefail check
@@ -41,6 +41,10 @@ use crate::{
 ///   sudo pagefail check --json --from failures.csv
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "clap flags, each independent of the others"
+)]
 pub struct CheckArgs {
     /// Verify attach styles by loading and attaching them (default when the
     /// process may load BPF programs).
@@ -358,7 +362,7 @@ fn vmstat_list(v: &VmStat) -> Vec<(String, u64)> {
 ///
 /// # Errors
 /// Unreadable memory-state files, an unreadable `--from` file, or a failed sample.
-pub fn run(args: CheckArgs, verbose: u8) -> anyhow::Result<()> {
+pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
     let features = KernelFeatures::detect();
     let tracefs_before = find_tracefs();
     let eff = caps::effective();

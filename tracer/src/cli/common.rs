@@ -20,6 +20,10 @@ use crate::{
 
 /// Which failures are traced (applied in the kernel).
 #[derive(Debug, Clone, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "clap flags, each independent of the others"
+)]
 pub struct FilterArgs {
     /// Only failures of this order or larger.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=15))]
@@ -37,11 +41,11 @@ pub struct FilterArgs {
     /// Ring buffer size in KiB (a power of two, 4 or more); default: 1 MiB per CPU, 2-64 MiB.
     #[arg(long, value_name = "KIB", value_parser = parse_ring_kib)]
     pub ring_kib: Option<u32>,
-    /// Do not attach the warn_alloc kprobe.
+    /// Do not attach the `warn_alloc` kprobe.
     #[arg(long)]
     pub no_warn_alloc: bool,
     /// Keep all capabilities while tracing (default: drop them all and set
-    /// no_new_privs once attached; see README, "Security").
+    /// `no_new_privs` once attached; see README, "Security").
     #[arg(long)]
     pub keep_caps: bool,
     /// Attach only the main program (cheapest per allocation). Kernels 5.12+

@@ -65,7 +65,7 @@ pub struct LogsArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub min_order: u32,
 
-    /// Only atomic requests (could not sleep: GFP_ATOMIC, GFP_NOWAIT).
+    /// Only atomic requests (could not sleep: `GFP_ATOMIC`, `GFP_NOWAIT`).
     #[arg(long)]
     pub atomic_only: bool,
 
@@ -88,10 +88,10 @@ struct ReportJson<'a> {
 ///
 /// # Errors
 /// When an input cannot be read or the CSV cannot be written.
-pub fn run(args: LogsArgs) -> anyhow::Result<()> {
+pub fn run(args: &LogsArgs) -> anyhow::Result<()> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    run_to(&args, &mut out)
+    run_to(args, &mut out)
 }
 
 /// [`run`], printing to `out` instead of standard output.

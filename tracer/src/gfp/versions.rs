@@ -4,7 +4,7 @@
 //! of each bit changed several times, so a mask is decoded with the table of
 //! the kernel that printed it. The eras, by the value of `GFP_ATOMIC`:
 //!
-//! | kernels    | GFP_ATOMIC  | GFP_KERNEL  | what changed |
+//! | kernels    | `GFP_ATOMIC`  | `GFP_KERNEL`  | what changed |
 //! | ---------- | ----------- | ----------- | ------------ |
 //! | <= 4.3     | `0x20`      | `0xd0`      | `__GFP_WAIT` 0x10 says "may sleep" |
 //! | 4.4 - 4.9  | `0x2080020` | `0x24000c0` | `__GFP_WAIT` split into direct/kswapd reclaim, `__GFP_ATOMIC` added |
@@ -57,17 +57,17 @@ pub fn parse_version(release: &str) -> Option<Version> {
 /// The gfp era a kernel belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Era {
-    /// 2.6 to 4.3: `__GFP_WAIT`, GFP_ATOMIC 0x20.
+    /// 2.6 to 4.3: `__GFP_WAIT`, `GFP_ATOMIC` 0x20.
     Wait,
-    /// 4.4 to 4.9: GFP_ATOMIC 0x2080020.
+    /// 4.4 to 4.9: `GFP_ATOMIC` 0x2080020.
     Reclaim44,
-    /// 4.10 to 4.17: GFP_ATOMIC 0x1080020.
+    /// 4.10 to 4.17: `GFP_ATOMIC` 0x1080020.
     Reclaim410,
-    /// 4.18 to 5.0: GFP_ATOMIC 0x480020.
+    /// 4.18 to 5.0: `GFP_ATOMIC` 0x480020.
     Reclaim418,
-    /// 5.1 to 6.2: GFP_ATOMIC 0xa20.
+    /// 5.1 to 6.2: `GFP_ATOMIC` 0xa20.
     Reordered51,
-    /// 6.3 on: GFP_ATOMIC 0x820.
+    /// 6.3 on: `GFP_ATOMIC` 0x820.
     NoAtomic63,
 }
 
@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(Era::of((7, 0, 0)), Era::NoAtomic63);
     }
 
-    /// GFP_ATOMIC / GFP_KERNEL of each era, as KERNEL.md lists them.
+    /// `GFP_ATOMIC` / `GFP_KERNEL` of each era, as KERNEL.md lists them.
     #[test]
     fn atomic_and_kernel_values_per_era() {
         let cases: [(&str, u64, u64); 9] = [

@@ -116,12 +116,11 @@ impl Analyzer {
             self.tables.insert(kernel.clone(), table);
         }
         let fallback;
-        let table = match self.tables.get(&kernel) {
-            Some(t) => t,
-            None => {
-                fallback = versions::table_for_kernel(&kernel);
-                &fallback
-            }
+        let table = if let Some(t) = self.tables.get(&kernel) {
+            t
+        } else {
+            fallback = versions::table_for_kernel(&kernel);
+            &fallback
         };
         analyze_with(
             r,
@@ -210,10 +209,9 @@ fn analyze_with(
 #[must_use]
 pub fn combine_context(hint: Section, from_frames: Context) -> Context {
     match (hint, from_frames) {
-        (Section::Softirq, _) => Context::Softirq,
         (Section::Nmi, _) => Context::Hardirq,
-        (Section::Irq, c @ (Context::Softirq | Context::Hardirq)) => c,
-        (Section::Irq, _) => Context::Softirq,
-        (Section::None | Section::Task, c) => c,
+        (Section::Irq, c @ (Context::Softirq | Context::Hardirq))
+        | (Section::None | Section::Task, c) => c,
+        (Section::Softirq | Section::Irq, _) => Context::Softirq,
     }
 }

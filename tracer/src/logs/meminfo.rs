@@ -8,7 +8,7 @@ use super::lines::leading_u64;
 
 /// Most zones a report keeps (nodes x zones); more are counted, not stored.
 const MAX_ZONES: usize = 32;
-/// Orders kept per zone (MAX_ORDER is 11 on x86, up to 14 elsewhere).
+/// Orders kept per zone (`MAX_ORDER` is 11 on x86, up to 14 elsewhere).
 const MAX_ORDERS: usize = 16;
 
 /// One zone of one node at the failure time.

@@ -18,13 +18,13 @@
 //! 5. otherwise **not explained by the state now** (a transient burst).
 //!
 //! Watermark arithmetic follows `__setup_per_zone_wmarks` and
-//! `__zone_watermark_ok` in mm/page_alloc.c
+//! `__zone_watermark_ok` in `mm/page_alloc.c`
 //! (<https://elixir.bootlin.com/linux/v6.18/source/mm/page_alloc.c>):
 //! a zone's min is `min_free_kbytes` (in pages) times its share of lowmem;
 //! `low - min = high - low = max(min / 4, managed * watermark_scale_factor / 10000)`;
-//! `__GFP_HIGH` may take half of min, a non-blocking GFP_ATOMIC a further
+//! `__GFP_HIGH` may take half of min, a non-blocking `GFP_ATOMIC` a further
 //! quarter of the rest (down to 3/8 of min); requests without `__GFP_HIGH`
-//! (GFP_NOWAIT) may not go below min at all.
+//! (`GFP_NOWAIT`) may not go below min at all.
 
 use std::time::SystemTime;
 
@@ -42,8 +42,8 @@ pub const MIN_FREE_KBYTES_DEFAULT_CEILING: u64 = 262_144;
 /// about 5.18), in units of 0.01% of a zone's memory.
 pub const WATERMARK_SCALE_FACTOR_MIN: u64 = 1;
 pub const WATERMARK_SCALE_FACTOR_MAX: u64 = 3000;
-/// pagefail never advises more than this share of lowmem for min_free_kbytes
-/// (khugepaged caps its own raise of min_free_kbytes at 5% of lowmem too).
+/// pagefail never advises more than this share of lowmem for `min_free_kbytes`
+/// (khugepaged caps its own raise of `min_free_kbytes` at 5% of lowmem too).
 pub const ADVISED_MAX_PERCENT: u64 = 5;
 
 /// The kernel's boot-time default: `int_sqrt(lowmem_kb * 16)` = 4 * sqrt(lowmem kB),
@@ -86,6 +86,10 @@ impl Cause {
 
 /// The gfp facts the rules need, from a row's flag names and hex mask.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one bit per gfp flag, as the kernel mask has them"
+)]
 pub struct GfpMarks {
     pub nowarn: bool,
     pub noretry: bool,
@@ -116,7 +120,7 @@ impl GfpMarks {
         let mut m = Self::default();
         for name in row.gfp_flags.split('|').map(str::trim) {
             match name {
-                "__GFP_NOWARN" => m.nowarn = true,
+                "__GFP_NOWARN" | "GFP_TRANSHUGE_LIGHT" => m.nowarn = true,
                 "__GFP_NORETRY" => m.noretry = true,
                 "__GFP_ACCOUNT" | "__GFP_KMEMCG" => m.account = true,
                 "__GFP_HIGH" | "GFP_ATOMIC" => m.high = true,
@@ -132,7 +136,6 @@ impl GfpMarks {
                     m.account = true;
                     m.direct_reclaim = true;
                 }
-                "GFP_TRANSHUGE_LIGHT" => m.nowarn = true,
                 "GFP_TRANSHUGE" => {
                     m.nowarn = true;
                     m.direct_reclaim = true;
@@ -242,7 +245,13 @@ fn blocks_per_second(rows: &[&SummaryRow]) -> u64 {
     let secs = span(|r| &r.first_seen, |r| &r.last_seen)
         .or_else(|| span(|r| &r.window_start, |r| &r.window_end))
         .map_or(1.0, |d| d.as_secs_f64().max(1.0));
-    ((failures as f64 / secs).ceil() as u64).max(1)
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a non-negative rate far below 2^64; `as` saturates"
+    )]
+    let rate = (failures as f64 / secs).ceil() as u64;
+    rate.max(1)
 }
 
 fn example(row: &SummaryRow, order: u32) -> String {
@@ -464,9 +473,8 @@ fn min_free_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64, marks: GfpMarks)
              much, so kswapd keeps that much more free too{}",
             if capped {
                 format!(
-                    "; the demand needs {} KiB, over pagefail's bound of {ADVISED_MAX_PERCENT}% \
-                     of lowmem ({cap_kb} KiB): watermarks alone cannot cover this burst",
-                    wanted_kb
+                    "; the demand needs {wanted_kb} KiB, over pagefail's bound of {ADVISED_MAX_PERCENT}% \
+                     of lowmem ({cap_kb} KiB): watermarks alone cannot cover this burst"
                 )
             } else {
                 String::new()

@@ -217,8 +217,8 @@ impl Snapshot {
         self.buddy.iter().find(|b| b.node == node && b.zone == zone)
     }
 
-    /// Pages of all lowmem zones (what min_free_kbytes is spread over):
-    /// managed pages of every zone but HighMem and Movable, as in
+    /// Pages of all lowmem zones (what `min_free_kbytes` is spread over):
+    /// managed pages of every zone but `HighMem` and Movable, as in
     /// `__setup_per_zone_wmarks`.
     #[must_use]
     pub fn lowmem_pages(&self) -> u64 {

@@ -10,8 +10,8 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// The capabilities tracing needs, by name, and whether `eff` holds each:
-/// CAP_BPF and CAP_PERFMON (5.8+) or CAP_SYS_ADMIN to load and attach,
-/// CAP_SYSLOG to read kernel addresses from /proc/kallsyms (symbolized stacks).
+/// `CAP_BPF` and `CAP_PERFMON` (5.8+) or `CAP_SYS_ADMIN` to load and attach,
+/// `CAP_SYSLOG` to read kernel addresses from /proc/kallsyms (symbolized stacks).
 #[must_use]
 pub fn listed(eff: u64) -> [(&'static str, bool); 4] {
     let has = |c: u32| eff & (1 << c) != 0;

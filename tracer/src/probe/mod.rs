@@ -75,6 +75,10 @@ pub enum ProbeError {
 
 /// Kernel-side filters and sizes.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent options, one per command-line flag"
+)]
 pub struct ProbeConfig {
     pub min_order: u32,
     pub atomic_only: bool,
@@ -272,7 +276,7 @@ impl Tracer {
         })?;
         let layout = RecordLayout::from_format(&format)?;
 
-        let cpus = aya::util::online_cpus().map(|c| c.len()).unwrap_or(1);
+        let cpus = aya::util::online_cpus().map_or(1, |c| c.len());
         let ring_bytes = cfg.ring_bytes.unwrap_or_else(|| default_ring_bytes(cpus));
         let atomic_only = u32::from(cfg.atomic_only);
         let tgid = cfg.tgid.unwrap_or(0);
@@ -342,8 +346,8 @@ impl Tracer {
         log::debug!(
             "attach timing: checks and tables {checked:?}, object and maps {:?}, \
              programs loaded and attached {:?}",
-            loaded - checked,
-            attach_time - loaded
+            loaded.checked_sub(checked).unwrap(),
+            attach_time.checked_sub(loaded).unwrap()
         );
         let mut links = style_links;
 

@@ -132,7 +132,7 @@ impl KernelFeatures {
         self.version.is_none_or(|v| v.at_least(5, 8))
     }
 
-    /// Whether CAP_BPF and CAP_PERFMON exist (5.8+); before, CAP_SYS_ADMIN is needed.
+    /// Whether `CAP_BPF` and `CAP_PERFMON` exist (5.8+); before, `CAP_SYS_ADMIN` is needed.
     #[must_use]
     pub fn has_cap_bpf(&self) -> bool {
         self.version.is_none_or(|v| v.at_least(5, 8))

@@ -153,7 +153,7 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
         if upto.is_empty() {
             "-".to_owned()
         } else {
-            format!("0 lost up to {:.0}/s achieved", max_clean)
+            format!("0 lost up to {max_clean:.0}/s achieved")
         },
         zero_lost,
     );

@@ -83,7 +83,7 @@ fn start_variant(bins: &Bins, variant: &str) -> anyhow::Result<Option<Tool>> {
             let t = Tool::spawn(perf_cmd(&["sleep", "300"]))?;
             // perf record prints nothing when it is ready; its attach takes
             // ~130 ms here.
-            std::thread::sleep(Duration::from_millis(1000));
+            std::thread::sleep(Duration::from_secs(1));
             t
         }
         other => bail!("unknown variant {other}"),

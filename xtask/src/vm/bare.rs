@@ -39,7 +39,7 @@ use crate::elf;
 pub const KERNEL: &str = "6.1";
 
 /// Hard wall-clock limit of the guest.
-pub const GUEST_TIMEOUT: Duration = Duration::from_secs(120);
+pub const GUEST_TIMEOUT: Duration = Duration::from_mins(2);
 
 /// The only files the archive may hold.
 const FILES: [&str; 2] = ["init", "pagefail"];
@@ -149,7 +149,7 @@ fn try_run(ver: &str, out: &mut Outcome) -> Result<()> {
     let mut cfg = QemuConfig::new(&name);
     cfg.timeout = GUEST_TIMEOUT;
     let run = qemu::run(&k, &image, &cfg)?;
-    out.log = run.log.clone();
+    out.log.clone_from(&run.log);
     guest_checks(&run.console, &run.sections.present, out);
     Ok(())
 }

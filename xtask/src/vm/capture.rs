@@ -150,8 +150,7 @@ fn capture_host() -> Result<Captured> {
             .args(["-t", "tracefs", "nodev"])
             .arg(tracing)
             .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
+            .is_ok_and(|s| s.success());
         if !ok {
             bail!("cannot mount tracefs on {}: run as root", tracing.display());
         }
@@ -204,12 +203,11 @@ fn write_fixtures(ver: &str, c: &Captured) -> Result<()> {
     let mut absent = Vec::new();
     for (name, text) in &c.files {
         let path = proc_dir.join(name);
-        match text {
-            Some(t) => write(&path, t)?,
-            None => {
-                absent.push(*name);
-                let _ = fs::remove_file(&path);
-            }
+        if let Some(t) = text {
+            write(&path, t)?;
+        } else {
+            absent.push(*name);
+            let _ = fs::remove_file(&path);
         }
     }
     let yes = |b: bool| if b { "yes" } else { "no" };

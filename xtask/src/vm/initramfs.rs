@@ -164,7 +164,7 @@ impl Initramfs {
         let mut guest_dep = String::new();
         for rel in &order {
             let host = kernel.modules_dir.join(rel);
-            let data = if rel.ends_with(".xz") {
+            let data = if Path::new(rel).extension().is_some_and(|e| e == "xz") {
                 let out = Command::new("xz")
                     .arg("-dc")
                     .arg(&host)
@@ -202,7 +202,8 @@ impl Initramfs {
                 Node::Symlink(t) => (0o120_777, t.as_bytes(), (0, 0)),
                 Node::CharDev { major, minor, mode } => (0o020_000 | mode, &[], (*major, *minor)),
             };
-            push_entry(&mut out, ino as u32 + 1, name, mode, data, rdev)?;
+            let ino = u32::try_from(ino + 1).context("too many initramfs entries")?;
+            push_entry(&mut out, ino, name, mode, data, rdev)?;
         }
         push_entry(&mut out, 0, "TRAILER!!!", 0, &[], (0, 0))?;
         if let Some(dir) = path.parent() {

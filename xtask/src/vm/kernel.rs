@@ -215,8 +215,12 @@ fn depmod(root: &Path, modules_dir: &Path, release: &str) -> Result<()> {
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
-        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
-    ensure!(status.success(), "{:?} failed: {status}", cmd.get_program());
+        .with_context(|| format!("starting {}", cmd.get_program().display()))?;
+    ensure!(
+        status.success(),
+        "{} failed: {status}",
+        cmd.get_program().display()
+    );
     Ok(())
 }
 

@@ -40,7 +40,7 @@ impl QemuConfig {
             name: name.to_owned(),
             memory_mb: 256,
             cpus: 2,
-            timeout: Duration::from_secs(120),
+            timeout: Duration::from_mins(2),
             append: "quiet loglevel=1".to_owned(),
             extra_args: Vec::new(),
         }

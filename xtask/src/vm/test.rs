@@ -18,7 +18,7 @@
 //! 3. creates every traffic thread and the fragmenter process, fragments memory
 //!    until no free block of order >= 1 remains, then releases the traffic
 //!    (neighbour growth, ARP flood with RPS, 8 bulk TCP flows, a
-//!    connect/close storm, SO_REUSEPORT groups) for a bounded time;
+//!    connect/close storm, `SO_REUSEPORT` groups) for a bounded time;
 //! 4. quiesces: joins the traffic, lets the fragmenter exit (its memory
 //!    merges back into high-order blocks), waits 2 s, closes the tracefs
 //!    window, then stops pagefail with SIGINT.
@@ -28,18 +28,18 @@
 //! memory is not fragmented, so no order >= 1 allocation fails there: both
 //! windows hold the same failures. The check is therefore exact equality of
 //! pagefail's matched count (recorded + lost) with the tracefs count, with the
-//! instance's overrun and dropped counters at 0, and of the warn_alloc kprobe
+//! instance's overrun and dropped counters at 0, and of the `warn_alloc` kprobe
 //! counts. The CSV's (order, gfp names) totals must equal what tracefs printed
 //! (exactly when nothing was lost).
 //!
 //! # Attach styles
 //! `--attach raw_tp|tp_btf|tracepoint` forces pagefail's style in the guest
-//! (`PAGEFAIL_ATTACH`). Measured: raw_tp and tp_btf equal tracefs exactly on
+//! (`PAGEFAIL_ATTACH`). Measured: `raw_tp` and `tp_btf` equal tracefs exactly on
 //! 5.10, 6.1 and 6.12 (they need the enter/main/nested/exit programs of
 //! tracer-ebpf on 6.1 and 6.12, whose `__bpf_trace_run` skips a program
 //! nested in itself). The classic tracepoint does not: its program and the
-//! warn_alloc kprobe share the per-CPU `bpf_prog_active` guard, so events nested
-//! in either are skipped by the kernel (0.1-0.7% of failures, and of warn_alloc
+//! `warn_alloc` kprobe share the per-CPU `bpf_prog_active` guard, so events nested
+//! in either are skipped by the kernel (0.1-0.7% of failures, and of `warn_alloc`
 //! entries, in these runs); it is only pagefail's last fallback.
 //!
 //! # Time
@@ -84,7 +84,7 @@ pub struct TestArgs {
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Force pagefail's attach style in the guest (`PAGEFAIL_ATTACH`):
-    /// raw_tp, tp_btf or tracepoint; default: pagefail's own choice.
+    /// `raw_tp`, `tp_btf` or tracepoint; default: pagefail's own choice.
     #[arg(long)]
     pub attach: Option<String>,
 }
@@ -102,9 +102,9 @@ pub struct Check {
 pub struct Row {
     pub kernel: String,
     pub release: String,
-    /// mm_page_alloc attach style pagefail chose (raw tracepoint, tp_btf, ...).
+    /// `mm_page_alloc` attach style pagefail chose (raw tracepoint, `tp_btf`, ...).
     pub style: String,
-    /// Whether pagefail attached its warn_alloc kprobe.
+    /// Whether pagefail attached its `warn_alloc` kprobe.
     pub warn_probe: String,
     pub paths: Vec<String>,
     pub pf_matched: Option<u64>,
@@ -559,7 +559,7 @@ fn check_into(
         .and_then(|(_, r)| r.split_once(')'))
         .map_or_else(|| "?".to_owned(), |(s, _)| s.to_owned());
     let probe = stderr.contains("warn_alloc kprobe attached");
-    row.warn_probe = if probe { "attached" } else { "not attached" }.to_owned();
+    if probe { "attached" } else { "not attached" }.clone_into(&mut row.warn_probe);
     row.pf_matched = number_after(summary, "failures matching the filters: ");
     row.pf_recorded = summary
         .split_once("failures matching the filters: ")
