@@ -76,12 +76,12 @@ fn memcg_failures_have_cause_memcg_and_the_kvmalloc_outcomes() {
     let output = watch.wait_with_output().expect("wait pagefail");
     let stderr = reader.join().expect("stderr reader");
     remove_cgroup(&cg);
-    assert!(
-        out.status.success(),
-        "trigger failed: {text} {trigger_err}"
-    );
+    assert!(out.status.success(), "trigger failed: {text} {trigger_err}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "pagefail failed: {stderr}\n{stdout}");
+    assert!(
+        output.status.success(),
+        "pagefail failed: {stderr}\n{stdout}"
+    );
     let pid: String = text
         .split_whitespace()
         .find_map(|w| w.strip_prefix("pid="))
@@ -108,7 +108,10 @@ fn memcg_failures_have_cause_memcg_and_the_kvmalloc_outcomes() {
         .iter()
         .find(|r| r.order == Some(6))
         .unwrap_or_else(|| panic!("no order-6 row: {mine:#?}"));
-    assert_eq!(try_row.outcome, "fallback", "kvmalloc's kmalloc try: {try_row:?}");
+    assert_eq!(
+        try_row.outcome, "fallback",
+        "kvmalloc's kmalloc try: {try_row:?}"
+    );
     assert!(try_row.top_stack.contains("alloc_fdtable"), "{try_row:?}");
     let page_rows: Vec<&&SummaryRow> = mine
         .iter()
@@ -150,10 +153,16 @@ fn memcg_failures_have_cause_memcg_and_the_kvmalloc_outcomes() {
         .map(|r| r.failures)
         .sum();
     assert_eq!(summary.failures_by_cause.get("memcg"), Some(&memcg_rows));
-    let terminal = summary.failures_by_outcome.get("terminal").copied().unwrap_or(0);
+    let terminal = summary
+        .failures_by_outcome
+        .get("terminal")
+        .copied()
+        .unwrap_or(0);
     assert!(terminal >= 1, "{summary:?}");
     assert!(
-        line.starts_with(&format!("recorded failures by outcome: terminal {terminal},")),
+        line.starts_with(&format!(
+            "recorded failures by outcome: terminal {terminal},"
+        )),
         "{line}"
     );
     assert_eq!(summary.failures, summary.lost + total, "{summary:?}");

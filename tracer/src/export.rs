@@ -133,7 +133,10 @@ impl RunSummary {
                 }
             };
             *self.failures_by_cause.entry(key(&row.cause)).or_default() += row.failures;
-            *self.failures_by_outcome.entry(key(&row.outcome)).or_default() += row.failures;
+            *self
+                .failures_by_outcome
+                .entry(key(&row.outcome))
+                .or_default() += row.failures;
             self.warned += row.warned;
         }
     }

@@ -117,7 +117,11 @@ fn group_by_fewer_keys_merges_rows_and_blanks_columns() {
     assert_eq!(rows.len(), 3, "{rows:#?}");
     assert_eq!((rows[0].comm.as_str(), rows[0].failures), ("dup", 2));
     assert_ne!(rows[0].outcome, "");
-    let dup: u64 = rows.iter().filter(|r| r.comm == "dup").map(|r| r.failures).sum();
+    let dup: u64 = rows
+        .iter()
+        .filter(|r| r.comm == "dup")
+        .map(|r| r.failures)
+        .sum();
     assert_eq!(dup, 3);
     assert_eq!(rows[0].pid, "");
     assert_eq!(rows[0].order, None);

@@ -163,9 +163,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
             &session.tracer.warn_alloc,
             &session.drops,
         );
-        crate::export::write_atomically(path, |w| {
-            crate::export::write_summary_json(w, &summary)
-        })?;
+        crate::export::write_atomically(path, |w| crate::export::write_summary_json(w, &summary))?;
     }
     args.output.write_memory(&memory.borrow())
 }
@@ -322,7 +320,11 @@ fn outcome_headline(rows: &[(&crate::aggregate::RowKey, RowStats)], interval: Du
         recent[slot] += r.interval_failures;
     }
     let secs = interval.as_secs_f64().max(0.001);
-    let (t, f, u) = (Outcome::Terminal as usize, Outcome::Fallback as usize, Outcome::Unknown as usize);
+    let (t, f, u) = (
+        Outcome::Terminal as usize,
+        Outcome::Fallback as usize,
+        Outcome::Unknown as usize,
+    );
     format!(
         "  terminal failures {} ({:.1}/s)   fallbacks {} ({:.1}/s)   unknown outcome {}\n",
         total[t],

@@ -837,13 +837,25 @@ mod tests {
         let snap = snapshot("advice-fragmented");
         // skb_segment's NOWARN failure is a drop: terminal, so it is judged
         // on the zone (fragmentation here), not waved off as NOWARN.
-        let mut terminal = row(K61, 3, "0x2a20", "GFP_ATOMIC|__GFP_NOWARN", 500, 5, NET_STACK);
+        let mut terminal = row(
+            K61,
+            3,
+            "0x2a20",
+            "GFP_ATOMIC|__GFP_NOWARN",
+            500,
+            5,
+            NET_STACK,
+        );
         terminal.cause = "zone".into();
         terminal.outcome = "terminal".into();
         let a = advise(std::slice::from_ref(&terminal), &snap, None);
         assert_eq!(a.findings[0].cause, Cause::Fragmentation, "{a:?}");
         assert_eq!(a.recommendations.len(), 1);
-        assert!(a.verdict.starts_with("500 terminal failures"), "{}", a.verdict);
+        assert!(
+            a.verdict.starts_with("500 terminal failures"),
+            "{}",
+            a.verdict
+        );
         // A warned failure whose caller falls back (neigh_hash_alloc): no change.
         let mut fallback = atomic_order3(30_000, 2);
         fallback.cause = "zone".into();
@@ -860,7 +872,11 @@ mod tests {
             let a = advise(&[r], &snap, None);
             assert_eq!(a.findings[0].cause, expected);
             assert!(a.recommendations.is_empty(), "{a:?}");
-            assert!(a.verdict.contains("no sysctl change helps"), "{}", a.verdict);
+            assert!(
+                a.verdict.contains("no sysctl change helps"),
+                "{}",
+                a.verdict
+            );
         }
     }
 

@@ -36,8 +36,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use self::rules::{Outcome, OutcomeRuleError};
 use self::rules::{Cond, Rule, Verdict};
+pub use self::rules::{Outcome, OutcomeRuleError};
 use crate::{
     classify::{Frame, context_entry},
     gfp::GfpTable,
@@ -150,7 +150,8 @@ impl OutcomeRules {
             // A frame whose first candidate holds unconditionally ends the walk.
             let ends = candidates.first().is_some_and(|&i| {
                 let rule = &self.rules[usize::from(i)];
-                rule.verdict != Verdict::Pass && rule.when.iter().all(|c| matches!(c, Cond::Under(_)))
+                rule.verdict != Verdict::Pass
+                    && rule.when.iter().all(|c| matches!(c, Cond::Under(_)))
             });
             steps.push(candidates.into_boxed_slice());
             if ends {

@@ -127,11 +127,15 @@ pub enum OutcomeRuleError {
         "line {line}: missing the {field} (a rule is `outcome kind pattern when kernels reason`)"
     )]
     MissingField { line: usize, field: &'static str },
-    #[error("line {line}: unknown outcome `{found}` (expected fallback, terminal, unknown or pass)")]
+    #[error(
+        "line {line}: unknown outcome `{found}` (expected fallback, terminal, unknown or pass)"
+    )]
     UnknownOutcome { line: usize, found: String },
     #[error("line {line}: unknown kind `{found}` (expected exact or prefix)")]
     UnknownKind { line: usize, found: String },
-    #[error("line {line}: bad pattern `{found}`: a function name holds only ASCII letters, digits and `_`")]
+    #[error(
+        "line {line}: bad pattern `{found}`: a function name holds only ASCII letters, digits and `_`"
+    )]
     BadPattern { line: usize, found: String },
     #[error(
         "line {line}: bad condition `{found}` (expected -, gfp+NAME, gfp-NAME, order=N, order>=N, order<=N or under=PREFIX)"
@@ -142,10 +146,7 @@ pub enum OutcomeRuleError {
 }
 
 fn is_name(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Parse rules from `text`, in file order.
@@ -174,9 +175,7 @@ fn parse_line(line: usize, raw: &str) -> Result<Option<Rule>, OutcomeRuleError> 
     }
     let mut field = |name: &'static str| -> Result<&str, OutcomeRuleError> {
         let text = rest;
-        let end = text
-            .find(char::is_whitespace)
-            .unwrap_or(text.len());
+        let end = text.find(char::is_whitespace).unwrap_or(text.len());
         if end == 0 {
             return Err(OutcomeRuleError::MissingField { line, field: name });
         }
@@ -195,15 +194,16 @@ fn parse_line(line: usize, raw: &str) -> Result<Option<Rule>, OutcomeRuleError> 
             field: "reason",
         });
     }
-    let verdict = match outcome {
-        "pass" => Verdict::Pass,
-        other => Verdict::Is(Outcome::parse(other).ok_or_else(|| {
-            OutcomeRuleError::UnknownOutcome {
-                line,
-                found: other.to_owned(),
-            }
-        })?),
-    };
+    let verdict =
+        match outcome {
+            "pass" => Verdict::Pass,
+            other => Verdict::Is(Outcome::parse(other).ok_or_else(|| {
+                OutcomeRuleError::UnknownOutcome {
+                    line,
+                    found: other.to_owned(),
+                }
+            })?),
+        };
     let kind = match kind {
         "exact" => Kind::Exact,
         "prefix" => Kind::Prefix,
@@ -311,7 +311,10 @@ mod tests {
         let err = |text: &str| parse(text).unwrap_err();
         assert!(matches!(
             err("fallback exact f - -"),
-            OutcomeRuleError::MissingField { line: 1, field: "reason" }
+            OutcomeRuleError::MissingField {
+                line: 1,
+                field: "reason"
+            }
         ));
         assert!(matches!(
             err("\nmaybe exact f - - why"),

@@ -44,10 +44,8 @@ const SLAB_SKB_ACK: &str = "allocate_slab ___slab_alloc __kmem_cache_alloc_node 
 const SEGMENT: &str = "__kmalloc_large_node __kmalloc_node_track_caller kmalloc_reserve __alloc_skb skb_segment tcp_gso_segment inet_gso_segment";
 const CLONE: &str = "allocate_slab ___slab_alloc kmem_cache_alloc sk_prot_alloc sk_clone_lock inet_csk_clone_lock tcp_create_openreq_child tcp_v4_syn_recv_sock";
 const NEIGH_HASH: &str = "neigh_hash_alloc ___neigh_create ip_finish_output2 ip_output";
-const NEIGH_SLAB: &str =
-    "allocate_slab ___slab_alloc __kmem_cache_alloc_node __kmalloc neigh_hash_alloc ___neigh_create";
-const REUSEPORT: &str =
-    "__kmalloc_large_node __kmalloc __reuseport_alloc reuseport_grow reuseport_add_sock __inet_hash";
+const NEIGH_SLAB: &str = "allocate_slab ___slab_alloc __kmem_cache_alloc_node __kmalloc neigh_hash_alloc ___neigh_create";
+const REUSEPORT: &str = "__kmalloc_large_node __kmalloc __reuseport_alloc reuseport_grow reuseport_add_sock __inet_hash";
 const FDTABLE_TRY: &str = "___kmalloc_large_node __kmalloc_large_node_noprof __kvmalloc_node_noprof alloc_fdtable expand_files ksys_dup3";
 const FDTABLE_VMALLOC_BULK: &str = "alloc_pages_bulk_noprof __vmalloc_area_node __vmalloc_node_range_noprof __kvmalloc_node_noprof alloc_fdtable expand_files";
 const FDTABLE_VMALLOC_PAGE: &str = "__vmalloc_area_node __vmalloc_node_range_noprof __kvmalloc_node_noprof alloc_fdtable expand_files";
@@ -55,8 +53,14 @@ const FDTABLE_VMALLOC_PAGE: &str = "__vmalloc_area_node __vmalloc_node_range_nop
 #[test]
 fn slab_first_try_is_a_fallback_and_its_retry_goes_to_the_caller() {
     // The first try carries the NORETRY slab adds: fallback, whatever the caller.
-    assert_eq!(outcome(SLAB_SKB_ACK, ATOMIC | NOWARN_NORETRY, 2), Outcome::Fallback);
-    assert_eq!(outcome(CLONE, ATOMIC | NOWARN_NORETRY, 3), Outcome::Fallback);
+    assert_eq!(
+        outcome(SLAB_SKB_ACK, ATOMIC | NOWARN_NORETRY, 2),
+        Outcome::Fallback
+    );
+    assert_eq!(
+        outcome(CLONE, ATOMIC | NOWARN_NORETRY, 3),
+        Outcome::Fallback
+    );
     // The retry: the ACK is re-sent from the delayed-ACK timer; the clone is lost.
     assert_eq!(outcome(SLAB_SKB_ACK, ATOMIC | 0x2000, 1), Outcome::Fallback);
     assert_eq!(outcome(CLONE, ATOMIC | 0x2000, 1), Outcome::Terminal);
@@ -74,16 +78,31 @@ fn network_sites_of_the_vm_run_get_their_outcome() {
 #[test]
 fn kvmalloc_try_falls_back_and_the_vmalloc_page_is_terminal() {
     assert_eq!(outcome(FDTABLE_TRY, 0x4428c0, 6), Outcome::Fallback);
-    assert_eq!(outcome(FDTABLE_VMALLOC_BULK, KERNEL_ACCOUNT, 0), Outcome::Fallback);
-    assert_eq!(outcome(FDTABLE_VMALLOC_PAGE, KERNEL_ACCOUNT, 0), Outcome::Terminal);
+    assert_eq!(
+        outcome(FDTABLE_VMALLOC_BULK, KERNEL_ACCOUNT, 0),
+        Outcome::Fallback
+    );
+    assert_eq!(
+        outcome(FDTABLE_VMALLOC_PAGE, KERNEL_ACCOUNT, 0),
+        Outcome::Terminal
+    );
     // A huge-page vmalloc area is retried with small pages.
-    assert_eq!(outcome(FDTABLE_VMALLOC_PAGE, KERNEL_ACCOUNT, 9), Outcome::Fallback);
+    assert_eq!(
+        outcome(FDTABLE_VMALLOC_PAGE, KERNEL_ACCOUNT, 9),
+        Outcome::Fallback
+    );
 }
 
 #[test]
 fn an_unnamed_frame_or_the_context_entry_ends_the_walk_unknown() {
-    assert_eq!(outcome("some_driver_refill __alloc_skb", ATOMIC, 1), Outcome::Unknown);
-    assert_eq!(outcome("__alloc_skb some_driver_poll", ATOMIC, 1), Outcome::Unknown);
+    assert_eq!(
+        outcome("some_driver_refill __alloc_skb", ATOMIC, 1),
+        Outcome::Unknown
+    );
+    assert_eq!(
+        outcome("__alloc_skb some_driver_poll", ATOMIC, 1),
+        Outcome::Unknown
+    );
     // A softirq entry: frames beyond it belong to the interrupted code.
     assert_eq!(
         outcome(
@@ -172,7 +191,11 @@ fn causes_follow_the_evidence() {
 
 #[test]
 fn lock_free_tries_are_seen_in_the_stack() {
-    assert!(is_nolock(&frames("alloc_frozen_pages_nolock_noprof alloc_pages_nolock_noprof bpf_map_alloc_pages")));
-    assert!(is_nolock(&frames("try_alloc_pages_noprof bpf_map_alloc_pages")));
+    assert!(is_nolock(&frames(
+        "alloc_frozen_pages_nolock_noprof alloc_pages_nolock_noprof bpf_map_alloc_pages"
+    )));
+    assert!(is_nolock(&frames(
+        "try_alloc_pages_noprof bpf_map_alloc_pages"
+    )));
     assert!(!is_nolock(&frames(SLAB_SKB_ACK)));
 }

@@ -812,28 +812,59 @@ fn expected_outcome(leaf_first: &[&str], gfp_flags: &str, order: u32) -> Option<
             // slab's first try at its preferred order (allocate_slab adds
             // NORETRY); the retry at the minimum order is handed up.
             "allocate_slab" if i == 0 && noretry => return Some("fallback"),
-            "allocate_slab" | "___slab_alloc" | "__slab_alloc" | "new_slab"
-            | "kmem_cache_alloc" | "kmem_cache_alloc_node" | "__kmem_cache_alloc_node"
-            | "kmem_cache_alloc_lru" | "__kmalloc" | "__kmalloc_node"
-            | "__kmalloc_node_track_caller" | "__kmalloc_large_node"
-            | "___kmalloc_large_node" | "kmalloc_large_node" | "kmalloc_large"
-            | "kmalloc_order" | "kmalloc_order_trace" | "kmalloc_trace"
-            | "__kmalloc_cache" | "kmalloc_reserve" | "__alloc_skb" | "pskb_expand_head"
-            | "__pskb_pull_tail" | "sk_prot_alloc" | "inet_csk_clone_lock"
+            "allocate_slab"
+            | "___slab_alloc"
+            | "__slab_alloc"
+            | "new_slab"
+            | "kmem_cache_alloc"
+            | "kmem_cache_alloc_node"
+            | "__kmem_cache_alloc_node"
+            | "kmem_cache_alloc_lru"
+            | "__kmalloc"
+            | "__kmalloc_node"
+            | "__kmalloc_node_track_caller"
+            | "__kmalloc_large_node"
+            | "___kmalloc_large_node"
+            | "kmalloc_large_node"
+            | "kmalloc_large"
+            | "kmalloc_order"
+            | "kmalloc_order_trace"
+            | "kmalloc_trace"
+            | "__kmalloc_cache"
+            | "kmalloc_reserve"
+            | "__alloc_skb"
+            | "pskb_expand_head"
+            | "__pskb_pull_tail"
+            | "sk_prot_alloc"
+            | "inet_csk_clone_lock"
             | "__skb_unclone_keeptruesize" => {}
             // The code that allocated retries itself, later or smaller.
-            "__tcp_send_ack" | "tcp_stream_alloc_skb" | "sk_stream_alloc_skb"
-            | "tcp_fragment" | "tso_fragment" | "neigh_hash_alloc" => return Some("fallback"),
+            "__tcp_send_ack"
+            | "tcp_stream_alloc_skb"
+            | "sk_stream_alloc_skb"
+            | "tcp_fragment"
+            | "tso_fragment"
+            | "neigh_hash_alloc" => return Some("fallback"),
             "skb_page_frag_refill" if order > 0 => return Some("fallback"),
             "alloc_one_pg_vec_page" => {
                 return Some(if noretry { "fallback" } else { "terminal" });
             }
             // The caller gets nothing: a packet not sent or dropped, a
             // connection refused, an error to the system call.
-            "skb_segment" | "validate_xmit_skb" | "arp_create" | "tcp_make_synack"
-            | "sk_clone_lock" | "__reuseport_alloc" | "___neigh_create" | "__neigh_create"
-            | "neigh_alloc" | "__neigh_notify" | "__netdev_alloc_skb" | "__napi_alloc_skb"
-            | "napi_alloc_skb" | "tcp_send_active_reset" => return Some("terminal"),
+            "skb_segment"
+            | "validate_xmit_skb"
+            | "arp_create"
+            | "tcp_make_synack"
+            | "sk_clone_lock"
+            | "__reuseport_alloc"
+            | "___neigh_create"
+            | "__neigh_create"
+            | "neigh_alloc"
+            | "__neigh_notify"
+            | "__netdev_alloc_skb"
+            | "__napi_alloc_skb"
+            | "napi_alloc_skb"
+            | "tcp_send_active_reset" => return Some("terminal"),
             _ => return None,
         }
     }
@@ -843,11 +874,7 @@ fn expected_outcome(leaf_first: &[&str], gfp_flags: &str, order: u32) -> Option<
 /// Each row's outcome against [`expected_outcome`]; the share of failures
 /// per outcome; and the terminal case the scenario makes on purpose: SO_REUSEPORT
 /// groups that cannot grow (`__reuseport_alloc`; listen() gets ENOMEM).
-fn check_outcomes(
-    csv: &[CsvRow],
-    traffic: &str,
-    add: &mut impl FnMut(&'static str, bool, String),
-) {
+fn check_outcomes(csv: &[CsvRow], traffic: &str, add: &mut impl FnMut(&'static str, bool, String)) {
     let total: u64 = csv.iter().map(|r| r.failures).sum();
     let mut by_outcome: BTreeMap<&str, u64> = BTreeMap::new();
     let mut wrong = Vec::new();
@@ -870,33 +897,60 @@ fn check_outcomes(
                     .copied()
                     .unwrap_or("?");
                 let e = sites
-                    .entry(format!("{site} o{}{}", r.order, if r.gfp_flags.contains("NORETRY") { " NORETRY" } else { "" }))
+                    .entry(format!(
+                        "{site} o{}{}",
+                        r.order,
+                        if r.gfp_flags.contains("NORETRY") {
+                            " NORETRY"
+                        } else {
+                            ""
+                        }
+                    ))
                     .or_insert((want.to_owned(), 0));
                 e.1 += r.failures;
             }
             Some(want) => wrong.push(format!(
                 "{} o{} {}: pagefail {}, kernel source {want} ({} failures)",
-                leaf_first.iter().take(4).copied().collect::<Vec<_>>().join(" <- "),
+                leaf_first
+                    .iter()
+                    .take(4)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" <- "),
                 r.order,
                 r.gfp_flags,
                 r.outcome,
                 r.failures
             )),
             None => {
-                let site = leaf_first.iter().take(4).copied().collect::<Vec<_>>().join(" <- ");
-                *unlisted.entry(format!("{site} ({})", r.outcome)).or_default() += r.failures;
+                let site = leaf_first
+                    .iter()
+                    .take(4)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" <- ");
+                *unlisted
+                    .entry(format!("{site} ({})", r.outcome))
+                    .or_default() += r.failures;
             }
         }
     }
     let share = |o: &str| {
         let n = by_outcome.get(o).copied().unwrap_or(0);
         #[expect(clippy::cast_precision_loss, reason = "a percentage to one decimal")]
-        let pct = if total == 0 { 0.0 } else { n as f64 * 100.0 / total as f64 };
+        let pct = if total == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / total as f64
+        };
         format!("{o} {n} ({pct:.1}%)")
     };
     add(
         "share of failures per outcome",
-        total > 0 && by_outcome.keys().all(|o| ["terminal", "fallback", "unknown"].contains(o)),
+        total > 0
+            && by_outcome
+                .keys()
+                .all(|o| ["terminal", "fallback", "unknown"].contains(o)),
         format!(
             "{} of {total}",
             ["terminal", "fallback", "unknown"].map(share).join(", ")
@@ -915,7 +969,10 @@ fn check_outcomes(
         } else {
             let mut parts = wrong;
             parts.extend(unlisted.iter().map(|(s, n)| format!("not listed: {s} {n}")));
-            format!("{}; {unlisted_n} failures at unlisted sites", parts.join("; "))
+            format!(
+                "{}; {unlisted_n} failures at unlisted sites",
+                parts.join("; ")
+            )
         },
     );
     let enomem = traffic
@@ -1000,11 +1057,31 @@ tracefs_unparsed=0\n",
         let row = checked(&unlisted);
         assert!(!row.ok());
         assert_eq!(
-            expected_outcome(&["allocate_slab", "___slab_alloc", "kmem_cache_alloc", "sk_prot_alloc", "sk_clone_lock"], "GFP_ATOMIC|__GFP_NOWARN|__GFP_NORETRY", 3),
+            expected_outcome(
+                &[
+                    "allocate_slab",
+                    "___slab_alloc",
+                    "kmem_cache_alloc",
+                    "sk_prot_alloc",
+                    "sk_clone_lock"
+                ],
+                "GFP_ATOMIC|__GFP_NOWARN|__GFP_NORETRY",
+                3
+            ),
             Some("fallback")
         );
         assert_eq!(
-            expected_outcome(&["allocate_slab", "___slab_alloc", "kmem_cache_alloc", "sk_prot_alloc", "sk_clone_lock"], "GFP_ATOMIC|__GFP_NOWARN", 2),
+            expected_outcome(
+                &[
+                    "allocate_slab",
+                    "___slab_alloc",
+                    "kmem_cache_alloc",
+                    "sk_prot_alloc",
+                    "sk_clone_lock"
+                ],
+                "GFP_ATOMIC|__GFP_NOWARN",
+                2
+            ),
             Some("terminal")
         );
     }
