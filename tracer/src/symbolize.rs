@@ -443,6 +443,22 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
     }
 
     #[test]
+    fn bulk_and_lock_free_allocator_entries_are_kept_for_outcomes() {
+        for kept in [
+            "alloc_pages_bulk_noprof",
+            "__alloc_pages_bulk",
+            "alloc_pages_nolock_noprof",
+            "alloc_frozen_pages_nolock_noprof",
+            "try_alloc_pages_noprof",
+        ] {
+            assert!(!is_allocator_or_tracing_frame(kept), "{kept}");
+        }
+        for trimmed in ["__alloc_pages_noprof", "alloc_pages_mpol", "__get_free_pages"] {
+            assert!(is_allocator_or_tracing_frame(trimmed), "{trimmed}");
+        }
+    }
+
+    #[test]
     fn all_allocator_frames_are_kept_rather_than_dropped() {
         let k = Kallsyms::parse(TABLE);
         let frames = k.symbolize_stack(&[0xffff_ffff_8110_0020]);
