@@ -9,6 +9,7 @@ use super::{Report, lines::Section};
 use crate::{
     classify::{Classifier, Context, Frame, context_of},
     gfp::{GfpTable, versions},
+    verdict::{Outcome, OutcomeRules},
 };
 
 /// The derived fields of one report.
@@ -29,7 +30,13 @@ pub struct Analysis {
     /// Reliable frames (all frames when none is), root first, reporting and
     /// allocator frames dropped, `;`-joined.
     pub stack: String,
+    /// What the failure meant for the caller, by the outcome rules over the
+    /// same frames and the version's gfp bits.
+    pub outcome: Outcome,
 }
+
+/// The built-in outcome rules, compiled once for every report.
+static OUTCOMES: std::sync::LazyLock<OutcomeRules> = std::sync::LazyLock::new(OutcomeRules::builtin);
 
 /// Names that contain a direct-reclaim bit: a request carrying one may sleep.
 const SLEEPING_NAMES: [&str; 14] = [
@@ -187,6 +194,12 @@ fn analyze_with(
         shown = reliable.iter().map(|f| f.function).collect();
     }
     shown.reverse();
+    let own: Vec<Frame<'_>> = reliable
+        .iter()
+        .copied()
+        .skip_while(|f| is_plumbing(f.function))
+        .collect();
+    let outcome = OUTCOMES.outcome(&OUTCOMES.plan(&own), table, r.gfp, r.order);
     Analysis {
         kernel,
         gfp_names,
@@ -196,6 +209,7 @@ fn analyze_with(
         context,
         path,
         stack: shown.join(";"),
+        outcome,
     }
 }
 

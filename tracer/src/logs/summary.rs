@@ -6,7 +6,7 @@ use std::{
 };
 
 use super::{Report, Stats, analyze::Analysis, meminfo::MemInfo, prefix::rfc3339};
-use crate::export::SummaryRow;
+use crate::{export::SummaryRow, verdict::Outcome};
 
 /// Reports described one by one in the human summary.
 const MAX_DETAILS: usize = 20;
@@ -25,6 +25,8 @@ struct Key {
     path: String,
     order: u32,
     gfp: u64,
+    /// Rows never mix outcomes, as in `watch`.
+    outcome: Outcome,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +123,7 @@ impl Summary {
             path: a.path.clone(),
             order: r.order,
             gfp: r.gfp,
+            outcome: a.outcome,
         };
         if !self.rows.contains_key(&key) {
             if self.rows.len() >= MAX_ROWS {
@@ -218,9 +221,8 @@ impl Summary {
                 // path's warn_alloc: the zone search failed (a refused memcg
                 // charge never gets there).
                 cause: "zone".to_owned(),
-                // Outcomes need the running kernel's gfp table: not decided
-                // from logs.
-                outcome: String::new(),
+                // From the rules over the report's reliable frames.
+                outcome: k.outcome.as_str().to_owned(),
             })
             .collect();
         rows.sort_by(|a, b| b.atomic.cmp(&a.atomic).then(b.failures.cmp(&a.failures)));
