@@ -197,7 +197,9 @@ fn analyze_with(
     let own: Vec<Frame<'_>> = reliable
         .iter()
         .copied()
-        .skip_while(|f| is_plumbing(f.function))
+        .skip_while(|f| {
+            is_plumbing(f.function) || crate::symbolize::is_allocator_or_tracing_frame(f.function)
+        })
         .collect();
     let outcome = OUTCOMES.outcome(&OUTCOMES.plan(&own), table, r.gfp, r.order);
     Analysis {
