@@ -453,7 +453,11 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
         ] {
             assert!(!is_allocator_or_tracing_frame(kept), "{kept}");
         }
-        for trimmed in ["__alloc_pages_noprof", "alloc_pages_mpol", "__get_free_pages"] {
+        for trimmed in [
+            "__alloc_pages_noprof",
+            "alloc_pages_mpol",
+            "__get_free_pages",
+        ] {
             assert!(is_allocator_or_tracing_frame(trimmed), "{trimmed}");
         }
     }

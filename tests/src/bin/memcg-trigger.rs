@@ -102,7 +102,7 @@ fn tight_dup2(cg: &Path, usage_of: impl Fn() -> u64) -> i32 {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET on it, then the syscall.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(libc::sched_getcpu().max(0) as usize, &mut set);
+        libc::CPU_SET(usize::try_from(libc::sched_getcpu()).unwrap_or(0), &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
     if let Err(e) = fs::write(cg.join("memory.oom_control"), "1") {

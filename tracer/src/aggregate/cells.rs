@@ -68,7 +68,7 @@ impl Attrs {
             (self.comm >> 64) as u64,
             self.gfp,
             self.cgroup_id,
-            u64::from(self.order) | u64::from(self.warn_alloc) << 32,
+            u64::from(self.order) | (u64::from(self.warn_alloc) << 32),
         ])
     }
 }

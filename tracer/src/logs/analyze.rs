@@ -36,7 +36,8 @@ pub struct Analysis {
 }
 
 /// The built-in outcome rules, compiled once for every report.
-static OUTCOMES: std::sync::LazyLock<OutcomeRules> = std::sync::LazyLock::new(OutcomeRules::builtin);
+static OUTCOMES: std::sync::LazyLock<OutcomeRules> =
+    std::sync::LazyLock::new(OutcomeRules::builtin);
 
 /// Names that contain a direct-reclaim bit: a request carrying one may sleep.
 const SLEEPING_NAMES: [&str; 14] = [

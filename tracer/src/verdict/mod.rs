@@ -250,6 +250,7 @@ pub struct Evidence {
 
 /// The cause of a failure; `zone_room` is asked only when the `warn_alloc`
 /// evidence is missing for an accounted request (see the module docs).
+#[must_use]
 pub fn cause(evidence: Evidence, zone_room: impl FnOnce() -> Option<bool>) -> Cause {
     if evidence.nolock {
         Cause::Nolock

@@ -937,7 +937,6 @@ fn check_outcomes(csv: &[CsvRow], traffic: &str, add: &mut impl FnMut(&'static s
     }
     let share = |o: &str| {
         let n = by_outcome.get(o).copied().unwrap_or(0);
-        #[expect(clippy::cast_precision_loss, reason = "a percentage to one decimal")]
         let pct = if total == 0 {
             0.0
         } else {
