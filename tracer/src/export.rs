@@ -377,13 +377,11 @@ mod tests {
         write_csv(&mut buf, &[row()]).unwrap();
         let text = String::from_utf8(buf).unwrap();
         // The same file as written before the two columns existed.
-        let old: String = text
-            .lines()
-            .map(|l| {
-                let cut = l.rsplitn(3, ',').nth(2).unwrap();
-                format!("{cut}\n")
-            })
-            .collect();
+        let mut old = String::new();
+        for line in text.lines() {
+            old.push_str(line.rsplitn(3, ',').nth(2).unwrap());
+            old.push('\n');
+        }
         assert!(old.lines().next().unwrap().ends_with(",top_stack"));
         let mut r = csv::Reader::from_reader(old.as_bytes());
         let back: Vec<SummaryRow> = r.deserialize().collect::<Result<_, _>>().unwrap();

@@ -103,7 +103,7 @@ fn tight_dup2(cg: &Path, usage_of: impl Fn() -> u64) -> i32 {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(usize::try_from(libc::sched_getcpu()).unwrap_or(0), &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
     }
     if let Err(e) = fs::write(cg.join("memory.oom_control"), "1") {
         fail("cannot turn the cgroup's OOM killer off", e);

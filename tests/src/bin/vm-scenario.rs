@@ -814,7 +814,7 @@ struct Counters {
     storm_errors: AtomicU64,
     reuse_listeners: AtomicU64,
     reuse_errors: AtomicU64,
-    /// listen() refused with ENOMEM: the group's socket array could not
+    /// `listen()` refused with ENOMEM: the group's socket array could not
     /// grow (`__reuseport_alloc`), a terminal failure made on purpose.
     reuse_enomem: AtomicU64,
     accepted: AtomicU64,

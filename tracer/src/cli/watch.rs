@@ -59,7 +59,7 @@ pub struct WatchArgs {
     pub no_tui: bool,
     /// Write one JSON object for the run to this file at exit (atomically):
     /// allocations and failures per order, failures by cause and outcome,
-    /// lost, unseen, warn_alloc, drops.
+    /// lost, unseen, `warn_alloc`, drops.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 }
@@ -407,8 +407,8 @@ fn final_summary(
 
 /// The recorded failures by outcome and by cause, one line each.
 fn verdict_lines(rows: &[crate::export::SummaryRow]) -> String {
-    let mut by_outcome: std::collections::BTreeMap<&str, u64> = Default::default();
-    let mut by_cause: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut by_outcome: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let mut by_cause: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     for r in rows {
         *by_outcome.entry(r.outcome.as_str()).or_default() += r.failures;
         *by_cause.entry(r.cause.as_str()).or_default() += r.failures;

@@ -236,6 +236,10 @@ pub fn is_nolock(frames: &[Frame<'_>]) -> bool {
 }
 
 /// What is known about one failure when its cause is decided.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "four independent facts about one failure, named where the cause is decided"
+)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Evidence {
     /// The stack runs through a lock-free try.

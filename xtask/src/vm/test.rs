@@ -796,12 +796,12 @@ fn check_into(
 }
 
 /// What the kernel source says a failure means for its caller, for the call
-/// sites this scenario makes fail: read from net/core/skbuff.c, mm/slub.c,
-/// net/ipv4/tcp_output.c, net/core/neighbour.c, net/ipv4/arp.c,
-/// net/core/sock.c, net/core/sock_reuseport.c and net/packet/af_packet.c of
-/// 5.10, 6.1 and 6.12. Written apart from pagefail's rule file on purpose:
-/// the two readings must agree. Frames leaf first; `None` for a site not
-/// listed here.
+/// sites this scenario makes fail: read from `net/core/skbuff.c`,
+/// `mm/slub.c`, `net/ipv4/tcp_output.c`, `net/core/neighbour.c`,
+/// `net/ipv4/arp.c`, `net/core/sock.c`, `net/core/sock_reuseport.c` and
+/// `net/packet/af_packet.c` of 5.10, 6.1 and 6.12. Written apart from
+/// pagefail's rule file on purpose: the two readings must agree. Frames leaf
+/// first; `None` for a site not listed here.
 fn expected_outcome(leaf_first: &[&str], gfp_flags: &str, order: u32) -> Option<&'static str> {
     let noretry = gfp_flags.contains("__GFP_NORETRY");
     for (i, frame) in leaf_first.iter().enumerate() {
@@ -872,8 +872,9 @@ fn expected_outcome(leaf_first: &[&str], gfp_flags: &str, order: u32) -> Option<
 }
 
 /// Each row's outcome against [`expected_outcome`]; the share of failures
-/// per outcome; and the terminal case the scenario makes on purpose: SO_REUSEPORT
-/// groups that cannot grow (`__reuseport_alloc`; listen() gets ENOMEM).
+/// per outcome; and the terminal case the scenario makes on purpose:
+/// `SO_REUSEPORT` groups that cannot grow (`__reuseport_alloc`; `listen()`
+/// gets ENOMEM).
 fn check_outcomes(csv: &[CsvRow], traffic: &str, add: &mut impl FnMut(&'static str, bool, String)) {
     let total: u64 = csv.iter().map(|r| r.failures).sum();
     let mut by_outcome: BTreeMap<&str, u64> = BTreeMap::new();
