@@ -22,6 +22,7 @@ pub mod gfp;
 pub mod logs;
 pub mod memory;
 pub mod metrics;
+pub mod plot;
 pub mod privilege;
 pub mod probe;
 pub mod recorder;

@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build | run | lint | test | bench | dist | fuzz | vm-test | vm-capture | vm-smoke`.
 
 mod bench;
+mod deploy;
 mod dist;
 mod elf;
 mod fuzz;
@@ -243,6 +244,10 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         "--bins",
     ]);
     let unit_ok = run_tests(c, &mut totals)?;
+    // Deployment files: rules and their unit tests, the dashboard. promtool
+    // and prometheus (the kernel tier scrapes pagefail with it) come from
+    // Debian's `prometheus` package.
+    deploy_step(&mut totals);
     // Kernel tier: loads the real program; serial, since tests share kernel state.
     // It runs the static binary `dist` ships, as the dist and VM tiers do, so a
     // test run builds pagefail in release once.
@@ -292,6 +297,24 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// The deployment checks, each a test; installs `prometheus` when missing.
+fn deploy_step(totals: &mut TestTotals) {
+    if let Err(e) = setup::ensure_packages(&["prometheus"]) {
+        totals.record("deploy::tools", false, &format!("{e:#}"));
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for c in deploy::run_checks(&root) {
+        match c.result {
+            Ok(note) => totals.record(c.name, true, note.lines().last().unwrap_or("").trim()),
+            Err(e) => {
+                eprintln!("{e:#}");
+                totals.record(c.name, false, "see above");
+            }
+        }
+    }
 }
 
 /// The lint step: each check (rustfmt, clippy, clippy on the kernel program)
