@@ -44,6 +44,9 @@ const SLAB_SKB_ACK: &str = "allocate_slab ___slab_alloc __kmem_cache_alloc_node 
 const SEGMENT: &str = "__kmalloc_large_node __kmalloc_node_track_caller kmalloc_reserve __alloc_skb skb_segment tcp_gso_segment inet_gso_segment";
 const CLONE: &str = "allocate_slab ___slab_alloc kmem_cache_alloc sk_prot_alloc sk_clone_lock inet_csk_clone_lock tcp_create_openreq_child tcp_v4_syn_recv_sock";
 const NEIGH_HASH: &str = "neigh_hash_alloc ___neigh_create ip_finish_output2 ip_output";
+// 6.12: __get_free_pages is get_free_pages_noprof, which symbolize keeps.
+const NEIGH_HASH_612: &str =
+    "get_free_pages_noprof neigh_hash_alloc ___neigh_create neigh_event_ns";
 const NEIGH_SLAB: &str = "allocate_slab ___slab_alloc __kmem_cache_alloc_node __kmalloc neigh_hash_alloc ___neigh_create";
 const REUSEPORT: &str = "__kmalloc_large_node __kmalloc __reuseport_alloc reuseport_grow reuseport_add_sock __inet_hash";
 const FDTABLE_TRY: &str = "___kmalloc_large_node __kmalloc_large_node_noprof __kvmalloc_node_noprof alloc_fdtable expand_files ksys_dup3";
@@ -70,6 +73,7 @@ fn slab_first_try_is_a_fallback_and_its_retry_goes_to_the_caller() {
 fn network_sites_of_the_vm_run_get_their_outcome() {
     assert_eq!(outcome(SEGMENT, ATOMIC | 0x2000, 2), Outcome::Terminal);
     assert_eq!(outcome(NEIGH_HASH, ATOMIC, 1), Outcome::Fallback);
+    assert_eq!(outcome(NEIGH_HASH_612, ATOMIC, 3), Outcome::Fallback);
     // neigh_hash_alloc through kmalloc: still the hash table that does not grow.
     assert_eq!(outcome(NEIGH_SLAB, ATOMIC, 1), Outcome::Fallback);
     assert_eq!(outcome(REUSEPORT, ATOMIC, 2), Outcome::Terminal);

@@ -837,7 +837,9 @@ fn expected_outcome(leaf_first: &[&str], gfp_flags: &str, order: u32) -> Option<
             | "__pskb_pull_tail"
             | "sk_prot_alloc"
             | "inet_csk_clone_lock"
-            | "__skb_unclone_keeptruesize" => {}
+            | "__skb_unclone_keeptruesize"
+            | "__get_free_pages"
+            | "get_free_pages" => {}
             // The code that allocated retries itself, later or smaller.
             "__tcp_send_ack"
             | "tcp_stream_alloc_skb"
