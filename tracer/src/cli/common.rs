@@ -8,11 +8,11 @@ use clap::Args;
 use crate::{
     aggregate::{Aggregator, DEFAULT_KEY_CAP, GroupBy, Window},
     classify::Classifier,
-    export::{self, RunSummary, SummaryRow},
-    memory::{
-        Snapshot, SnapshotLimiter, SnapshotSummary,
-        export::{write_memory_csv, write_memory_json_lines},
+    export::{
+        self, RunSummary, SummaryRow,
+        memory::{write_memory_csv, write_memory_json_lines},
     },
+    memory::{Snapshot, SnapshotLimiter, SnapshotSummary},
     probe::{Counters, ProbeConfig, WarnAllocProbe, support},
     session::AggregateConfig,
     verdict::OutcomeRules,
@@ -298,8 +298,8 @@ pub fn run_summary(
     drops: &BTreeMap<String, u64>,
 ) -> RunSummary {
     let mut summary = RunSummary {
-        window_start: crate::events::rfc3339(window.start),
-        window_end: crate::events::rfc3339(window.end),
+        window_start: crate::timestamp::rfc3339(window.start),
+        window_end: crate::timestamp::rfc3339(window.end),
         host: window.host.clone(),
         kernel: window.kernel.clone(),
         allocations_by_order: RunSummary::by_order(&totals.allocs),

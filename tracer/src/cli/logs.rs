@@ -16,9 +16,9 @@ use crate::{
     logs::{
         Event, Parser, Report,
         analyze::{Analysis, Analyzer},
-        prefix::rfc3339,
         summary::{Summary, diagnosis},
     },
+    timestamp::rfc3339_us as rfc3339,
 };
 
 /// Read page allocation failure reports from kernel logs: dmesg output (with
@@ -113,7 +113,20 @@ pub fn run_to(args: &LogsArgs, mut out: &mut dyn Write) -> anyhow::Result<()> {
         let reader = open(path)?;
         let mut parser = Parser::new(year);
         let mut on_event = |ev: Event| {
-            let Event::Report(r) = ev else { return };
+            let r = match ev {
+                Event::Report(r) => r,
+                Event::Slab(s) => {
+                    let r = s.as_report();
+                    let a = analyzer.analyze(&r);
+                    if r.order < args.min_order || (args.atomic_only && !a.atomic) {
+                        summary.add_filtered();
+                    } else {
+                        summary.add_slab(&r, &a);
+                    }
+                    return;
+                }
+                Event::Suppressed { .. } => return,
+            };
             let a = analyzer.analyze(&r);
             if r.order < args.min_order || (args.atomic_only && !a.atomic) {
                 summary.add_filtered();
@@ -246,9 +259,7 @@ mod tests {
         );
         assert!(text.contains("suppressed: 11955 more failures"), "{text}");
         let csv = fs::read_to_string(dir.join("out.csv")).unwrap();
-        let mut r = csv::Reader::from_reader(csv.as_bytes());
-        let rows: Vec<crate::export::SummaryRow> =
-            r.deserialize().collect::<Result<_, _>>().unwrap();
+        let rows = crate::export::read_csv("out.csv", csv.as_bytes()).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(
             (rows[0].comm.as_str(), rows[0].order, rows[0].gfp.as_str()),

@@ -202,7 +202,12 @@ fn init_root(root: &Path) -> anyhow::Result<()> {
 /// A control file with an empty field or without the expected fields, an
 /// install or removal dpkg refuses, a binary that does not run, a file left
 /// behind, or a change to the host's view of the package.
-pub fn verify(deb: &Path, root: &Path, version: &str) -> anyhow::Result<Checked> {
+pub fn verify(
+    deb: &Path,
+    root: &Path,
+    version: &str,
+    arch: crate::arch::Arch,
+) -> anyhow::Result<Checked> {
     let control = control_fields(deb)?;
     let (_, empty) = drop_empty_fields(&control);
     ensure!(
@@ -220,8 +225,8 @@ pub fn verify(deb: &Path, root: &Path, version: &str) -> anyhow::Result<Checked>
     };
     let package = field("Package").context("the control file has no Package field")?;
     ensure!(
-        field("Architecture") == Some("amd64"),
-        "Architecture is {:?}, expected amd64",
+        field("Architecture") == Some(arch.deb()),
+        "Architecture is {:?}, expected {arch}",
         field("Architecture")
     );
     ensure!(
@@ -244,6 +249,11 @@ pub fn verify(deb: &Path, root: &Path, version: &str) -> anyhow::Result<Checked>
     init_root(root)?;
     let admin = root.join("var/lib/dpkg");
     let mut c = dpkg(root);
+    if arch != crate::arch::Arch::Amd64 {
+        // The scratch root's dpkg is the host's (amd64): it installs another
+        // architecture's package only when told to.
+        c.arg("--force-architecture");
+    }
     c.arg("-i").arg(deb);
     run(c).context("dpkg refused to install the package into the scratch root")?;
     let installed = status(Some(&admin), package)?;
@@ -291,7 +301,7 @@ pub fn verify(deb: &Path, root: &Path, version: &str) -> anyhow::Result<Checked>
             .exists(),
         "the package must not enable the unit"
     );
-    let mut c = Command::new(&bin);
+    let mut c = arch.command(&bin);
     c.arg("--version");
     let installed_version = checked_stdout(c)?.trim().to_owned();
     ensure!(
