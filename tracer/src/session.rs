@@ -2,7 +2,7 @@
 //! signal or deadline, detach and drain. Shared by `watch`, `record` and
 //! `check --sample`.
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
+use std::{future::Future, time::Duration};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -12,6 +12,7 @@ use crate::{
     aggregate::{Aggregator, GroupBy, Window},
     cgroup::CgroupResolver,
     classify::Classifier,
+    drops::{self, DropReport},
     events::EventStream,
     privilege,
     probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},
@@ -59,6 +60,8 @@ pub struct Session {
     pub agg: Aggregator,
     /// Counter values at attach time.
     pub baseline: Counters,
+    /// Drop counters at attach time.
+    pub drops_baseline: drops::Mark,
     pub window: Window,
     signals: Signals,
     /// The kallsyms parse, until the first record needs it.
@@ -67,10 +70,6 @@ pub struct Session {
     flush: tokio::time::Interval,
     /// What became of the capabilities after start-up.
     pub privileges: Privileges,
-    /// Packet drops the kernel attributes to memory since start, by reason
-    /// (drop counting fills it; empty until then). The run summary
-    /// (`--summary-json`, record's `.summary.json`) reports it as `drops`.
-    pub drops: BTreeMap<String, u64>,
 }
 
 /// How long a record may wait in the ring buffer when too few follow it to
@@ -148,6 +147,7 @@ impl Session {
         let ksyms = std::thread::spawn(Kallsyms::load);
         let window = Window::starting_now();
         let baseline = tracer.counters()?;
+        let drops_baseline = drops::Mark::take(&tracer)?;
         let ring = tracer.take_ring()?;
         let stream = EventStream::new(ring).context("registering the ring buffer with tokio")?;
         let agg = Aggregator::new(
@@ -182,12 +182,12 @@ impl Session {
             stream,
             agg,
             baseline,
+            drops_baseline,
             window,
             signals,
             ksyms: Some(ksyms),
             flush: flush_timer(),
             privileges,
-            drops: BTreeMap::new(),
         })
     }
 
@@ -273,6 +273,21 @@ impl Session {
         self.totals()
     }
 
+    /// The drops between `from` and now, attributed with the failures'
+    /// symbols and rules; returns the mark taken now, for the next report.
+    ///
+    /// # Errors
+    /// When a drop map cannot be read.
+    pub fn drop_report(&mut self, from: &drops::Mark) -> anyhow::Result<(DropReport, drops::Mark)> {
+        symbols_ready(&mut self.ksyms, &mut self.agg);
+        let now = drops::Mark::take(&self.tracer)?;
+        let (ksyms, classifier) = self.agg.attribution();
+        Ok((
+            drops::report(&self.tracer, from, &now, ksyms, classifier),
+            now,
+        ))
+    }
+
     /// One line about the attach, and one about `warn_alloc` when it matters.
     #[must_use]
     pub fn setup_report(&self, verbose: u8) -> String {
@@ -304,6 +319,7 @@ impl Session {
             )),
             _ => {}
         }
+        s.push_str(&drops::render::setup_line(&t.drops, verbose));
         s
     }
 }

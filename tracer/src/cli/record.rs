@@ -15,6 +15,7 @@ use clap::Args;
 use crate::{
     aggregate::{OTHER, Window},
     cli::common::{FilterArgs, GroupArgs, MemoryTracker, run_summary},
+    drops::{self, DropReport},
     export,
     metrics::{FailureLabels, Metrics},
     probe::Counters,
@@ -148,7 +149,8 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         recorder,
         metrics_base: session.baseline.clone(),
         interval_base: session.baseline.clone(),
-        drops_base: std::collections::BTreeMap::new(),
+        drops_metrics_base: session.drops_baseline.clone(),
+        drops_interval_base: session.drops_baseline.clone(),
     };
     let memory = RefCell::new(MemoryTracker::default());
     let mut on_record =
@@ -250,8 +252,10 @@ struct Books {
     recorder: Recorder,
     metrics_base: Counters,
     interval_base: Counters,
-    /// The session's drop counts when the window opened.
-    drops_base: std::collections::BTreeMap<String, u64>,
+    /// Drop counters when the metrics were last updated.
+    drops_metrics_base: drops::Mark,
+    /// Drop counters when the open window started.
+    drops_interval_base: drops::Mark,
 }
 
 impl Books {
@@ -290,17 +294,24 @@ impl Books {
         }
         update_metrics(metrics, session, &now.since(&self.metrics_base));
         self.metrics_base = now.clone();
+        let (drops, drops_now) = session.drop_report(&self.drops_metrics_base)?;
+        if let Ok(m) = metrics.lock() {
+            m.add_drops(&drops);
+        }
+        self.drops_metrics_base = drops_now.clone();
         if close {
             let delta = now.since(&self.interval_base);
+            let (drops, interval_now) = session.drop_report(&self.drops_interval_base)?;
             close_interval(
                 session,
                 &mut self.window,
                 &mut self.recorder,
                 memory,
                 &delta,
-                &mut self.drops_base,
+                &drops,
             )?;
             self.interval_base = now;
+            self.drops_interval_base = interval_now;
         }
         Ok(())
     }
@@ -351,13 +362,19 @@ fn close_interval(
     recorder: &mut Recorder,
     memory: &RefCell<MemoryTracker>,
     delta: &Counters,
-    drops_base: &mut std::collections::BTreeMap<String, u64>,
+    drops: &DropReport,
 ) -> anyhow::Result<()> {
     window.end = SystemTime::now();
     let rows = session.agg.summary_rows(window);
     let mut csv = Vec::new();
     export::write_csv(&mut csv, &rows)?;
-    let totals = export::totals::csv_bytes(window, delta, session.agg.events);
+    let mut totals_rows = export::totals::rows(window, delta, session.agg.events);
+    totals_rows.extend(export::totals::extra_rows(
+        window,
+        &drops::render::totals_rows(drops),
+    ));
+    let mut totals = Vec::new();
+    export::totals::write_csv(&mut totals, &totals_rows)?;
     let snapshots = std::mem::take(&mut memory.borrow_mut().rows);
     let memory_csv = if snapshots.is_empty() {
         None
@@ -366,18 +383,20 @@ fn close_interval(
         export::memory::write_memory_csv(&mut buf, &snapshots, true)?;
         Some(buf)
     };
-    // The session counts drops since start; the window gets its share.
-    let drops = session
-        .drops
+    // Memory-reason drops of the window, by reason (nonzero ones).
+    let drop_counts: std::collections::BTreeMap<String, u64> = drops
+        .reasons
         .iter()
-        .map(|(reason, n)| {
-            let before = drops_base.get(reason).copied().unwrap_or(0);
-            (reason.clone(), n.saturating_sub(before))
-        })
         .filter(|(_, n)| *n > 0)
+        .cloned()
         .collect();
-    drops_base.clone_from(&session.drops);
-    let summary = run_summary(window, delta, &rows, &session.tracer.warn_alloc, &drops);
+    let summary = run_summary(
+        window,
+        delta,
+        &rows,
+        &session.tracer.warn_alloc,
+        &drop_counts,
+    );
     let mut summary_json = Vec::new();
     export::write_summary_json(&mut summary_json, &summary)?;
     recorder.queue(window.start, csv, totals, memory_csv, Some(summary_json));

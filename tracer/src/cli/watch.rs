@@ -14,7 +14,7 @@ use tracer_common::{FailureEvent, ORDER_SLOTS};
 use crate::{
     aggregate::{Aggregator, RowStats},
     cli::common::{ExportArgs, FilterArgs, GroupArgs, MemoryTracker, run_summary},
-    events,
+    drops, events,
     memory::{Snapshot, one_line},
     probe::{Counters, WarnAllocProbe},
     session::{Session, Signals, Step, parse_duration},
@@ -98,6 +98,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
     let mut tick =
         tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
     let mut last = session.baseline.clone();
+    let mut drops_last = session.drops_baseline.clone();
     let mut closed = false;
     let memory = RefCell::new(MemoryTracker::default());
     let mut on_record = |agg: &Aggregator, ev: &FailureEvent, sid: u32, new: bool| {
@@ -121,6 +122,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
                     session.tracer.lean,
                 );
                 text.push_str(&memory_line(&session.agg, args.filter.min_order));
+                text.push_str(&drops_live(&session, &mut drops_last)?);
                 session.agg.start_interval();
                 last = now;
                 if live
@@ -142,6 +144,8 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
         crate::note!("pagefail: stopped: {stop_reason}");
     }
     let rows = session.agg.summary_rows(&session.window);
+    let drops_from = session.drops_baseline.clone();
+    let (drops, _) = session.drop_report(&drops_from)?;
     if !closed && !args.output.json {
         let text = final_summary(
             &session.agg,
@@ -151,6 +155,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
             session.stream.malformed,
             &session.tracer.warn_alloc,
         );
+        let text = text + &drops::render::summary_text(&drops);
         // A closed pipe (`pagefail watch | head`) is not an error.
         let _ = io::stdout().write_all(text.as_bytes());
     }
@@ -161,11 +166,32 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
             &totals,
             &rows,
             &session.tracer.warn_alloc,
-            &session.drops,
+            &drops
+                .reasons
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .cloned()
+                .collect(),
         );
         crate::export::write_atomically(path, |w| crate::export::write_summary_json(w, &summary))?;
     }
     args.output.write_memory(&memory.borrow())
+}
+
+/// The drop line under the live table: counters only (no stack lookups).
+fn drops_live(session: &Session, last: &mut drops::Mark) -> anyhow::Result<String> {
+    let now = drops::Mark::take_counts(&session.tracer)?;
+    let (ksyms, classifier) = session.agg.attribution();
+    let total = drops::report(
+        &session.tracer,
+        &session.drops_baseline,
+        &now,
+        ksyms,
+        classifier,
+    );
+    let delta = drops::report(&session.tracer, last, &now, ksyms, classifier);
+    *last = now;
+    Ok(drops::render::live_text(&total, &delta))
 }
 
 /// The memory state under the live table, for the largest order that failed
