@@ -663,7 +663,13 @@ impl LogAdvice {
                     .filter(|r| {
                         r.order == Some(g.order) && r.host == g.host && r.kernel == g.kernel
                     })
-                    .cloned()
+                    // Judged on the report's memory alone, as before the
+                    // cause and outcome columns (live and CSV advice use them).
+                    .map(|r| SummaryRow {
+                        cause: String::new(),
+                        outcome: String::new(),
+                        ..r.clone()
+                    })
                     .collect();
                 let kernel = (!g.kernel.is_empty()).then_some(g.kernel.as_str());
                 let host = (!g.host.is_empty()).then_some(g.host.as_str());
