@@ -118,6 +118,8 @@ fn check_from_memcg_trigger_row_says_memcg_limit() {
         "2026-03-01T10:00:01Z",
         "2026-03-01T10:00:01Z",
         "entry_SYSCALL_64_after_hwframe;do_syscall_64;__x64_sys_dup2;ksys_dup3;expand_files;alloc_fdtable;__kvmalloc_node_noprof;__kmalloc_large_node_noprof;___kmalloc_large_node",
+        "memcg",
+        "fallback",
     ])
     .expect("row");
     w.flush().expect("flush");

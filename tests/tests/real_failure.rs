@@ -192,6 +192,9 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
         row.top_stack
     );
     assert!(row.gfp_flags.contains("__GFP_ACCOUNT"), "{}", row.gfp_flags);
+    // A refused memcg charge, and kvmalloc falls back to vmalloc.
+    assert_eq!(row.cause, "memcg", "{row:?}");
+    assert_eq!(row.outcome, "fallback", "{row:?}");
     assert!(row.gfp.starts_with("0x"));
     if v2.is_some() {
         assert_eq!(

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 /// The CSV summary columns, in order. This header is a stable contract
 /// (README, "CSV summary").
-pub const CSV_HEADER: [&str; 18] = [
+pub const CSV_HEADER: [&str; 20] = [
     "window_start",
     "window_end",
     "host",
@@ -37,8 +37,21 @@ pub const CSV_HEADER: [&str; 18] = [
     "first_seen",
     "last_seen",
     "top_stack",
+    "cause",
+    "outcome",
 ];
 
+/// The columns of summary files written before `cause` and `outcome` were
+/// appended: readers accept both.
+pub const CSV_HEADER_BEFORE_VERDICT: &[&str] = CSV_HEADER.split_at(CSV_REQUIRED_COLUMNS).0;
+
+/// Whether `found` is a summary header readers accept: the contract's, or
+/// the one before the `cause` and `outcome` columns.
+#[must_use]
+pub fn is_summary_header<S: AsRef<str>>(found: &[S]) -> bool {
+    let found: Vec<&str> = found.iter().map(AsRef::as_ref).collect();
+    found == CSV_HEADER || found == CSV_HEADER_BEFORE_VERDICT
+}
 /// The leading columns of [`CSV_HEADER`] that every summary CSV has, in
 /// this order; a reader refuses a file without them. Columns appended to the
 /// contract later go after them, at the end of [`CSV_HEADER`], and their
@@ -78,6 +91,100 @@ pub struct SummaryRow {
     pub last_seen: String,
     /// Most frequent stack of the row, folded: root first, frames joined by `;`.
     pub top_stack: String,
+    /// Why the allocator said no: `zone`, `memcg`, `nolock` or `unknown`
+    /// (see `verdict`). Empty in files written before the column existed.
+    #[serde(default)]
+    pub cause: String,
+    /// What the failure meant for the caller: `terminal`, `fallback` or
+    /// `unknown`. Empty in files written before the column existed.
+    #[serde(default)]
+    pub outcome: String,
+}
+
+/// One JSON object for a whole run (`watch --summary-json`, and beside each
+/// of `record`'s totals files): what scripts and incident bots read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// RFC 3339 UTC.
+    pub window_start: String,
+    pub window_end: String,
+    pub host: String,
+    pub kernel: String,
+    /// Successful allocations by order (the last slot counts that order and
+    /// above: key `"15+"`), all processes, before filters.
+    pub allocations_by_order: std::collections::BTreeMap<String, u64>,
+    /// Failed allocations by order, all processes, before filters.
+    pub failures_by_order: std::collections::BTreeMap<String, u64>,
+    /// Failures that passed the filters: recorded + lost.
+    pub failures: u64,
+    /// Recorded failures by cause (`zone`, `memcg`, `nolock`, `unknown`).
+    pub failures_by_cause: std::collections::BTreeMap<String, u64>,
+    /// Recorded failures by outcome (`terminal`, `fallback`, `unknown`).
+    pub failures_by_outcome: std::collections::BTreeMap<String, u64>,
+    /// Failures that found the ring buffer full: counted, not attributed.
+    pub lost: u64,
+    /// Allocation events the kernel skipped (see the README); `null` where
+    /// the kernel does not count them.
+    pub unseen: Option<u64>,
+    /// `warn_alloc` entries; `null` when the probe is not attached.
+    pub warn_alloc: Option<u64>,
+    /// Recorded failures that reached `warn_alloc` without `__GFP_NOWARN`.
+    pub warned: u64,
+    /// Packet drops the kernel attributes to memory, by reason; empty until
+    /// drop counting is enabled.
+    pub drops: std::collections::BTreeMap<String, u64>,
+}
+
+impl RunSummary {
+    /// Failures by cause and by outcome, and warned, summed from rows.
+    pub fn add_rows(&mut self, rows: &[SummaryRow]) {
+        for row in rows {
+            let key = |s: &str| {
+                if s.is_empty() {
+                    "unknown".to_owned()
+                } else {
+                    s.to_owned()
+                }
+            };
+            *self.failures_by_cause.entry(key(&row.cause)).or_default() += row.failures;
+            *self
+                .failures_by_outcome
+                .entry(key(&row.outcome))
+                .or_default() += row.failures;
+            self.warned += row.warned;
+        }
+    }
+
+    /// Counts by order slot, keyed `"0"`, `"1"`, ..., the last `"N+"`;
+    /// zero slots left out.
+    #[must_use]
+    pub fn by_order(counts: &[u64]) -> std::collections::BTreeMap<String, u64> {
+        let last = counts.len().saturating_sub(1);
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(order, n)| {
+                let key = if order == last {
+                    format!("{order}+")
+                } else {
+                    order.to_string()
+                };
+                (key, *n)
+            })
+            .collect()
+    }
+}
+
+/// Write a run summary as one pretty-printed JSON object.
+///
+/// # Errors
+/// I/O errors of the writer.
+pub fn write_summary_json<W: Write>(mut out: W, summary: &RunSummary) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut out, summary)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
 }
 
 /// Write rows as CSV (header first, even with no rows).
@@ -298,6 +405,8 @@ mod tests {
             first_seen: "2026-11-22T03:00:01Z".into(),
             last_seen: "2026-11-22T03:00:02Z".into(),
             top_stack: "do_syscall_64;dup2;expand_files;alloc_fdtable".into(),
+            cause: "memcg".into(),
+            outcome: "fallback".into(),
         }
     }
 
@@ -309,7 +418,7 @@ mod tests {
         let first = text.lines().next().unwrap();
         assert_eq!(
             first,
-            "window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack"
+            "window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack,cause,outcome"
         );
         assert_eq!(read_csv("t.csv", text.as_bytes()).unwrap(), vec![row()]);
     }
@@ -358,6 +467,64 @@ mod tests {
         );
         let e = format!("{:#}", read_csv("b.csv", bad.as_bytes()).unwrap_err());
         assert!(e.contains("b.csv: row 2 does not parse"), "{e}");
+    }
+
+    #[test]
+    fn files_without_the_cause_and_outcome_columns_still_read() {
+        let mut buf = Vec::new();
+        write_csv(&mut buf, &[row()]).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        // The same file as written before the two columns existed.
+        let mut old = String::new();
+        for line in text.lines() {
+            old.push_str(line.rsplitn(3, ',').nth(2).unwrap());
+            old.push('\n');
+        }
+        assert!(old.lines().next().unwrap().ends_with(",top_stack"));
+        let mut r = csv::Reader::from_reader(old.as_bytes());
+        let back: Vec<SummaryRow> = r.deserialize().collect::<Result<_, _>>().unwrap();
+        let mut expected = row();
+        expected.cause.clear();
+        expected.outcome.clear();
+        assert_eq!(back, vec![expected]);
+    }
+
+    #[test]
+    fn run_summary_sums_rows_by_cause_and_outcome() {
+        let mut s = RunSummary {
+            window_start: String::new(),
+            window_end: String::new(),
+            host: "h".into(),
+            kernel: "k".into(),
+            allocations_by_order: RunSummary::by_order(&[5, 0, 2, 0, 1]),
+            failures_by_order: RunSummary::by_order(&[0, 3]),
+            failures: 7,
+            failures_by_cause: std::collections::BTreeMap::new(),
+            failures_by_outcome: std::collections::BTreeMap::new(),
+            lost: 1,
+            unseen: None,
+            warn_alloc: Some(2),
+            warned: 0,
+            drops: std::collections::BTreeMap::new(),
+        };
+        let mut terminal = row();
+        terminal.outcome = "terminal".into();
+        terminal.cause = "zone".into();
+        terminal.warned = 2;
+        s.add_rows(&[row(), terminal]);
+        assert_eq!(s.failures_by_cause["memcg"], 3);
+        assert_eq!(s.failures_by_cause["zone"], 3);
+        assert_eq!(s.failures_by_outcome["fallback"], 3);
+        assert_eq!(s.failures_by_outcome["terminal"], 3);
+        assert_eq!(s.warned, 2);
+        let keys: Vec<&str> = s.allocations_by_order.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["0", "2", "4+"]);
+        let mut buf = Vec::new();
+        write_summary_json(&mut buf, &s).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["drops"], serde_json::json!({}));
+        assert_eq!(v["failures_by_outcome"]["terminal"], 3);
+        assert_eq!(v["unseen"], serde_json::Value::Null);
     }
 
     #[test]

@@ -53,3 +53,5 @@ pub mod session;
 pub mod symbolize;
 /// The one RFC 3339 writer and parser.
 pub mod timestamp;
+/// Which failures hurt: cause and outcome.
+pub mod verdict;

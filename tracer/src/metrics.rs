@@ -39,6 +39,10 @@ pub struct FailureLabels {
     pub order: String,
     pub gfp_flags: String,
     pub atomic: String,
+    /// `zone`, `memcg`, `nolock` or `unknown`.
+    pub cause: String,
+    /// `terminal`, `fallback` or `unknown`.
+    pub outcome: String,
 }
 
 /// Labels of per-order series.
@@ -308,7 +312,7 @@ impl Metrics {
         let failures = Family::<FailureLabels, Counter>::default();
         registry.register(
             "failures",
-            "Failed page allocations recorded, by task name, context, network path, order and gfp flags",
+            "Failed page allocations recorded, by task name, context, network path, order, gfp flags, cause and outcome",
             failures.clone(),
         );
         let allocations = Family::<OrderLabels, Counter>::default();
@@ -425,6 +429,8 @@ impl Metrics {
                     order: labels.order,
                     gfp_flags: labels.gfp_flags,
                     atomic: labels.atomic,
+                    cause: labels.cause,
+                    outcome: labels.outcome,
                 };
             }
             self.series.insert(labels.clone());
@@ -568,6 +574,8 @@ mod tests {
             order: "3".into(),
             gfp_flags: "GFP_ATOMIC".into(),
             atomic: "true".into(),
+            cause: "zone".into(),
+            outcome: "terminal".into(),
         }
     }
 
@@ -639,7 +647,7 @@ mod tests {
         });
         let text = m.render();
         assert!(text.contains("pagefail_unseen_events_total 9"), "{text}");
-        assert!(text.contains(r#"pagefail_failures_total{comm="a",context="softirq",path="bonding+tcp",order="3",gfp_flags="GFP_ATOMIC",atomic="true"} 4"#), "{text}");
+        assert!(text.contains(r#"pagefail_failures_total{comm="a",context="softirq",path="bonding+tcp",order="3",gfp_flags="GFP_ATOMIC",atomic="true",cause="zone",outcome="terminal"} 4"#), "{text}");
         assert!(
             text.contains(r#"comm="[other]""#) && text.contains("} 7"),
             "c and d summed: {text}"

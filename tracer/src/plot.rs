@@ -383,6 +383,8 @@ mod tests {
             first_seen: start.into(),
             last_seen: end.into(),
             top_stack: String::new(),
+            cause: "zone".into(),
+            outcome: "terminal".into(),
         }
     }
 

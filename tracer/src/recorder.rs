@@ -1,12 +1,16 @@
 //! Interval files of `pagefail record`: naming, atomic writing, retrying
 //! while the directory cannot be written, and retention.
 //!
-//! Each interval writes two files named by the UTC start of its window:
+//! Each interval writes three files named by the UTC start of its window:
 //! `pagefail-20261122T034500Z.csv` (the CSV summary contract; header only
 //! when the interval had no failure) and `pagefail-20261122T034500Z.totals.csv`
 //! (allocation and failure totals per order, lost records, `warn_alloc`
-//! entries; [`crate::export::totals`]). Every interval writes both, so a gap in the files means pagefail
-//! was not running, not that nothing failed. Names sort in time order; a
+//! entries; [`crate::export::totals`]), and
+//! `pagefail-20261122T034500Z.summary.json` (the run summary of the
+//! interval: failures per order, by cause and by outcome, lost, unseen,
+//! `warn_alloc`, drops; see `export::RunSummary`). Every interval writes all
+//! three, so a gap in the files means pagefail was not running, not that
+//! nothing failed. Names sort in time order; a
 //! restart within the same second gets a `-1`, `-2` suffix rather than
 //! overwriting.
 
@@ -45,7 +49,12 @@ struct Pending {
     totals: Vec<u8>,
     /// Memory snapshots of the interval, if any were taken.
     memory: Option<Vec<u8>>,
+    /// The interval's run summary (JSON), if given.
+    summary: Option<Vec<u8>>,
 }
+
+/// The suffixes of an interval's files.
+const SUFFIXES: [&str; 4] = [".csv", ".totals.csv", ".memory.csv", ".summary.json"];
 
 /// Writes interval files into one directory.
 pub struct Recorder {
@@ -132,13 +141,15 @@ impl Recorder {
     }
 
     /// Queue one interval's files; `memory` (memory snapshots taken during
-    /// the interval, CSV) is written as `<stem>.memory.csv` when present.
+    /// the interval, CSV) is written as `<stem>.memory.csv` and `summary`
+    /// (the run summary, JSON) as `<stem>.summary.json` when present.
     pub fn queue(
         &mut self,
         start: SystemTime,
         rows: Vec<u8>,
         totals: Vec<u8>,
         memory: Option<Vec<u8>>,
+        summary: Option<Vec<u8>>,
     ) {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
@@ -149,6 +160,7 @@ impl Recorder {
             rows,
             totals,
             memory,
+            summary,
         });
     }
 
@@ -160,7 +172,7 @@ impl Recorder {
 
     fn unique_stem(&self, stem: &str) -> String {
         let taken = |s: &str| {
-            [".csv", ".totals.csv", ".memory.csv"]
+            SUFFIXES
                 .iter()
                 .any(|x| self.dir.join(format!("{s}{x}")).exists())
         };
@@ -193,6 +205,10 @@ impl Recorder {
                 let path = self.dir.join(format!("{stem}.memory.csv"));
                 export::write_atomically(&path, |w| Ok(w.write_all(memory)?))?;
             }
+            if let Some(summary) = &p.summary {
+                let path = self.dir.join(format!("{stem}.summary.json"));
+                export::write_atomically(&path, |w| Ok(w.write_all(summary)?))?;
+            }
             export::write_atomically(&totals_path, |w| Ok(w.write_all(&p.totals)?))?;
             export::write_atomically(&rows_path, |w| Ok(w.write_all(&p.rows)?))?;
             self.pending.pop_front();
@@ -214,6 +230,7 @@ impl Recorder {
             let Some(stem) = name
                 .strip_suffix(".totals.csv")
                 .or_else(|| name.strip_suffix(".memory.csv"))
+                .or_else(|| name.strip_suffix(".summary.json"))
                 .or_else(|| name.strip_suffix(".csv"))
                 .filter(|s| s.starts_with(PREFIX))
             else {
@@ -251,7 +268,7 @@ impl Recorder {
         };
         let mut removed = Vec::new();
         for (stem, _) in intervals.into_iter().take(keep_from) {
-            for suffix in [".csv", ".totals.csv", ".memory.csv"] {
+            for suffix in SUFFIXES {
                 let p = self.dir.join(format!("{stem}{suffix}"));
                 if p.exists() {
                     fs::remove_file(&p)
@@ -310,8 +327,9 @@ mod tests {
             b"rows-a".to_vec(),
             b"totals-a".to_vec(),
             Some(b"mem-a".to_vec()),
+            Some(b"{}".to_vec()),
         );
-        r.queue(t(0), b"rows-b".to_vec(), b"totals-b".to_vec(), None);
+        r.queue(t(0), b"rows-b".to_vec(), b"totals-b".to_vec(), None, None);
         r.flush().unwrap();
         let s = stem(t(0));
         assert_eq!(fs::read(d.join(format!("{s}.csv"))).unwrap(), b"rows-a");
@@ -338,7 +356,7 @@ mod tests {
         fs::write(d.join("unrelated.csv"), "x").unwrap();
         let mut r = Recorder::new(&d, Retain::Count(3)).unwrap();
         for i in 0..7 {
-            r.queue(t(i * 60), b"r".to_vec(), b"t".to_vec(), None);
+            r.queue(t(i * 60), b"r".to_vec(), b"t".to_vec(), None, None);
         }
         r.flush().unwrap();
         let mut names: Vec<String> = fs::read_dir(&d)
@@ -363,7 +381,7 @@ mod tests {
         let d = tmp("bytes");
         let mut r = Recorder::new(&d, Retain::Bytes(25)).unwrap();
         for i in 0..5 {
-            r.queue(t(i), vec![b'r'; 6], vec![b't'; 4], None); // 10 bytes per interval
+            r.queue(t(i), vec![b'r'; 6], vec![b't'; 4], None, None); // 10 bytes per interval
         }
         r.flush().unwrap();
         let left = r.intervals().unwrap();
@@ -377,12 +395,12 @@ mod tests {
         let d = tmp("gone");
         let mut r = Recorder::new(&d, Retain::All).unwrap();
         fs::remove_dir_all(&d).unwrap();
-        r.queue(t(0), b"r".to_vec(), b"t".to_vec(), None);
+        r.queue(t(0), b"r".to_vec(), b"t".to_vec(), None, None);
         let err = r.flush().unwrap_err();
         assert!(format!("{err:#}").contains("cannot create"), "{err:#}");
         assert_eq!(r.pending(), 1);
         fs::create_dir_all(&d).unwrap();
-        r.queue(t(60), b"r".to_vec(), b"t".to_vec(), None);
+        r.queue(t(60), b"r".to_vec(), b"t".to_vec(), None, None);
         r.flush().unwrap();
         assert_eq!((r.pending(), r.written), (0, 2));
         fs::remove_dir_all(&d).unwrap();

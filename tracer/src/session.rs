@@ -18,6 +18,7 @@ use crate::{
     privilege,
     probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},
     symbolize::Kallsyms,
+    verdict::OutcomeRules,
 };
 
 /// Why [`Session::next`] returned.
@@ -119,6 +120,7 @@ pub struct AggregateConfig {
     pub by: GroupBy,
     pub key_cap: usize,
     pub classifier: Classifier,
+    pub outcomes: OutcomeRules,
 }
 
 impl Session {
@@ -158,6 +160,8 @@ impl Session {
             agg.key_cap,
         )
         .group_by(agg.by)
+        .with_outcomes(agg.outcomes.clone())
+        .with_warn_probe(matches!(tracer.warn_alloc, WarnAllocProbe::Attached))
         .with_cgroups(CgroupResolver::new());
         // Capabilities are per thread: the kallsyms thread started above
         // keeps its own until it has read the addresses (which need

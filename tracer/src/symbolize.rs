@@ -295,6 +295,11 @@ pub fn is_allocator_or_tracing_frame(name: &str) -> bool {
         "__rmqueue",
         "rmqueue",
     ];
+    // The bulk allocator and the lock-free tries share the allocator's
+    // prefixes but say what the caller did: outcomes and causes read them.
+    if name.contains("_bulk") || name.contains("_nolock") {
+        return false;
+    }
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
@@ -476,6 +481,26 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
         let k = Kallsyms::parse(TABLE);
         let frames = k.symbolize_stack(&[0x10, 0xffff_ffff_8140_0020]);
         assert_eq!(frames[0].name, "0x10");
+    }
+
+    #[test]
+    fn bulk_and_lock_free_allocator_entries_are_kept_for_outcomes() {
+        for kept in [
+            "alloc_pages_bulk_noprof",
+            "__alloc_pages_bulk",
+            "alloc_pages_nolock_noprof",
+            "alloc_frozen_pages_nolock_noprof",
+            "try_alloc_pages_noprof",
+        ] {
+            assert!(!is_allocator_or_tracing_frame(kept), "{kept}");
+        }
+        for trimmed in [
+            "__alloc_pages_noprof",
+            "alloc_pages_mpol",
+            "__get_free_pages",
+        ] {
+            assert!(is_allocator_or_tracing_frame(trimmed), "{trimmed}");
+        }
     }
 
     #[test]

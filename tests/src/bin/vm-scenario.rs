@@ -139,6 +139,9 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     let mut child = Command::new(pagefail)
         .args(["-v", "watch", "--min-order", "1", "--interval", "2s"])
         .args(["--ring-kib", "16384", "--csv", "/tmp/pagefail.csv"])
+        // One row per stack as well: each row's top stack is then its only
+        // one, so the outcome of every call site is checked (xtask vm-test).
+        .args(["--by", "comm,pid,context,path,order,gfp,stack"])
         .args(lean)
         .args(failures_only)
         .stdout(pf_out)
@@ -990,6 +993,9 @@ struct Counters {
     storm_errors: AtomicU64,
     reuse_listeners: AtomicU64,
     reuse_errors: AtomicU64,
+    /// `listen()` refused with ENOMEM: the group's socket array could not
+    /// grow (`__reuseport_alloc`), a terminal failure made on purpose.
+    reuse_enomem: AtomicU64,
     accepted: AtomicU64,
     server_error: Mutex<String>,
 }
@@ -999,7 +1005,8 @@ impl Counters {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
             "bulk_bytes={} neigh_connects={} arp_frames={} storm_connects={} storm_errors={} \
-             reuseport_listeners={} reuseport_errors={} accepted={} server_error={}\n",
+             reuseport_listeners={} reuseport_errors={} reuseport_enomem={} accepted={} \
+             server_error={}\n",
             g(&self.bulk_bytes),
             g(&self.neigh_connects),
             g(&self.arp_frames),
@@ -1007,6 +1014,7 @@ impl Counters {
             g(&self.storm_errors),
             g(&self.reuse_listeners),
             g(&self.reuse_errors),
+            g(&self.reuse_enomem),
             g(&self.accepted),
             self.server_error.lock().unwrap()
         )
@@ -1248,8 +1256,11 @@ fn reuseport_groups(go: &AtomicBool, run_for: Duration, c: &Counters) {
                         held.push(fd);
                         c.reuse_listeners.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(_) => {
+                    Err(e) => {
                         c.reuse_errors.fetch_add(1, Ordering::Relaxed);
+                        if e.raw_os_error() == Some(libc::ENOMEM) {
+                            c.reuse_enomem.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 if Instant::now() >= end {

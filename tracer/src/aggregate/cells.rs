@@ -1,8 +1,9 @@
 //! The per-record lookup and count: where a record counts.
 //!
 //! A record's *cell* is everything of it its row is told apart by (task name,
-//! process, gfp, order, as far as rows are grouped by them), its cgroup id and
-//! its stack id. A cell always lands in the same row: rows are never removed
+//! process, as far as rows are grouped by them; gfp, order and whether it
+//! reached `warn_alloc`, which decide its cause and outcome), its cgroup id
+//! and its stack id. A cell always lands in the same row: rows are never removed
 //! within a window, a key refused by the cap stays refused, and the stack id
 //! decides the stack's class. So the row is worked out on a cell's first
 //! record (the row index, the cap, the printable key, the cgroup) and every
@@ -20,7 +21,7 @@
 //! no room are counted the slower way (see [`super::Aggregator`]).
 
 use hashbrown::HashTable;
-use tracer_common::{FailureEvent, TASK_COMM_LEN};
+use tracer_common::{EVENT_WARN_ALLOC, FailureEvent, TASK_COMM_LEN};
 
 use super::{
     RowStats,
@@ -28,9 +29,11 @@ use super::{
     hash::hash_words,
 };
 
-/// A record's attributes, as far as rows are grouped by them: fields of
-/// dimensions not grouped by are zero, except the cgroup id, always kept (a
-/// row shows its cgroup only while all its records share one).
+/// A record's attributes: the task name as far as rows are grouped by it
+/// (zero otherwise), and always the cgroup id (a row shows its cgroup only
+/// while all its records share one), the gfp mask, the order and whether it
+/// reached `warn_alloc`: a failure's cause and outcome are worked out from
+/// them once per cell, so a cell's records must share them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Attrs {
     /// The task name up to its NUL, zero-padded, as a little-endian number.
@@ -38,6 +41,8 @@ struct Attrs {
     gfp: u64,
     cgroup_id: u64,
     order: u32,
+    /// The record's `EVENT_WARN_ALLOC` bit.
+    warn_alloc: u32,
 }
 
 impl Attrs {
@@ -45,9 +50,10 @@ impl Attrs {
     fn of(ev: &FailureEvent, by: GroupBy) -> Self {
         Self {
             comm: if by.has(Dim::Comm) { comm(&ev.comm) } else { 0 },
-            gfp: if by.has(Dim::Gfp) { ev.gfp } else { 0 },
+            gfp: ev.gfp,
             cgroup_id: ev.cgroup_id,
-            order: if by.has(Dim::Order) { ev.order } else { 0 },
+            order: ev.order,
+            warn_alloc: ev.flags & EVENT_WARN_ALLOC,
         }
     }
 
@@ -62,7 +68,7 @@ impl Attrs {
             (self.comm >> 64) as u64,
             self.gfp,
             self.cgroup_id,
-            u64::from(self.order),
+            u64::from(self.order) | (u64::from(self.warn_alloc) << 32),
         ])
     }
 }

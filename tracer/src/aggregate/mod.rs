@@ -41,6 +41,7 @@ use crate::{
     export::SummaryRow,
     gfp::{self, GfpTable},
     symbolize::{self, Kallsyms},
+    verdict::{self, Cause, Evidence, Outcome, OutcomeRules, ZoneLook},
 };
 
 /// Default cap on distinct row keys.
@@ -73,6 +74,8 @@ struct FastKey {
     order: u32,
     /// Stack id + 1 when grouped by stack, else 0.
     stack: u32,
+    cause: Cause,
+    outcome: Outcome,
 }
 
 /// The key of a summary row: `None` in a dimension not grouped by.
@@ -87,6 +90,9 @@ pub struct RowKey {
     pub order: Option<u32>,
     pub gfp: Option<u64>,
     pub stack: Option<u32>,
+    /// Always part of the key: rows never mix causes or outcomes.
+    pub cause: Cause,
+    pub outcome: Outcome,
 }
 
 /// Counts of one row (and of one cell, [`cells`]).
@@ -172,6 +178,10 @@ pub struct Aggregator {
     gfp: GfpTable,
     ksyms: Kallsyms,
     classifier: Classifier,
+    outcomes: OutcomeRules,
+    /// The `warn_alloc` probe is attached: its evidence decides causes.
+    warn_probe: bool,
+    zone_look: ZoneLook,
     cgroups: CgroupResolver,
     by: GroupBy,
     key_cap: usize,
@@ -200,6 +210,9 @@ impl Aggregator {
             gfp,
             ksyms,
             classifier,
+            outcomes: OutcomeRules::builtin(),
+            warn_probe: true,
+            zone_look: ZoneLook::default(),
             cgroups: CgroupResolver::with_root(None),
             by: GroupBy::default(),
             key_cap,
@@ -218,6 +231,22 @@ impl Aggregator {
     #[must_use]
     pub fn group_by(mut self, by: GroupBy) -> Self {
         self.by = by;
+        self
+    }
+
+    /// Decide outcomes with these rules (default: the built-in table).
+    #[must_use]
+    pub fn with_outcomes(mut self, outcomes: OutcomeRules) -> Self {
+        self.outcomes = outcomes;
+        self
+    }
+
+    /// Whether the `warn_alloc` probe is attached (default: yes). Without
+    /// it, the cause of an accounted failure is read from the zone state
+    /// (see [`verdict`]).
+    #[must_use]
+    pub fn with_warn_probe(mut self, attached: bool) -> Self {
+        self.warn_probe = attached;
         self
     }
 
@@ -281,6 +310,8 @@ impl Aggregator {
             context,
             path,
             folded: symbolize::fold(&frames),
+            plan: self.outcomes.plan(&view),
+            nolock: verdict::is_nolock(&view),
             class,
         }
     }
@@ -416,6 +447,7 @@ impl Aggregator {
             comm[..len].copy_from_slice(&ev.comm[..len]);
         }
         let class = self.stacks.get(sid).map_or(0, |s| s.class);
+        let (cause, outcome) = self.verdict(ev, sid);
         let mut fast = FastKey {
             comm,
             tgid: if by.has(Dim::Pid) { ev.tgid } else { 0 },
@@ -424,6 +456,8 @@ impl Aggregator {
             gfp: if by.has(Dim::Gfp) { ev.gfp } else { 0 },
             order: if by.has(Dim::Order) { ev.order } else { 0 },
             stack: if by.has(Dim::Stack) { sid + 1 } else { 0 },
+            cause,
+            outcome,
         };
         if let Some(&row) = self.index.get(&fast) {
             return Place { row, capped: false };
@@ -443,9 +477,27 @@ impl Aggregator {
             }
         }
         let row = u32::try_from(self.rows.len()).unwrap_or(u32::MAX);
-        self.new_row(ev, sid, capped);
+        self.new_row(ev, sid, capped, (cause, outcome));
         self.index.insert(fast, row);
         Place { row, capped }
+    }
+
+    /// The cause and outcome of a record (once per cell: its records share
+    /// what decides them).
+    fn verdict(&mut self, ev: &FailureEvent, sid: u32) -> (Cause, Outcome) {
+        let info = self.stacks.get(sid);
+        let outcome = info.map_or(Outcome::Unknown, |i| {
+            self.outcomes.outcome(&i.plan, &self.gfp, ev.gfp, ev.order)
+        });
+        let evidence = Evidence {
+            nolock: info.is_some_and(|i| i.nolock),
+            account: ev.gfp & self.gfp.account_mask() != 0,
+            warn_probe: self.warn_probe,
+            warn_reached: ev.flags & EVENT_WARN_ALLOC != 0,
+        };
+        let zone_look = &mut self.zone_look;
+        let cause = verdict::cause(evidence, || zone_look.has_room(ev.order));
+        (cause, outcome)
     }
 
     /// Start a new window: forget the rows (and, once they grow large, the
@@ -461,6 +513,12 @@ impl Aggregator {
         if self.stacks.len() > STACK_CACHE_LIMIT {
             self.forget_stacks();
         }
+    }
+
+    /// Replace the outcome rules; stacks are planned again (call
+    /// [`Aggregator::set_classifier`] after it, which forgets them).
+    pub fn set_outcomes(&mut self, outcomes: OutcomeRules) {
+        self.outcomes = outcomes;
     }
 
     /// Replace the network path rules. Only between windows: `record` calls
@@ -482,7 +540,13 @@ impl Aggregator {
     }
 
     /// Add the row first seen with `ev`: its printable key and empty counts.
-    fn new_row(&mut self, ev: &FailureEvent, sid: u32, other: bool) {
+    fn new_row(
+        &mut self,
+        ev: &FailureEvent,
+        sid: u32,
+        other: bool,
+        (cause, outcome): (Cause, Outcome),
+    ) {
         let by = self.by;
         let key = if other {
             RowKey {
@@ -494,6 +558,8 @@ impl Aggregator {
                 order: by.has(Dim::Order).then_some(ev.order),
                 gfp: by.has(Dim::Gfp).then_some(ev.gfp),
                 stack: None,
+                cause,
+                outcome,
             }
         } else {
             let info = self.stacks.get(sid);
@@ -510,6 +576,8 @@ impl Aggregator {
                 order: by.has(Dim::Order).then_some(ev.order),
                 gfp: by.has(Dim::Gfp).then_some(ev.gfp),
                 stack: by.has(Dim::Stack).then_some(sid),
+                cause,
+                outcome,
             }
         };
         let cgroup = if other {
@@ -672,6 +740,8 @@ impl Aggregator {
                         .and_then(|id| self.stack(id))
                         .map(|info| info.folded.clone())
                         .unwrap_or_default(),
+                    cause: k.cause.as_str().to_owned(),
+                    outcome: k.outcome.as_str().to_owned(),
                 }
             })
             .collect()

@@ -172,8 +172,10 @@ enum Match {
         Option<u32>,
         Option<u64>,
         Option<u32>,
+        Cause,
+        Outcome,
     ),
-    Other(Option<u32>, Option<u64>),
+    Other(Option<u32>, Option<u64>, Cause, Outcome),
 }
 
 struct Reference {
@@ -205,6 +207,32 @@ impl Reference {
         }
     }
 
+    /// Cause and outcome of a record, worked out now (the `warn_alloc`
+    /// probe counts as attached, as in [`Aggregator::new`]).
+    fn verdict(&self, raw: &[u64], ev: &FailureEvent) -> (Cause, Outcome) {
+        let frames = self.ksyms.symbolize_stack(raw);
+        let view: Vec<Frame<'_>> = frames
+            .iter()
+            .map(|f| Frame {
+                function: &f.name,
+                module: f.module.as_deref(),
+            })
+            .collect();
+        let rules = OutcomeRules::builtin();
+        let outcome = rules.outcome(&rules.plan(&view), &self.gfp, ev.gfp, ev.order);
+        let account = self.gfp.bit("__GFP_ACCOUNT").unwrap_or(0);
+        let cause = verdict::cause(
+            Evidence {
+                nolock: verdict::is_nolock(&view),
+                account: ev.gfp & account != 0 && account != 0,
+                warn_probe: true,
+                warn_reached: ev.flags & EVENT_WARN_ALLOC != 0,
+            },
+            || None,
+        );
+        (cause, outcome)
+    }
+
     /// Context, path and folded text of a stack, worked out now.
     fn describe(&self, raw: &[u64]) -> (Context, String, String) {
         let frames = self.ksyms.symbolize_stack(raw);
@@ -232,6 +260,7 @@ impl Reference {
             (u32::try_from(self.stacks.len() - 1).unwrap(), true)
         };
         let (context, path, _) = self.describe(&raw);
+        let (cause, outcome) = self.verdict(&raw, ev);
         let by = self.by;
         let name_len = ev
             .comm
@@ -250,12 +279,14 @@ impl Reference {
             order,
             gfp,
             by.has(Dim::Stack).then_some(sid),
+            cause,
+            outcome,
         );
         let i = match self.rows.iter().position(|(m, _)| *m == key) {
             Some(i) => i,
             None if self.rows.len() >= self.cap => {
                 self.capped += 1;
-                let other = Match::Other(order, gfp);
+                let other = Match::Other(order, gfp, cause, outcome);
                 if let Some(i) = self.rows.iter().position(|(m, _)| *m == other) {
                     i
                 } else {
@@ -269,6 +300,8 @@ impl Reference {
                             order,
                             gfp,
                             stack: None,
+                            cause,
+                            outcome,
                         },
                         stats: RowStats::NONE,
                         cgroup: String::new(),
@@ -292,6 +325,8 @@ impl Reference {
                         order,
                         gfp,
                         stack: by.has(Dim::Stack).then_some(sid),
+                        cause,
+                        outcome,
                     },
                     stats: RowStats::NONE,
                     cgroup: self.cgroups.resolve(ev.cgroup_id),
@@ -375,6 +410,8 @@ impl Reference {
                     first_seen: crate::timestamp::rfc3339(window.clock.to_system(r.stats.first_ns)),
                     last_seen: crate::timestamp::rfc3339(window.clock.to_system(r.stats.last_ns)),
                     top_stack: top,
+                    cause: r.key.cause.as_str().to_owned(),
+                    outcome: r.key.outcome.as_str().to_owned(),
                 }
             })
             .collect()

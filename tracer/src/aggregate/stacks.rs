@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use hashbrown::HashTable;
 
 use super::hash::hash_words;
-use crate::classify::Context;
+use crate::{classify::Context, verdict::Plan};
 
 /// What one distinct stack says, worked out once.
 #[derive(Debug, Clone)]
@@ -17,6 +17,10 @@ pub struct StackInfo {
     pub path: String,
     /// Root first, `;`-joined.
     pub folded: String,
+    /// The outcome rules that can decide this stack's failures.
+    pub plan: Plan,
+    /// The stack runs through a lock-free allocation try.
+    pub nolock: bool,
     /// Id of this stack's (context, path), the parts of it rows are grouped by.
     pub(super) class: u32,
 }

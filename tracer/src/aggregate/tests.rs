@@ -110,9 +110,19 @@ fn group_by_fewer_keys_merges_rows_and_blanks_columns() {
     a.add(&event("dup", 10, 6, 0x400cc0, &FD, 0));
     a.add(&event("dup", 12, 3, 0x820, &NET, 0));
     a.add(&event("x", 13, 3, 0x820, &NET, 0));
+    a.add(&event("dup", 14, 3, 0x820, &NET, 0));
     let rows = a.summary_rows(&Window::starting_now());
-    assert_eq!(rows.len(), 2);
+    // Rows never mix outcomes: the fd table's and the network stack's
+    // failures of `dup` stay apart, the two network ones merge.
+    assert_eq!(rows.len(), 3, "{rows:#?}");
     assert_eq!((rows[0].comm.as_str(), rows[0].failures), ("dup", 2));
+    assert_ne!(rows[0].outcome, "");
+    let dup: u64 = rows
+        .iter()
+        .filter(|r| r.comm == "dup")
+        .map(|r| r.failures)
+        .sum();
+    assert_eq!(dup, 3);
     assert_eq!(rows[0].pid, "");
     assert_eq!(rows[0].order, None);
     assert_eq!(rows[0].gfp, "");

@@ -303,6 +303,14 @@ impl Classifier {
     }
 }
 
+/// The index of the frame (innermost first) where the allocation's CPU
+/// context was entered (a softirq or hardirq entry), if any: frames beyond it
+/// belong to the code the interrupt interrupted.
+#[must_use]
+pub fn context_entry(frames: &[Frame<'_>]) -> Option<usize> {
+    context::entry(frames).map(|(index, _)| index)
+}
+
 /// Add a scanned pattern, merging a pattern listed for several labels.
 fn add_scanned(list: &mut Scanned, pattern: Box<str>, bit: u128) {
     match list.iter_mut().find(|(p, _)| *p == pattern) {

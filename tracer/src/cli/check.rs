@@ -741,9 +741,9 @@ mod tests {
         let good = dir.join("good.csv");
         let mut text = CSV_HEADER.join(",");
         text.push_str(
-            "\n,,h,6.18.0,x,1,/,task,none,6,0x4428c0,GFP_NOWAIT|__GFP_ACCOUNT,true,3,0,,,a;b\n",
+            "\n,,h,6.18.0,x,1,/,task,none,6,0x4428c0,GFP_NOWAIT|__GFP_ACCOUNT,true,3,0,,,a;b,memcg,fallback\n",
         );
-        text.push_str(",,h,6.18.0,x,1,/,task,none,notanumber,0x0,none,true,3,0,,,\n");
+        text.push_str(",,h,6.18.0,x,1,/,task,none,notanumber,0x0,none,true,3,0,,,,zone,terminal\n");
         fs::write(&good, text).unwrap();
         let e = format!("{:#}", export::read_csv_file(&good).unwrap_err());
         assert!(e.contains("row 3"), "{e}");

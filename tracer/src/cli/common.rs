@@ -1,20 +1,21 @@
 //! Options and output shared by the tracing subcommands.
 
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    aggregate::{Aggregator, DEFAULT_KEY_CAP, GroupBy},
+    aggregate::{Aggregator, DEFAULT_KEY_CAP, GroupBy, Window},
     classify::Classifier,
     export::{
-        self, SummaryRow,
+        self, RunSummary, SummaryRow,
         memory::{write_memory_csv, write_memory_json_lines},
     },
     memory::{Snapshot, SnapshotLimiter, SnapshotSummary},
-    probe::{ProbeConfig, support},
+    probe::{Counters, ProbeConfig, WarnAllocProbe, support},
     session::AggregateConfig,
+    verdict::OutcomeRules,
 };
 
 /// Which failures are traced (applied in the kernel).
@@ -116,6 +117,10 @@ pub struct GroupArgs {
     /// Extra network path rules (same format as the built-in table; see README).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
+    /// Extra outcome rules, tried before the built-in ones (format: README,
+    /// "Cause and outcome").
+    #[arg(long, value_name = "FILE")]
+    pub outcome_rules: Option<PathBuf>,
 }
 
 /// Where the summary is written at exit.
@@ -197,10 +202,20 @@ impl GroupArgs {
                     .with_context(|| format!("rule file {}", path.display()))?
             }
         };
+        let outcomes = match &self.outcome_rules {
+            None => OutcomeRules::builtin(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read outcome rule file {}", path.display()))?;
+                OutcomeRules::with_user_rules(&text)
+                    .with_context(|| format!("outcome rule file {}", path.display()))?
+            }
+        };
         Ok(AggregateConfig {
             by: self.by,
             key_cap: usize::try_from(self.max_rows).unwrap_or(DEFAULT_KEY_CAP),
             classifier,
+            outcomes,
         })
     }
 }
@@ -288,6 +303,36 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The run summary (`--summary-json`, record's `.summary.json`): the
+/// kernel's counters, the rows summed by cause and outcome, the drops.
+#[must_use]
+pub fn run_summary(
+    window: &Window,
+    totals: &Counters,
+    rows: &[SummaryRow],
+    warn: &WarnAllocProbe,
+    drops: &BTreeMap<String, u64>,
+) -> RunSummary {
+    let mut summary = RunSummary {
+        window_start: crate::timestamp::rfc3339(window.start),
+        window_end: crate::timestamp::rfc3339(window.end),
+        host: window.host.clone(),
+        kernel: window.kernel.clone(),
+        allocations_by_order: RunSummary::by_order(&totals.allocs),
+        failures_by_order: RunSummary::by_order(&totals.fails),
+        failures: totals.matched,
+        failures_by_cause: BTreeMap::new(),
+        failures_by_outcome: BTreeMap::new(),
+        lost: totals.lost,
+        unseen: totals.unseen,
+        warn_alloc: matches!(warn, WarnAllocProbe::Attached).then_some(totals.warn_alloc),
+        warned: 0,
+        drops: drops.clone(),
+    };
+    summary.add_rows(rows);
+    summary
+}
+
 /// A human table of summary rows, most failures first as given.
 #[must_use]
 pub fn rows_table(rows: &[SummaryRow]) -> String {
@@ -299,12 +344,24 @@ pub fn rows_table(rows: &[SummaryRow]) -> String {
         }
     };
     let mut s = format!(
-        "{:<16} {:>8} {:<8} {:<18} {:>5} {:>9} {:>6} {:<6}  {}\n",
-        "COMM", "PID", "CONTEXT", "PATH", "ORDER", "FAILURES", "WARNED", "ATOMIC", "GFP"
+        "{:<8} {:<7} {:<16} {:>8} {:<8} {:<18} {:>5} {:>9} {:>6} {:<6}  {}\n",
+        "OUTCOME",
+        "CAUSE",
+        "COMM",
+        "PID",
+        "CONTEXT",
+        "PATH",
+        "ORDER",
+        "FAILURES",
+        "WARNED",
+        "ATOMIC",
+        "GFP"
     );
     for r in rows {
         s.push_str(&format!(
-            "{:<16} {:>8} {:<8} {:<18} {:>5} {:>9} {:>6} {:<6}  {}\n",
+            "{:<8} {:<7} {:<16} {:>8} {:<8} {:<18} {:>5} {:>9} {:>6} {:<6}  {}\n",
+            dash(&r.outcome),
+            dash(&r.cause),
             dash(&r.comm),
             dash(&r.pid),
             dash(&r.context),

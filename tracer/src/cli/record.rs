@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::{
     aggregate::{OTHER, Window},
-    cli::common::{FilterArgs, GroupArgs, MemoryTracker},
+    cli::common::{FilterArgs, GroupArgs, MemoryTracker, run_summary},
     drops::{self, DropReport},
     export,
     metrics::{FailureLabels, Metrics},
@@ -174,6 +174,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
                     Ok(cfg) => {
                         // Close the window so its rows keep the stack ids they were built with.
                         books.advance(&mut session, &metrics, &memory, true, &mut on_record)?;
+                        session.agg.set_outcomes(cfg.outcomes);
                         session.agg.set_classifier(cfg.classifier);
                         crate::note!("pagefail: SIGHUP: rules re-read, interval closed");
                     }
@@ -336,6 +337,8 @@ fn update_metrics(metrics: &Mutex<Metrics>, session: &mut Session, delta: &Count
                 .gfp
                 .map(|g| agg.gfp().is_atomic(g).to_string())
                 .unwrap_or_default(),
+            cause: k.cause.to_string(),
+            outcome: k.outcome.to_string(),
         };
         let labels = if k.comm.as_deref() == Some(OTHER) {
             FailureLabels {
@@ -380,7 +383,23 @@ fn close_interval(
         export::memory::write_memory_csv(&mut buf, &snapshots, true)?;
         Some(buf)
     };
-    recorder.queue(window.start, csv, totals, memory_csv);
+    // Memory-reason drops of the window, by reason (nonzero ones).
+    let drop_counts: std::collections::BTreeMap<String, u64> = drops
+        .reasons
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .cloned()
+        .collect();
+    let summary = run_summary(
+        window,
+        delta,
+        &rows,
+        &session.tracer.warn_alloc,
+        &drop_counts,
+    );
+    let mut summary_json = Vec::new();
+    export::write_summary_json(&mut summary_json, &summary)?;
+    recorder.queue(window.start, csv, totals, memory_csv, Some(summary_json));
     session.agg.reset();
     window.start = window.end;
     Ok(())

@@ -195,7 +195,11 @@ pub fn merge(rows: impl IntoIterator<Item = SummaryRow>, keys: &[String]) -> Vec
     let mut groups: HashMap<Vec<String>, Acc> = HashMap::new();
     let mut order: Vec<Vec<String>> = Vec::new();
     for row in rows {
-        let key = key_of(&row, keys);
+        // Rows never mix causes or outcomes (as in `watch`): both are
+        // always part of the key.
+        let mut key = key_of(&row, keys);
+        key.push(row.cause.clone());
+        key.push(row.outcome.clone());
         match groups.get_mut(&key) {
             None => {
                 order.push(key.clone());
@@ -348,15 +352,21 @@ mod tests {
         );
         let as_map = |rows: &[SummaryRow]| -> HashMap<Vec<String>, (u64, u64)> {
             rows.iter()
-                .map(|r| (key_of(r, &by), (r.failures, r.warned)))
+                .map(|r| {
+                    let mut k = key_of(r, &by);
+                    k.extend([r.cause.clone(), r.outcome.clone()]);
+                    (k, (r.failures, r.warned))
+                })
                 .collect()
         };
         assert_eq!(as_map(&merged), as_map(&single));
         assert_eq!(merged.iter().map(|r| r.failures).sum::<u64>(), 40);
         // Coarser keys: totals per comm.
         let per_comm = merge(merged, &keys("comm"));
-        let a = per_comm.iter().find(|r| r.comm == "a").unwrap();
-        assert_eq!(a.failures, 14);
+        // Rows of different outcomes stay apart even under a coarser key.
+        let a_rows: Vec<&SummaryRow> = per_comm.iter().filter(|r| r.comm == "a").collect();
+        assert_eq!(a_rows.iter().map(|r| r.failures).sum::<u64>(), 14);
+        let a = a_rows[0];
         assert_eq!(a.pid, "", "pids differ, so the column is blank");
     }
 
@@ -374,7 +384,7 @@ mod tests {
         let text = format!(
             "{}\n{}\n",
             CSV_HEADER.join(","),
-            "a,b,h,k,c,1,/,task,none,NaN,0x1,X,true,1,0,a,b,s"
+            "a,b,h,k,c,1,/,task,none,NaN,0x1,X,true,1,0,a,b,s,zone,terminal"
         );
         let err = export::read_csv("bad.csv", text.as_bytes()).unwrap_err();
         assert!(format!("{err:#}").contains("row 2"), "{err:#}");
@@ -413,7 +423,13 @@ mod tests {
                 u64::MAX - 1
             )
         };
-        let text = format!("{}\n{}\n{}\n", CSV_HEADER.join(","), line("a"), line("a"));
+        // A file from before the cause and outcome columns.
+        let text = format!(
+            "{}\n{}\n{}\n",
+            export::CSV_HEADER_BEFORE_VERDICT.join(","),
+            line("a"),
+            line("a")
+        );
         let rows = export::read_csv("big.csv", text.as_bytes()).unwrap();
         let merged = merge(rows, &keys("comm"));
         assert_eq!(merged.len(), 1);

@@ -29,6 +29,7 @@ pub async fn collect(cfg: &ProbeConfig, duration: Duration) -> anyhow::Result<Sa
         by: GroupBy::default(),
         key_cap: DEFAULT_KEY_CAP,
         classifier: Classifier::builtin(),
+        outcomes: crate::verdict::OutcomeRules::builtin(),
     };
     let mut session = Session::start(cfg, &agg, Signals::install()?)?;
     let end = tokio::time::Instant::now() + duration;

@@ -4,6 +4,7 @@
 use std::{
     cell::RefCell,
     io::{self, IsTerminal, Write},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -11,12 +12,13 @@ use clap::Args;
 use tracer_common::{FailureEvent, ORDER_SLOTS};
 
 use crate::{
-    aggregate::Aggregator,
-    cli::common::{ExportArgs, FilterArgs, GroupArgs, MemoryTracker},
+    aggregate::{Aggregator, RowStats},
+    cli::common::{ExportArgs, FilterArgs, GroupArgs, MemoryTracker, run_summary},
     drops, events,
     memory::{Snapshot, one_line},
     probe::{Counters, WarnAllocProbe},
     session::{Session, Signals, Step, parse_duration},
+    verdict::Outcome,
 };
 
 /// Trace failed page allocations live.
@@ -32,6 +34,7 @@ use crate::{
 ///   sudo pagefail watch --min-order 2 --pid 1234 -v
 ///   sudo pagefail watch --by comm,path --flamegraph failures.svg
 ///   sudo pagefail watch --stacks --no-tui | tee watch.log
+///   sudo pagefail watch --all --duration 30s --summary-json run.json
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct WatchArgs {
@@ -54,6 +57,11 @@ pub struct WatchArgs {
     /// stdout is not a terminal).
     #[arg(long)]
     pub no_tui: bool,
+    /// Write one JSON object for the run to this file at exit (atomically):
+    /// allocations and failures per order, failures by cause and outcome,
+    /// lost, unseen, `warn_alloc`, drops.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -152,6 +160,21 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
         let _ = io::stdout().write_all(text.as_bytes());
     }
     args.output.write_exports(&session.agg, &rows)?;
+    if let Some(path) = &args.summary_json {
+        let summary = run_summary(
+            &session.window,
+            &totals,
+            &rows,
+            &session.tracer.warn_alloc,
+            &drops
+                .reasons
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .cloned()
+                .collect(),
+        );
+        crate::export::write_atomically(path, |w| crate::export::write_summary_json(w, &summary))?;
+    }
     args.output.write_memory(&memory.borrow())
 }
 
@@ -261,14 +284,27 @@ fn live_view(
         s.push_str("  ");
         s.push_str(&unseen_line(total.unseen, lean));
     }
-    let rows = agg.rows();
+    let mut rows = agg.rows();
+    s.push_str(&outcome_headline(&rows, interval));
+    // Terminal failures first: those are the ones that cost something.
+    rows.sort_by_key(|(k, _)| k.outcome);
     let active = rows.iter().filter(|(_, r)| r.interval_failures > 0).count();
     if !tui && active == 0 {
         return s;
     }
     s.push_str(&format!(
-        "  {:<16} {:>7} {:<8} {:<18} {:>5} {:>9} {:>8} {:>6}  {}\n",
-        "COMM", "PID", "CONTEXT", "PATH", "ORDER", "FAILURES", "RATE/s", "WARNED", "GFP_FLAGS"
+        "  {:<8} {:<7} {:<16} {:>7} {:<8} {:<18} {:>5} {:>9} {:>8} {:>6}  {}\n",
+        "OUTCOME",
+        "CAUSE",
+        "COMM",
+        "PID",
+        "CONTEXT",
+        "PATH",
+        "ORDER",
+        "FAILURES",
+        "RATE/s",
+        "WARNED",
+        "GFP_FLAGS"
     ));
     let secs = interval.as_secs_f64().max(0.001);
     // Plain lines show the rows active in this interval; the refreshing
@@ -279,7 +315,9 @@ fn live_view(
         .take(LIVE_ROWS)
     {
         s.push_str(&format!(
-            "  {:<16} {:>7} {:<8} {:<18} {:>5} {:>9} {:>8.1} {:>6}  {}\n",
+            "  {:<8} {:<7} {:<16} {:>7} {:<8} {:<18} {:>5} {:>9} {:>8.1} {:>6}  {}\n",
+            k.outcome.as_str(),
+            k.cause.as_str(),
             k.comm.as_deref().unwrap_or("*"),
             k.tgid.map_or_else(|| "*".to_owned(), |p| p.to_string()),
             k.context.map_or("*", |c| c.as_str()),
@@ -305,7 +343,7 @@ fn lost_lines(agg: &Aggregator, totals: &Counters) -> String {
         return String::new();
     }
     let mut s = format!(
-        "  of the lost: {} counted by row in the kernel and rebuilt into the rows ({} so far),          {} not kept (the kernel's table was full or busy)\n",
+        "  of the lost: {} counted by row in the kernel and rebuilt into the rows ({} so far), {} not kept (the kernel's table was full or busy)\n",
         totals.lost_kept, agg.rebuilt, totals.lost_unkept
     );
     let rows = agg.rebuilt_rows();
@@ -331,6 +369,32 @@ fn lost_lines(agg: &Aggregator, totals: &Counters) -> String {
         ));
     }
     s
+}
+
+/// Failures recorded by outcome: terminal ones (with their rate over the
+/// last interval) apart from fallbacks.
+fn outcome_headline(rows: &[(&crate::aggregate::RowKey, RowStats)], interval: Duration) -> String {
+    let mut total = [0u64; 3];
+    let mut recent = [0u64; 3];
+    for (k, r) in rows {
+        let slot = k.outcome as usize;
+        total[slot] += r.failures;
+        recent[slot] += r.interval_failures;
+    }
+    let secs = interval.as_secs_f64().max(0.001);
+    let (t, f, u) = (
+        Outcome::Terminal as usize,
+        Outcome::Fallback as usize,
+        Outcome::Unknown as usize,
+    );
+    format!(
+        "  terminal failures {} ({:.1}/s)   fallbacks {} ({:.1}/s)   unknown outcome {}\n",
+        total[t],
+        recent[t] as f64 / secs,
+        total[f],
+        recent[f] as f64 / secs,
+        total[u],
+    )
 }
 
 /// The summary's line on allocation events the kernel kept from pagefail.
@@ -399,8 +463,31 @@ fn final_summary(
         s.push_str("no failures recorded\n");
         return s;
     }
+    s.push_str(&verdict_lines(rows));
     s.push_str(&crate::cli::common::rows_table(rows));
     s
+}
+
+/// The recorded failures by outcome and by cause, one line each.
+fn verdict_lines(rows: &[crate::export::SummaryRow]) -> String {
+    let mut by_outcome: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    let mut by_cause: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for r in rows {
+        *by_outcome.entry(r.outcome.as_str()).or_default() += r.failures;
+        *by_cause.entry(r.cause.as_str()).or_default() += r.failures;
+    }
+    let list = |m: &std::collections::BTreeMap<&str, u64>, order: &[&str]| {
+        order
+            .iter()
+            .map(|k| format!("{k} {}", m.get(k).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "recorded failures by outcome: {}\nrecorded failures by cause: {}\n",
+        list(&by_outcome, &["terminal", "fallback", "unknown"]),
+        list(&by_cause, &["zone", "memcg", "nolock", "unknown"]),
+    )
 }
 
 #[cfg(test)]

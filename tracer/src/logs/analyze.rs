@@ -10,6 +10,7 @@ use crate::{
     classify::{Classifier, Context, Frame, context_of},
     gfp::{GfpSemantics, GfpTable, versions},
     kernel_version::KernelVersion,
+    verdict::{Outcome, OutcomeRules},
 };
 
 /// The derived fields of one report.
@@ -30,7 +31,14 @@ pub struct Analysis {
     /// Reliable frames (all frames when none is), root first, reporting and
     /// allocator frames dropped, `;`-joined.
     pub stack: String,
+    /// What the failure meant for the caller, by the outcome rules over the
+    /// same frames and the version's gfp bits.
+    pub outcome: Outcome,
 }
+
+/// The built-in outcome rules, compiled once for every report.
+static OUTCOMES: std::sync::LazyLock<OutcomeRules> =
+    std::sync::LazyLock::new(OutcomeRules::builtin);
 
 /// Innermost frames that only report or allocate, not worth showing
 /// (renamed over the years).
@@ -166,6 +174,14 @@ fn analyze_with(
         shown = reliable.iter().map(|f| f.function).collect();
     }
     shown.reverse();
+    let own: Vec<Frame<'_>> = reliable
+        .iter()
+        .copied()
+        .skip_while(|f| {
+            is_plumbing(f.function) || crate::symbolize::is_allocator_or_tracing_frame(f.function)
+        })
+        .collect();
+    let outcome = OUTCOMES.outcome(&OUTCOMES.plan(&own), table, r.gfp, r.order);
     Analysis {
         kernel,
         gfp_names,
@@ -175,6 +191,7 @@ fn analyze_with(
         context,
         path,
         stack: shown.join(";"),
+        outcome,
     }
 }
 

@@ -12,6 +12,7 @@ use crate::{
     export::SummaryRow,
     memory::advice::{self, Advice, Cause, Source},
     timestamp::rfc3339_us as rfc3339,
+    verdict::Outcome,
 };
 
 /// Reports described one by one in the human summary.
@@ -31,6 +32,8 @@ struct Key {
     path: String,
     order: u32,
     gfp: u64,
+    /// Rows never mix outcomes, as in `watch`.
+    outcome: Outcome,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +158,7 @@ impl Summary {
             path: a.path.clone(),
             order: r.order,
             gfp: r.gfp,
+            outcome: a.outcome,
         };
         if !self.rows.contains_key(&key) {
             if self.rows.len() >= MAX_ROWS {
@@ -240,6 +244,12 @@ impl Summary {
                     .max_by_key(|(_, n)| *n)
                     .map(|(s, _)| s.clone())
                     .unwrap_or_default(),
+                // The kernel prints "page allocation failure" from the slow
+                // path's warn_alloc: the zone search failed (a refused memcg
+                // charge never gets there).
+                cause: "zone".to_owned(),
+                // From the rules over the report's reliable frames.
+                outcome: k.outcome.as_str().to_owned(),
             })
             .collect();
         rows.sort_by(|a, b| b.atomic.cmp(&a.atomic).then(b.failures.cmp(&a.failures)));
@@ -566,6 +576,9 @@ fn row_of(r: &Report, a: &Analysis) -> SummaryRow {
         first_seen: t.clone(),
         last_seen: t,
         top_stack: a.stack.clone(),
+        // Judged on its memory alone, as before the two columns.
+        cause: String::new(),
+        outcome: String::new(),
     }
 }
 
@@ -650,7 +663,13 @@ impl LogAdvice {
                     .filter(|r| {
                         r.order == Some(g.order) && r.host == g.host && r.kernel == g.kernel
                     })
-                    .cloned()
+                    // Judged on the report's memory alone, as before the
+                    // cause and outcome columns (live and CSV advice use them).
+                    .map(|r| SummaryRow {
+                        cause: String::new(),
+                        outcome: String::new(),
+                        ..r.clone()
+                    })
                     .collect();
                 let kernel = (!g.kernel.is_empty()).then_some(g.kernel.as_str());
                 let host = (!g.host.is_empty()).then_some(g.host.as_str());

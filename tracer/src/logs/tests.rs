@@ -637,6 +637,18 @@ fn context_and_path_from_the_shared_classifier() {
 }
 
 #[test]
+fn real_reports_get_the_outcome_of_their_call_site() {
+    use crate::verdict::Outcome;
+    let mut an = Analyzer::new(None);
+    // neigh_hash_alloc: the neighbour table keeps its old size.
+    let a = an.analyze(&one(REAL_1));
+    assert_eq!(a.outcome, Outcome::Fallback, "{}", a.stack);
+    // __reuseport_alloc: listen() fails.
+    let a = an.analyze(&one(REAL_2));
+    assert_eq!(a.outcome, Outcome::Terminal, "{}", a.stack);
+}
+
+#[test]
 fn irq_markers_refine_the_frames_context() {
     use crate::classify::Context;
     assert_eq!(

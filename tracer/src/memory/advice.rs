@@ -149,6 +149,8 @@ impl Source {
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     MemcgLimit,
+    /// A lock-free try (`alloc_pages_nolock`): fails by design.
+    LockFree,
     ExpectedFallback,
     Exhaustion,
     Fragmentation,
@@ -160,6 +162,7 @@ impl Cause {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MemcgLimit => "memcg limit",
+            Self::LockFree => "lock-free try (fails by design)",
             Self::ExpectedFallback => "expected (caller has a fallback)",
             Self::Exhaustion => "exhaustion",
             Self::Fragmentation => "fragmentation",
@@ -354,13 +357,27 @@ fn classify(
     source: &Source,
     key: Option<&ZoneInfo>,
 ) -> Cause {
+    // The row's own cause and outcome (CSV columns since pagefail worked
+    // them out from the stack and evidence) come first; files without
+    // them fall back to the flag heuristics below.
+    match row.cause.as_str() {
+        "memcg" => return Cause::MemcgLimit,
+        "nolock" => return Cause::LockFree,
+        _ => {}
+    }
     let m = semantics_of(row);
-    let memcg = m.account || memcg_stack(row);
+    let memcg = row.cause.is_empty() && (m.account || memcg_stack(row));
     if memcg && key.is_some_and(|z| zone_has_room(snap, z, order)) {
         return Cause::MemcgLimit;
     }
-    if m.nowarn || (m.noretry && order > 0) || kvmalloc_stack(row) {
-        return Cause::ExpectedFallback;
+    let heuristic_fallback = m.nowarn || (m.noretry && order > 0) || kvmalloc_stack(row);
+    match row.outcome.as_str() {
+        "fallback" => return Cause::ExpectedFallback,
+        // A terminal failure costs something even when the caller asked
+        // not to be warned (an skb allocation with NOWARN is a drop).
+        "terminal" => {}
+        _ if heuristic_fallback => return Cause::ExpectedFallback,
+        _ => {}
     }
     let Some(z) = key else {
         return Cause::NotExplainedNow;
@@ -418,8 +435,12 @@ fn explanation(
              watermarks and blocks of this order{state}. No sysctl change helps; raise the \
              cgroup's memory limit (memory.max / memory.limit_in_bytes) or reduce its usage."
         ),
+        Cause::LockFree => "a lock-free allocation try (alloc_pages_nolock, used by BPF and \
+             tracing) gives up instead of taking a lock or reclaiming: it fails by design. No \
+             sysctl change helps."
+            .to_owned(),
         Cause::ExpectedFallback => {
-            "the caller asked not to be warned (__GFP_NOWARN, an opportunistic \
+            "the caller falls back (its outcome is `fallback`), or asked not to be warned (__GFP_NOWARN, an opportunistic \
              __GFP_NORETRY high-order try, or kvmalloc's vmalloc fallback) and falls back to a \
              smaller or virtually contiguous allocation: no change needed unless packet drops \
              line up with them."
@@ -666,7 +687,7 @@ pub fn advise_from(
         }
     }
     let cautions = cautions(&findings, &recommendations, snap, &source, drops);
-    let verdict = verdict(&findings, &source);
+    let verdict = format!("{}{}", outcome_sentence(rows), verdict(&findings, &source));
     Advice {
         source,
         findings,
@@ -677,6 +698,37 @@ pub fn advise_from(
     }
 }
 
+/// Fallbacks per second from which they are called a storm: each one is
+/// recovered, but together they show memory under pressure or fragmented.
+const FALLBACK_STORM_PER_SECOND: u64 = 1000;
+
+/// What the rows' outcomes say, before the verdict on causes: terminal
+/// failures are the ones that cost something; a storm of fallbacks is a
+/// sign of pressure. Empty for files without the outcome column.
+fn outcome_sentence(rows: &[SummaryRow]) -> String {
+    let with = |o: &str| -> Vec<&SummaryRow> { rows.iter().filter(|r| r.outcome == o).collect() };
+    let (terminal, fallback) = (with("terminal"), with("fallback"));
+    let sum = |v: &[&SummaryRow]| v.iter().map(|r| r.failures).sum::<u64>();
+    let (t, f) = (sum(&terminal), sum(&fallback));
+    if t == 0 && f == 0 {
+        return String::new();
+    }
+    let mut s = if t > 0 {
+        format!("{t} terminal failures (each an error or a drop): act on these first; ")
+    } else {
+        "no terminal failure: every failure with a known outcome was recovered by its caller; "
+            .to_owned()
+    };
+    let rate = blocks_per_second(&fallback);
+    if rate >= FALLBACK_STORM_PER_SECOND {
+        s.push_str(&format!(
+            "{f} fallbacks at up to {rate}/s: a storm of fallbacks is itself a sign of memory \
+             pressure or fragmentation; "
+        ));
+    }
+    s
+}
+
 fn verdict(findings: &[Finding], source: &Source) -> String {
     if findings.is_empty() {
         return "no failures to explain: nothing to change".to_owned();
@@ -685,6 +737,9 @@ fn verdict(findings: &[Finding], source: &Source) -> String {
     let mut parts = Vec::new();
     if has(Cause::MemcgLimit) {
         parts.push("memcg limit, not zone watermarks: no sysctl change helps".to_owned());
+    }
+    if has(Cause::LockFree) {
+        parts.push("lock-free tries fail by design: no sysctl change helps".to_owned());
     }
     if has(Cause::Exhaustion) {
         parts.push("exhaustion: free memory near the min watermark".to_owned());
@@ -929,6 +984,9 @@ mod tests {
             first_seen: "2026-03-01T10:00:10Z".into(),
             last_seen: format!("2026-03-01T10:00:{}Z", 10 + span_s),
             top_stack: stack.into(),
+            // As in files written before the two columns.
+            cause: String::new(),
+            outcome: String::new(),
         }
     }
 
@@ -997,6 +1055,54 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("FRAGMENTATION"), "{text}");
+    }
+
+    #[test]
+    fn outcome_and_cause_columns_decide_before_the_flags() {
+        let snap = snapshot("advice-fragmented");
+        // skb_segment's NOWARN failure is a drop: terminal, so it is judged
+        // on the zone (fragmentation here), not waved off as NOWARN.
+        let mut terminal = row(
+            K61,
+            3,
+            "0x2a20",
+            "GFP_ATOMIC|__GFP_NOWARN",
+            500,
+            5,
+            NET_STACK,
+        );
+        terminal.cause = "zone".into();
+        terminal.outcome = "terminal".into();
+        let a = advise(std::slice::from_ref(&terminal), &snap, None);
+        assert_eq!(a.findings[0].cause, Cause::Fragmentation, "{a:?}");
+        assert_eq!(a.recommendations.len(), 1);
+        assert!(
+            a.verdict.starts_with("500 terminal failures"),
+            "{}",
+            a.verdict
+        );
+        // A warned failure whose caller falls back (neigh_hash_alloc): no change.
+        let mut fallback = atomic_order3(30_000, 2);
+        fallback.cause = "zone".into();
+        fallback.outcome = "fallback".into();
+        let a = advise(std::slice::from_ref(&fallback), &snap, None);
+        assert_eq!(a.findings[0].cause, Cause::ExpectedFallback);
+        assert!(a.recommendations.is_empty());
+        assert!(a.verdict.contains("no terminal failure"), "{}", a.verdict);
+        assert!(a.verdict.contains("storm of fallbacks"), "{}", a.verdict);
+        // memcg and lock-free failures never get a sysctl.
+        for (cause, expected) in [("memcg", Cause::MemcgLimit), ("nolock", Cause::LockFree)] {
+            let mut r = terminal.clone();
+            r.cause = cause.into();
+            let a = advise(&[r], &snap, None);
+            assert_eq!(a.findings[0].cause, expected);
+            assert!(a.recommendations.is_empty(), "{a:?}");
+            assert!(
+                a.verdict.contains("no sysctl change helps"),
+                "{}",
+                a.verdict
+            );
+        }
     }
 
     #[test]

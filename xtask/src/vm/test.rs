@@ -685,6 +685,9 @@ struct CsvRow {
     order: u32,
     gfp_flags: String,
     failures: u64,
+    /// Root first, `;`-joined (rows are grouped by stack: the row's only one).
+    top_stack: String,
+    outcome: String,
 }
 
 fn parse_csv(text: &str) -> Result<Vec<CsvRow>> {
@@ -704,6 +707,7 @@ fn parse_csv(text: &str) -> Result<Vec<CsvRow>> {
         col("gfp_flags")?,
         col("failures")?,
     );
+    let (top_stack, outcome) = (col("top_stack")?, col("outcome")?);
     let mut rows = Vec::new();
     for rec in r.records() {
         let rec = rec.context("a malformed CSV record")?;
@@ -714,6 +718,8 @@ fn parse_csv(text: &str) -> Result<Vec<CsvRow>> {
             order: rec[order].parse().context("order is not a number")?,
             gfp_flags: rec[gfp_flags].to_owned(),
             failures: rec[failures].parse().context("failures is not a number")?,
+            top_stack: rec[top_stack].to_owned(),
+            outcome: rec[outcome].to_owned(),
         });
     }
     Ok(rows)
@@ -953,6 +959,8 @@ fn check_into(
         task.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
     );
 
+    check_outcomes(&csv, sections.get("traffic").unwrap_or(&empty), &mut add);
+
     // Orders and gfp names: the CSV's totals per (order, names) against the
     // records tracefs printed.
     let mut from_csv: BTreeMap<(u32, String), u64> = BTreeMap::new();
@@ -1031,6 +1039,205 @@ fn check_into(
     );
 }
 
+/// What the kernel source says a failure means for its caller, for the call
+/// sites this scenario makes fail: read from `net/core/skbuff.c`,
+/// `mm/slub.c`, `net/ipv4/tcp_output.c`, `net/core/neighbour.c`,
+/// `net/ipv4/arp.c`, `net/core/sock.c`, `net/core/sock_reuseport.c` and
+/// `net/packet/af_packet.c` of 5.10, 6.1 and 6.12. Written apart from
+/// pagefail's rule file on purpose: the two readings must agree. Frames leaf
+/// first; `None` for a site not listed here.
+fn expected_outcome(leaf_first: &[&str], gfp_flags: &str, order: u32) -> Option<&'static str> {
+    let noretry = gfp_flags.contains("__GFP_NORETRY");
+    for (i, frame) in leaf_first.iter().enumerate() {
+        // Compiler suffixes (.part.0) and the 6.10+ _noprof suffix.
+        let f = frame.split(['.', ' ']).next().unwrap_or(frame);
+        let f = f.strip_suffix("_noprof").unwrap_or(f);
+        match f {
+            // slab's first try at its preferred order (allocate_slab adds
+            // NORETRY); the retry at the minimum order is handed up.
+            "allocate_slab" if i == 0 && noretry => return Some("fallback"),
+            "allocate_slab"
+            | "___slab_alloc"
+            | "__slab_alloc"
+            | "new_slab"
+            | "kmem_cache_alloc"
+            | "kmem_cache_alloc_node"
+            | "__kmem_cache_alloc_node"
+            | "kmem_cache_alloc_lru"
+            | "__kmalloc"
+            | "__kmalloc_node"
+            | "__kmalloc_node_track_caller"
+            | "__kmalloc_large_node"
+            | "___kmalloc_large_node"
+            | "kmalloc_large_node"
+            | "kmalloc_large"
+            | "kmalloc_order"
+            | "kmalloc_order_trace"
+            | "kmalloc_trace"
+            | "__kmalloc_cache"
+            | "kmalloc_reserve"
+            | "__alloc_skb"
+            | "pskb_expand_head"
+            | "__pskb_pull_tail"
+            | "sk_prot_alloc"
+            | "inet_csk_clone_lock"
+            | "__skb_unclone_keeptruesize"
+            | "__get_free_pages"
+            | "get_free_pages" => {}
+            // The code that allocated retries itself, later or smaller.
+            "__tcp_send_ack"
+            | "tcp_stream_alloc_skb"
+            | "sk_stream_alloc_skb"
+            | "tcp_fragment"
+            | "tso_fragment"
+            | "neigh_hash_alloc" => return Some("fallback"),
+            "skb_page_frag_refill" if order > 0 => return Some("fallback"),
+            "alloc_one_pg_vec_page" => {
+                return Some(if noretry { "fallback" } else { "terminal" });
+            }
+            // The caller gets nothing: a packet not sent or dropped, a
+            // connection refused, an error to the system call.
+            "skb_segment"
+            | "validate_xmit_skb"
+            | "arp_create"
+            | "tcp_make_synack"
+            | "sk_clone_lock"
+            | "__reuseport_alloc"
+            | "___neigh_create"
+            | "__neigh_create"
+            | "neigh_alloc"
+            | "__neigh_notify"
+            | "__netdev_alloc_skb"
+            | "__napi_alloc_skb"
+            | "napi_alloc_skb"
+            | "tcp_send_active_reset" => return Some("terminal"),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Each row's outcome against [`expected_outcome`]; the share of failures
+/// per outcome; and the terminal case the scenario makes on purpose:
+/// `SO_REUSEPORT` groups that cannot grow (`__reuseport_alloc`; `listen()`
+/// gets ENOMEM).
+fn check_outcomes(csv: &[CsvRow], traffic: &str, add: &mut impl FnMut(&'static str, bool, String)) {
+    let total: u64 = csv.iter().map(|r| r.failures).sum();
+    let mut by_outcome: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut wrong = Vec::new();
+    let mut unlisted: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sites: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    for r in csv {
+        *by_outcome.entry(r.outcome.as_str()).or_default() += r.failures;
+        let leaf_first: Vec<&str> = r.top_stack.rsplit(';').collect();
+        match expected_outcome(&leaf_first, &r.gfp_flags, r.order) {
+            Some(want) if want == r.outcome => {
+                let site = leaf_first
+                    .iter()
+                    .find(|f| {
+                        !f.starts_with("allocate_slab")
+                            && !f.contains("slab_alloc")
+                            && !f.contains("kmalloc")
+                            && !f.contains("kmem_cache")
+                            && !f.starts_with("__alloc_skb")
+                    })
+                    .copied()
+                    .unwrap_or("?");
+                let e = sites
+                    .entry(format!(
+                        "{site} o{}{}",
+                        r.order,
+                        if r.gfp_flags.contains("NORETRY") {
+                            " NORETRY"
+                        } else {
+                            ""
+                        }
+                    ))
+                    .or_insert((want.to_owned(), 0));
+                e.1 += r.failures;
+            }
+            Some(want) => wrong.push(format!(
+                "{} o{} {}: pagefail {}, kernel source {want} ({} failures)",
+                leaf_first
+                    .iter()
+                    .take(4)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" <- "),
+                r.order,
+                r.gfp_flags,
+                r.outcome,
+                r.failures
+            )),
+            None => {
+                let site = leaf_first
+                    .iter()
+                    .take(4)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" <- ");
+                *unlisted
+                    .entry(format!("{site} ({})", r.outcome))
+                    .or_default() += r.failures;
+            }
+        }
+    }
+    let share = |o: &str| {
+        let n = by_outcome.get(o).copied().unwrap_or(0);
+        let pct = if total == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / total as f64
+        };
+        format!("{o} {n} ({pct:.1}%)")
+    };
+    add(
+        "share of failures per outcome",
+        total > 0
+            && by_outcome
+                .keys()
+                .all(|o| ["terminal", "fallback", "unknown"].contains(o)),
+        format!(
+            "{} of {total}",
+            ["terminal", "fallback", "unknown"].map(share).join(", ")
+        ),
+    );
+    let unlisted_n: u64 = unlisted.values().sum();
+    add(
+        "every call site's outcome == kernel source",
+        wrong.is_empty() && unlisted.is_empty() && !sites.is_empty(),
+        if wrong.is_empty() && unlisted.is_empty() {
+            sites
+                .iter()
+                .map(|(s, (o, n))| format!("{s}: {o} {n}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            let mut parts = wrong;
+            parts.extend(unlisted.iter().map(|(s, n)| format!("not listed: {s} {n}")));
+            format!(
+                "{}; {unlisted_n} failures at unlisted sites",
+                parts.join("; ")
+            )
+        },
+    );
+    let enomem = traffic
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("reuseport_enomem="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let caught: u64 = csv
+        .iter()
+        .filter(|r| r.outcome == "terminal" && r.top_stack.contains("__reuseport_alloc"))
+        .map(|r| r.failures)
+        .sum();
+    add(
+        "terminal on purpose: reuseport growth refused and caught as terminal",
+        enomem > 0 && caught > 0,
+        format!("listen()/bind() ENOMEM {enomem}; terminal __reuseport_alloc failures {caught}"),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1054,11 +1261,14 @@ packet drops (memory reasons, skb:kfree_skb): 3 => PROTO_MEM 0 NEIGH_CREATEFAIL 
 PROTO_MEM\t0\nNEIGH_CREATEFAIL\t3\nNOMEM\t0\n\
 =====PAGEFAIL-END tracefs-drops=====\n\
 =====PAGEFAIL-BEGIN pagefail-csv=====\n\
-window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack\n\
-a,b,h,k,pfgen-bulk0,10,/,task,tcp,3,0x528c0,GFP_NOWAIT|__GFP_COMP,yes,{},0,a,b,x;y\n\
-a,b,h,k,ksoftirqd/1,12,/,softirq,bonding+net-tx+tcp,2,0xa20,GFP_ATOMIC,yes,1,0,a,b,x;y\n\
-a,b,h,k,swapper/0,0,/,softirq,net-rx+neigh,1,0xa20,GFP_ATOMIC,yes,1,1,a,b,x;y\n\
+window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack,cause,outcome\n\
+a,b,h,k,pfgen-bulk0,10,/,task,tcp,3,0x528c0,GFP_NOWAIT|__GFP_COMP,yes,{},0,a,b,tcp_sendmsg;skb_page_frag_refill,zone,fallback\n\
+a,b,h,k,ksoftirqd/1,12,/,softirq,bonding+net-tx+tcp,2,0xa20,GFP_ATOMIC,yes,1,0,a,b,__inet_hash;__reuseport_alloc;__kmalloc,zone,terminal\n\
+a,b,h,k,swapper/0,0,/,softirq,net-rx+neigh,1,0xa20,GFP_ATOMIC,yes,1,1,a,b,___neigh_create;neigh_hash_alloc,zone,fallback\n\
 =====PAGEFAIL-END pagefail-csv=====\n\
+=====PAGEFAIL-BEGIN traffic=====\n\
+reuseport_listeners=9 reuseport_errors=2 reuseport_enomem=2\n\
+=====PAGEFAIL-END traffic=====\n\
 =====PAGEFAIL-BEGIN tracefs-order-gfp=====\n\
 1\tGFP_ATOMIC\t1\n2\tGFP_ATOMIC\t1\n3\tGFP_NOWAIT|__GFP_COMP\t{}\n\
 =====PAGEFAIL-END tracefs-order-gfp=====\n\
@@ -1078,6 +1288,53 @@ tracefs_unparsed=0 drops_method=hist drops_kernel_lost=0\n",
 
     fn parse_sections_of(console: &str) -> BTreeMap<String, String> {
         crate::vm::parse_sections(console).present
+    }
+
+    #[test]
+    fn an_outcome_against_the_kernel_source_fails_the_check() {
+        let text = console(10, 0).replace(
+            "___neigh_create;neigh_hash_alloc,zone,fallback",
+            "___neigh_create;neigh_hash_alloc,zone,terminal",
+        );
+        let row = checked(&text);
+        let c = row
+            .checks
+            .iter()
+            .find(|c| c.name == "every call site's outcome == kernel source")
+            .unwrap();
+        assert!(!c.pass, "{c:?}");
+        assert!(c.detail.contains("kernel source fallback"), "{c:?}");
+        let unlisted = console(10, 0).replace("neigh_hash_alloc,zone", "mystery_alloc,zone");
+        let row = checked(&unlisted);
+        assert!(!row.ok());
+        assert_eq!(
+            expected_outcome(
+                &[
+                    "allocate_slab",
+                    "___slab_alloc",
+                    "kmem_cache_alloc",
+                    "sk_prot_alloc",
+                    "sk_clone_lock"
+                ],
+                "GFP_ATOMIC|__GFP_NOWARN|__GFP_NORETRY",
+                3
+            ),
+            Some("fallback")
+        );
+        assert_eq!(
+            expected_outcome(
+                &[
+                    "allocate_slab",
+                    "___slab_alloc",
+                    "kmem_cache_alloc",
+                    "sk_prot_alloc",
+                    "sk_clone_lock"
+                ],
+                "GFP_ATOMIC|__GFP_NOWARN",
+                2
+            ),
+            Some("terminal")
+        );
     }
 
     #[test]
