@@ -552,6 +552,10 @@ pub struct GroupAdvice {
     pub advice: Option<Advice>,
     /// Why there is no advice.
     pub unknown: Option<String>,
+    /// Failures of the group by the outcome of their call site (`terminal`,
+    /// `fallback`, `unknown`): the memory verdict says what the zone looked
+    /// like, the outcome whether the failure cost anything.
+    pub outcomes: BTreeMap<String, u64>,
 }
 
 /// A summary row for one report (one failure), for judging it alone.
@@ -658,11 +662,17 @@ impl LogAdvice {
         self.groups
             .iter()
             .map(|g| {
+                let of_group = |r: &&SummaryRow| {
+                    r.order == Some(g.order) && r.host == g.host && r.kernel == g.kernel
+                };
+                let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+                for r in rows.iter().filter(of_group) {
+                    let o = if r.outcome.is_empty() { "unknown" } else { r.outcome.as_str() };
+                    *outcomes.entry(o.to_owned()).or_default() += r.failures;
+                }
                 let mine: Vec<SummaryRow> = rows
                     .iter()
-                    .filter(|r| {
-                        r.order == Some(g.order) && r.host == g.host && r.kernel == g.kernel
-                    })
+                    .filter(of_group)
                     // Judged on the report's memory alone, as before the
                     // cause and outcome columns (live and CSV advice use them).
                     .map(|r| SummaryRow {
@@ -701,9 +711,35 @@ impl LogAdvice {
                     one_by_one: g.causes.clone(),
                     advice,
                     unknown,
+                    outcomes,
                 }
             })
             .collect()
+    }
+}
+
+/// Whether the group's failures need a change, by their call sites'
+/// outcomes: "no change needed" when every failure with a known outcome had
+/// a fallback; `None` when no outcome is known.
+#[must_use]
+pub fn outcome_line(outcomes: &BTreeMap<String, u64>) -> Option<String> {
+    let n = |k: &str| outcomes.get(k).copied().unwrap_or(0);
+    let (terminal, fallback, unknown) = (n("terminal"), n("fallback"), n("unknown"));
+    let rest = if unknown > 0 {
+        format!("; {unknown} of unknown outcome")
+    } else {
+        String::new()
+    };
+    match (terminal, fallback) {
+        (0, 0) => None,
+        (0, f) => Some(format!(
+            "outcome: all {f} with a known outcome had a fallback (the caller retried smaller, \
+             elsewhere or later): no change needed for these, whatever the memory verdict{rest}"
+        )),
+        (t, f) => Some(format!(
+            "outcome: {t} terminal (the caller got nothing: an error or a drop), {f} with a \
+             fallback: the terminal ones are what a change is for{rest}"
+        )),
     }
 }
 
@@ -773,6 +809,9 @@ pub fn render_advice(groups: &[GroupAdvice], overflow: u64, suppressed: u64, ful
                 let _ = writeln!(o, "    {why}");
             }
             (None, None) => {}
+        }
+        if let Some(line) = outcome_line(&g.outcomes) {
+            let _ = writeln!(o, "    {line}");
         }
     }
     if suppressed > 0 {
