@@ -19,6 +19,7 @@ pub mod cli;
 pub mod events;
 pub mod export;
 pub mod gfp;
+pub mod kbtf;
 pub mod logs;
 pub mod memory;
 pub mod metrics;

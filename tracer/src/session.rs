@@ -151,7 +151,7 @@ impl Session {
             agg.key_cap,
         )
         .group_by(agg.by)
-        .with_cgroups(CgroupResolver::new());
+        .with_cgroups(CgroupResolver::for_source(&tracer.cgroups));
         // Capabilities are per thread: the kallsyms thread started above
         // keeps its own until it has read the addresses (which need
         // CAP_SYSLOG) and exits; this thread, which does all further work,

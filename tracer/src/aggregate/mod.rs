@@ -448,7 +448,7 @@ impl Aggregator {
         let cgroup = if other {
             String::new()
         } else {
-            self.cgroups.resolve(ev.cgroup_id)
+            self.cgroups.resolve(ev.cgroup_id, ev.tgid)
         };
         self.rows.push(Row {
             key,

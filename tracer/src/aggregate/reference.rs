@@ -294,7 +294,7 @@ impl Reference {
                         stack: by.has(Dim::Stack).then_some(sid),
                     },
                     stats: RowStats::NONE,
-                    cgroup: self.cgroups.resolve(ev.cgroup_id),
+                    cgroup: self.cgroups.resolve(ev.cgroup_id, ev.tgid),
                     cgroup_id: ev.cgroup_id,
                     stacks: BTreeMap::new(),
                 };

@@ -203,6 +203,8 @@ pub struct Tracer {
     pub gfp: GfpTable,
     /// Time from the start of [`Tracer::attach`] to the program being attached.
     pub attach_time: std::time::Duration,
+    /// Where failures' cgroups come from on this host.
+    pub cgroups: crate::cgroup::CgroupSource,
 }
 
 fn read_file(path: &Path) -> Result<String, ProbeError> {
@@ -289,6 +291,16 @@ impl Tracer {
         } else {
             0
         };
+        let cgroups = crate::cgroup::CgroupSource::detect();
+        let chain = cgroups.chain();
+        let memcg = u32::from(chain.is_some());
+        let chain = chain.unwrap_or(crate::cgroup::MemcgChain {
+            task_cgroups: 0,
+            cset_memcg: 0,
+            css_cgroup: 0,
+            cgroup_kn: 0,
+            kn_id: 0,
+        });
         let checked = start.elapsed();
         // `EbpfLoader::new` parses the kernel's BTF (about 35 ms here, most
         // of the attach time) even though nothing here needs it: the object
@@ -310,6 +322,12 @@ impl Tracer {
             .override_global(global::TP_OFF_GFP, &layout.gfp_offset, true)
             .override_global(global::TP_GFP_SIZE, &layout.gfp_size, true)
             .override_global(global::TP_OFF_MIGRATETYPE, &layout.migratetype_offset, true)
+            .override_global(global::CG_MEMCG, &memcg, true)
+            .override_global(global::CG_OFF_TASK_CGROUPS, &chain.task_cgroups, true)
+            .override_global(global::CG_OFF_CSET_MEMCG, &chain.cset_memcg, true)
+            .override_global(global::CG_OFF_CSS_CGROUP, &chain.css_cgroup, true)
+            .override_global(global::CG_OFF_CGROUP_KN, &chain.cgroup_kn, true)
+            .override_global(global::CG_OFF_KN_ID, &chain.kn_id, true)
             .map_max_entries(MAP_EVENTS, ring_bytes);
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
         let loaded = start.elapsed();
@@ -378,6 +396,7 @@ impl Tracer {
             features,
             gfp,
             attach_time,
+            cgroups,
         })
     }
 
