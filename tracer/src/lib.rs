@@ -26,5 +26,6 @@ pub mod metrics;
 pub mod privilege;
 pub mod probe;
 pub mod recorder;
+pub mod selfprotect;
 pub mod session;
 pub mod symbolize;
