@@ -394,6 +394,8 @@ fn vm_tier(totals: &mut TestTotals) -> anyhow::Result<bool> {
     let mut md = report.markdown();
     let bare = vm::bare::run(vm::bare::KERNEL);
     md.push_str(&bare.markdown());
+    let pressure = vm::pressure::run(vm::pressure::KERNEL);
+    md.push_str(&pressure.markdown());
     println!("{md}");
     let path = vm::vm_dir().join("report.md");
     std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
@@ -405,7 +407,12 @@ fn vm_tier(totals: &mut TestTotals) -> anyhow::Result<bool> {
         bare.ok(),
         &format!("{:.0} s", bare.seconds),
     );
-    Ok(report.ok() && bare.ok())
+    totals.record(
+        &format!("vm::under_pressure_{}", pressure.kernel),
+        pressure.ok(),
+        &format!("{:.0} s", pressure.seconds),
+    );
+    Ok(report.ok() && bare.ok() && pressure.ok())
 }
 
 #[cfg(test)]
