@@ -204,7 +204,9 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
     let source = CgroupSource::detect();
     match &source {
         CgroupSource::MemcgKernel { root, .. } | CgroupSource::MemcgProc { root, .. } => {
-            let rel = cg.strip_prefix(root).expect("trigger cgroup under the memory mount");
+            let rel = cg
+                .strip_prefix(root)
+                .expect("trigger cgroup under the memory mount");
             assert_eq!(
                 row.cgroup,
                 format!("/{}", rel.display()),

@@ -418,7 +418,10 @@ mod tests {
                 root: "/sys/fs/cgroup".into()
             }
         );
-        assert_eq!(CgroupSource::decide("", || Ok(CHAIN)), CgroupSource::Unknown);
+        assert_eq!(
+            CgroupSource::decide("", || Ok(CHAIN)),
+            CgroupSource::Unknown
+        );
         // Nothing known: empty, never `/`.
         let mut r = CgroupResolver::for_source(&CgroupSource::Unknown);
         assert_eq!(r.resolve(1, 1), "");

@@ -78,11 +78,13 @@ impl KernelBtf {
     /// # Errors
     /// When it is truncated or not BTF.
     pub fn parse(data: Vec<u8>) -> Result<Self, BtfError> {
-        let u16_at = |d: &[u8], at: usize| d.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+        let u16_at =
+            |d: &[u8], at: usize| d.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
         if u16_at(&data, 0) != Some(MAGIC) {
             return err("not BTF (bad magic)");
         }
-        let hdr = |at: usize| read_u32(&data, at).ok_or_else(|| BtfError("truncated header".into()));
+        let hdr =
+            |at: usize| read_u32(&data, at).ok_or_else(|| BtfError("truncated header".into()));
         let hdr_len = hdr(4)? as usize;
         let type_off = hdr(8)? as usize;
         let type_len = hdr(12)? as usize;
@@ -307,7 +309,17 @@ mod tests {
         // 3: anonymous union { long b; }
         push(&[0, (KIND_UNION << 24) | 1, 8, off(b"b"), 2, 0]);
         // 4: struct s { int a; union; } at offsets 0 and 64 bits
-        push(&[off(b"s"), (KIND_STRUCT << 24) | 2, 16, off(b"a"), 1, 0, 0, 3, 64]);
+        push(&[
+            off(b"s"),
+            (KIND_STRUCT << 24) | 2,
+            16,
+            off(b"a"),
+            1,
+            0,
+            0,
+            3,
+            64,
+        ]);
         // 5: typedef to long
         push(&[off(b"long"), KIND_TYPEDEF << 24, 2]);
         // 6: enum e { X = 7 }
@@ -315,7 +327,13 @@ mod tests {
         let mut d = Vec::new();
         d.extend_from_slice(&MAGIC.to_ne_bytes());
         d.extend_from_slice(&[1, 0]);
-        for x in [24u32, 0, u32::try_from(t.len()).unwrap(), u32::try_from(t.len()).unwrap(), u32::try_from(strings.len()).unwrap()] {
+        for x in [
+            24u32,
+            0,
+            u32::try_from(t.len()).unwrap(),
+            u32::try_from(t.len()).unwrap(),
+            u32::try_from(strings.len()).unwrap(),
+        ] {
             d.extend_from_slice(&x.to_ne_bytes());
         }
         d.extend_from_slice(&t);

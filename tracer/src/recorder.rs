@@ -486,7 +486,10 @@ mod tests {
         r.flush().unwrap();
         assert_eq!((r.pending(), r.written), (0, 2));
         // One interval waited in memory; one failed flush, not a shortage.
-        assert_eq!((r.held_back, r.other_errors, r.no_space, r.no_memory), (1, 1, 0, 0));
+        assert_eq!(
+            (r.held_back, r.other_errors, r.no_space, r.no_memory),
+            (1, 1, 0, 0)
+        );
         fs::remove_dir_all(&d).unwrap();
         assert!(Recorder::new(&d, Retain::All).is_err());
     }

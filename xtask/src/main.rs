@@ -388,7 +388,8 @@ fn fuzz_tier(seconds: u64, totals: &mut TestTotals) -> String {
 }
 
 /// The VM tier: every Debian kernel, each run counted as one test, then the
-/// bare-initramfs check of the static binary (one more test).
+/// bare-initramfs check of the static binary and the "under pressure"
+/// scenario (one more test each).
 fn vm_tier(totals: &mut TestTotals) -> anyhow::Result<bool> {
     let report = vm::test::run_all(&["5.10", "6.1", "6.12"], "atomic-net")?;
     let mut md = report.markdown();

@@ -195,7 +195,10 @@ impl Aggregator {
             // (kept across windows): pagefail runs when memory is short, and
             // a table that doubles then needs twice its size at once.
             rows: Vec::with_capacity(key_cap.min(PREALLOC_ROWS) + 1),
-            index: HashMap::with_capacity_and_hasher(key_cap.min(PREALLOC_ROWS) + 1, FxBuild::default()),
+            index: HashMap::with_capacity_and_hasher(
+                key_cap.min(PREALLOC_ROWS) + 1,
+                FxBuild::default(),
+            ),
             events: 0,
             capped: 0,
         }

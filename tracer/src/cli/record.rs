@@ -175,9 +175,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
                 let close = tokio::time::Instant::now() >= boundary;
                 // A window whose counters could not be read (ENOMEM) closes
                 // at the next tick that can read them.
-                if books.advance(&mut session, &metrics, &memory, close, &mut on_record)?
-                    && close
-                {
+                if books.advance(&mut session, &metrics, &memory, close, &mut on_record)? && close {
                     boundary += args.interval;
                     if boundary < tokio::time::Instant::now() {
                         boundary = tokio::time::Instant::now() + args.interval;
@@ -189,7 +187,8 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
                 match args.group.aggregate_config() {
                     Ok(cfg) => {
                         // Close the window so its rows keep the stack ids they were built with.
-                        books.advance_or_wait(&mut session, &metrics, &memory, &mut on_record)
+                        books
+                            .advance_or_wait(&mut session, &metrics, &memory, &mut on_record)
                             .await?;
                         session.agg.set_classifier(cfg.classifier);
                         crate::note!("pagefail: SIGHUP: rules re-read, interval closed");
