@@ -41,7 +41,7 @@ struct Type {
     kind: u32,
     kind_flag: bool,
     vlen: u32,
-    size_or_type: u32,
+    size_or_id: u32,
     /// Byte offset of the kind-specific data after the common header.
     extra: usize,
 }
@@ -99,14 +99,14 @@ impl KernelBtf {
             kind: 0,
             kind_flag: false,
             vlen: 0,
-            size_or_type: 0,
+            size_or_id: 0,
             extra: 0,
         }];
         let mut by_name = HashMap::new();
         let mut at = types_at;
         let end = types_at + type_len;
         while at < end {
-            let (Some(name_off), Some(info), Some(size_or_type)) = (
+            let (Some(name_off), Some(info), Some(size_or_id)) = (
                 read_u32(&data, at),
                 read_u32(&data, at + 4),
                 read_u32(&data, at + 8),
@@ -132,7 +132,7 @@ impl KernelBtf {
                 kind,
                 kind_flag: info >> 31 != 0,
                 vlen,
-                size_or_type,
+                size_or_id,
                 extra,
             });
             at = extra + more;
@@ -183,7 +183,7 @@ impl KernelBtf {
             let t = self.ty(id)?;
             match t.kind {
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = t.size_or_type;
+                    id = t.size_or_id;
                 }
                 _ => return Some(t),
             }
@@ -237,7 +237,7 @@ impl KernelBtf {
     #[must_use]
     pub fn int_size(&self, id: u32) -> Option<u32> {
         let t = self.resolve(id)?;
-        (t.kind == KIND_INT).then_some(t.size_or_type)
+        (t.kind == KIND_INT).then_some(t.size_or_id)
     }
 
     /// The value of enum constant `constant` (any enum).

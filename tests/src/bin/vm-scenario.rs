@@ -1423,7 +1423,11 @@ pub mod pressure {
                         _ => {}
                     }
                 }
-            } else if name.ends_with(".csv") && !name.ends_with(".memory.csv") {
+            } else if Path::new(name)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+                && !name.ends_with(".memory.csv")
+            {
                 b.summary_files += 1;
                 let mut r = csv::Reader::from_reader(text.as_bytes());
                 let headers = r.headers().map_err(|e| format!("{name}: {e}"))?.clone();
@@ -1490,15 +1494,13 @@ pub mod pressure {
         let pid = std::process::id();
         write_file(&format!("{cgroup}/cgroup.procs"), &pid.to_string())?;
         let start = Instant::now();
-        while !Path::new(go).exists() && start.elapsed() < Duration::from_secs(60) {
+        while !Path::new(go).exists() && start.elapsed() < Duration::from_mins(1) {
             thread::sleep(Duration::from_millis(50));
         }
         let mut rounds = 0u32;
         let mut failed_dup = 0u32;
         // Bounded in count and time.
-        while rounds < 300
-            && !Path::new(STOP).exists()
-            && start.elapsed() < Duration::from_secs(120)
+        while rounds < 300 && !Path::new(STOP).exists() && start.elapsed() < Duration::from_mins(2)
         {
             let usage: u64 = fs::read_to_string(format!("{cgroup}/memory.current"))
                 .ok()

@@ -61,7 +61,7 @@ pub struct RecordArgs {
     pub duration: Option<Duration>,
     /// This process's OOM score adjustment (-1000..=1000): the OOM killer
     /// then picks pagefail only when it is itself the memory problem;
-    /// -1000 makes it unkillable (lowering it needs CAP_SYS_RESOURCE).
+    /// -1000 makes it unkillable (lowering it needs `CAP_SYS_RESOURCE`).
     #[arg(long, value_name = "N", default_value_t = RECORD_OOM_SCORE_ADJ, allow_negative_numbers = true, value_parser = parse_oom_score_adj)]
     pub oom_score_adj: i32,
     #[command(flatten)]

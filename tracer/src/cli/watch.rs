@@ -56,7 +56,7 @@ pub struct WatchArgs {
     #[arg(long)]
     pub no_tui: bool,
     /// Set this process's OOM score adjustment (-1000..=1000; lowering it
-    /// needs CAP_SYS_RESOURCE), e.g. -900 to keep watching through an OOM storm.
+    /// needs `CAP_SYS_RESOURCE`), e.g. -900 to keep watching through an OOM storm.
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::selfprotect::parse_oom_score_adj)]
     pub oom_score_adj: Option<i32>,
 }
