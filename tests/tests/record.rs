@@ -258,15 +258,19 @@ fn kill_and_restart_loses_at_most_the_current_interval() {
 }
 
 #[test]
-fn missing_output_directory_is_a_clear_error() {
+fn output_directory_that_cannot_be_created_is_a_clear_error() {
+    // procfs takes no new directories: record creates a missing --output,
+    // and says clearly when it cannot.
     let out = Command::new(pagefail_bin())
-        .args(["record", "--output", "/nonexistent/pagefail-out"])
+        .args(["record", "--output", "/proc/pagefail-out/intervals"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("/nonexistent/pagefail-out") && err.contains("mkdir"),
+        err.contains("/proc/pagefail-out/intervals")
+            && err.contains("cannot be created")
+            && err.contains("--output"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");

@@ -23,6 +23,7 @@ pub mod kbtf;
 pub mod logs;
 pub mod memory;
 pub mod metrics;
+pub mod plot;
 pub mod privilege;
 pub mod probe;
 pub mod recorder;

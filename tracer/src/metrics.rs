@@ -9,6 +9,7 @@ use std::{
     collections::HashSet,
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -17,12 +18,16 @@ use hyper::{Request, Response, body::Bytes, server::conn::http1, service::servic
 use hyper_util::rt::TokioIo;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, info::Info},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
     registry::Registry,
 };
 use tokio::net::TcpListener;
 
-use crate::{aggregate::OTHER, probe::Counters};
+use crate::{
+    aggregate::OTHER,
+    memory::{Snapshot, Sources},
+    probe::Counters,
+};
 
 /// Labels of one failure series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +46,212 @@ pub struct OrderLabels {
     pub order: String,
 }
 
+/// Labels of per-zone memory series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZoneLabels {
+    pub node: String,
+    pub zone: String,
+}
+
+/// Labels of per-zone, per-order memory series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZoneOrderLabels {
+    pub node: String,
+    pub zone: String,
+    pub order: String,
+}
+
+/// Labels of the watermark series (`level`: min, low, high).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatermarkLabels {
+    pub node: String,
+    pub zone: String,
+    pub level: String,
+}
+
+/// The memory state as gauges, read from `/proc` when scraped (at most once
+/// a second), so fragmentation is seen over time next to the failures.
+struct MemoryGauges {
+    sources: Sources,
+    refreshed: Option<Instant>,
+    free_blocks: Family<ZoneOrderLabels, Gauge>,
+    order_capacity: Family<ZoneOrderLabels, Gauge>,
+    largest_free_order: Family<ZoneLabels, Gauge>,
+    free_bytes: Family<ZoneLabels, Gauge>,
+    managed_bytes: Family<ZoneLabels, Gauge>,
+    free_above_min_bytes: Family<ZoneLabels, Gauge>,
+    watermark_bytes: Family<WatermarkLabels, Gauge>,
+    highatomic_blocks: Family<ZoneLabels, Gauge>,
+    min_free_kbytes: Gauge,
+    watermark_scale_factor: Gauge,
+    read_errors: Counter,
+}
+
+/// Order-`order` requests the free lists could serve: every free block of
+/// order `k >= order` holds `2^(k - order)` of them.
+fn order_capacity(free: &[u64], order: usize) -> u64 {
+    free.iter()
+        .enumerate()
+        .skip(order)
+        .map(|(k, n)| n.saturating_mul(1u64 << (k - order).min(63)))
+        .fold(0, u64::saturating_add)
+}
+
+fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl MemoryGauges {
+    fn register(registry: &mut Registry, sources: Sources) -> Self {
+        let g = Self {
+            sources,
+            refreshed: None,
+            free_blocks: Family::default(),
+            order_capacity: Family::default(),
+            largest_free_order: Family::default(),
+            free_bytes: Family::default(),
+            managed_bytes: Family::default(),
+            free_above_min_bytes: Family::default(),
+            watermark_bytes: Family::default(),
+            highatomic_blocks: Family::default(),
+            min_free_kbytes: Gauge::default(),
+            watermark_scale_factor: Gauge::default(),
+            read_errors: Counter::default(),
+        };
+        registry.register(
+            "memory_free_blocks",
+            "Free blocks of exactly this order per zone (/proc/buddyinfo)",
+            g.free_blocks.clone(),
+        );
+        registry.register(
+            "memory_order_capacity",
+            "Allocations of this order the zone's free lists could serve now (0: no free block \
+             of this order or larger)",
+            g.order_capacity.clone(),
+        );
+        registry.register(
+            "memory_largest_free_order",
+            "Largest order with a free block in the zone (-1: none)",
+            g.largest_free_order.clone(),
+        );
+        registry.register(
+            "memory_free_bytes",
+            "Free memory of the zone (/proc/zoneinfo)",
+            g.free_bytes.clone(),
+        );
+        registry.register(
+            "memory_managed_bytes",
+            "Memory the page allocator manages in the zone",
+            g.managed_bytes.clone(),
+        );
+        registry.register(
+            "memory_free_above_min_bytes",
+            "Free memory above the zone's min watermark (negative below it)",
+            g.free_above_min_bytes.clone(),
+        );
+        registry.register(
+            "memory_watermark_bytes",
+            "The zone's min, low and high watermarks",
+            g.watermark_bytes.clone(),
+        );
+        registry.register(
+            "memory_highatomic_blocks",
+            "Pageblocks in the zone's high-order atomic reserve (/proc/pagetypeinfo; absent \
+             when unreadable)",
+            g.highatomic_blocks.clone(),
+        );
+        registry.register(
+            "vm_min_free_kbytes",
+            "vm.min_free_kbytes",
+            g.min_free_kbytes.clone(),
+        );
+        registry.register(
+            "vm_watermark_scale_factor",
+            "vm.watermark_scale_factor",
+            g.watermark_scale_factor.clone(),
+        );
+        registry.register(
+            "memory_read_errors",
+            "Scrapes whose memory state could not be read (the gauges keep their last values)",
+            g.read_errors.clone(),
+        );
+        g
+    }
+
+    /// Read the memory state again when the last read is a second old.
+    fn refresh(&mut self, now: Instant) {
+        if self
+            .refreshed
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.refreshed = Some(now);
+        match Snapshot::read(&self.sources) {
+            Ok(snap) => self.set(&snap),
+            Err(_) => {
+                self.read_errors.inc();
+            }
+        }
+    }
+
+    fn set(&self, snap: &Snapshot) {
+        let page = snap.page_kb * 1024;
+        for z in snap.zones.iter().filter(|z| z.is_populated()) {
+            let zl = ZoneLabels {
+                node: z.node.to_string(),
+                zone: z.zone.clone(),
+            };
+            let bytes = |pages: u64| gauge_value(pages.saturating_mul(page));
+            self.free_bytes.get_or_create(&zl).set(bytes(z.free));
+            self.managed_bytes.get_or_create(&zl).set(bytes(z.managed));
+            self.free_above_min_bytes
+                .get_or_create(&zl)
+                .set(z.free_above_min().saturating_mul(gauge_value(page)));
+            for (level, pages) in [("min", z.min), ("low", z.low), ("high", z.high)] {
+                self.watermark_bytes
+                    .get_or_create(&WatermarkLabels {
+                        node: zl.node.clone(),
+                        zone: zl.zone.clone(),
+                        level: level.to_owned(),
+                    })
+                    .set(bytes(pages));
+            }
+            if let Some(b) = snap.buddy_of(z.node, &z.zone) {
+                self.largest_free_order
+                    .get_or_create(&zl)
+                    .set(b.largest_free_order().map_or(-1, i64::from));
+                for order in 0..b.free.len() {
+                    let l = ZoneOrderLabels {
+                        node: zl.node.clone(),
+                        zone: zl.zone.clone(),
+                        order: order.to_string(),
+                    };
+                    self.free_blocks
+                        .get_or_create(&l)
+                        .set(gauge_value(b.free[order]));
+                    self.order_capacity
+                        .get_or_create(&l)
+                        .set(gauge_value(order_capacity(&b.free, order)));
+                }
+            }
+            if let Some(n) = snap
+                .pagetype
+                .as_ref()
+                .and_then(|p| p.blocks_of(z.node, &z.zone, "HighAtomic"))
+            {
+                self.highatomic_blocks
+                    .get_or_create(&zl)
+                    .set(gauge_value(n));
+            }
+        }
+        self.min_free_kbytes
+            .set(gauge_value(snap.sysctls.min_free_kbytes));
+        self.watermark_scale_factor
+            .set(gauge_value(snap.sysctls.watermark_scale_factor));
+    }
+}
+
 /// The metrics pagefail exposes.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +263,7 @@ pub struct Metrics {
     unseen: Counter,
     series: HashSet<FailureLabels>,
     cap: usize,
+    memory: Option<MemoryGauges>,
 }
 
 impl Metrics {
@@ -112,6 +324,22 @@ impl Metrics {
             unseen,
             series: HashSet::new(),
             cap: cap.max(1),
+            memory: None,
+        }
+    }
+
+    /// Also expose the memory state read from `sources` (`Sources::proc()`
+    /// on a live host), refreshed when scraped.
+    #[must_use]
+    pub fn with_memory(mut self, sources: Sources) -> Self {
+        self.memory = Some(MemoryGauges::register(&mut self.registry, sources));
+        self
+    }
+
+    /// Read the memory state again if it is older than a second.
+    pub fn refresh_memory(&mut self) {
+        if let Some(m) = &mut self.memory {
+            m.refresh(Instant::now());
         }
     }
 
@@ -184,7 +412,13 @@ pub async fn serve(
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let body = metrics.lock().map(|m| m.render()).unwrap_or_default();
+                    let body = metrics
+                        .lock()
+                        .map(|mut m| {
+                            m.refresh_memory();
+                            m.render()
+                        })
+                        .unwrap_or_default();
                     async move {
                         Response::builder()
                             .header(
@@ -248,6 +482,71 @@ mod tests {
         assert!(text.contains("pagefail_warn_alloc_total 7"));
         assert!(text.contains(r#"pagefail_build_info{version=""#));
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn memory_gauges_follow_the_proc_files() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/proc/6.1");
+        let snap = Snapshot::read(&Sources::dir(&dir)).unwrap();
+        let mut m = Metrics::new(10, "k", "raw_tp").with_memory(Sources::dir(&dir));
+        m.refresh_memory();
+        let text = m.render();
+        let zone = snap.key_zone().unwrap();
+        let node = zone.node;
+        let name = &zone.zone;
+        let buddy = snap.buddy_of(node, name).unwrap();
+        for (order, n) in buddy.free.iter().enumerate() {
+            let line = format!(
+                "pagefail_memory_free_blocks{{node=\"{node}\",zone=\"{name}\",order=\"{order}\"}} {n}\n"
+            );
+            assert!(text.contains(&line), "{line} missing in {text}");
+            let capacity: u64 = buddy.free[order..]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n << i)
+                .sum();
+            let line = format!(
+                "pagefail_memory_order_capacity{{node=\"{node}\",zone=\"{name}\",order=\"{order}\"}} {capacity}\n"
+            );
+            assert!(text.contains(&line), "{line} missing");
+        }
+        let min = format!(
+            "pagefail_memory_watermark_bytes{{node=\"{node}\",zone=\"{name}\",level=\"min\"}} {}\n",
+            zone.min * 4096
+        );
+        assert!(text.contains(&min), "{min} missing");
+        let above = format!(
+            "pagefail_memory_free_above_min_bytes{{node=\"{node}\",zone=\"{name}\"}} {}\n",
+            zone.free_above_min() * 4096
+        );
+        assert!(text.contains(&above), "{above} missing");
+        assert!(text.contains(&format!(
+            "pagefail_vm_min_free_kbytes {}\n",
+            snap.sysctls.min_free_kbytes
+        )));
+        assert!(
+            text.contains("pagefail_memory_read_errors_total 0\n"),
+            "{text}"
+        );
+        // An unreadable source counts an error and keeps the last values.
+        let mut broken = Metrics::new(10, "k", "raw_tp")
+            .with_memory(Sources::dir(std::path::Path::new("/nonexistent")));
+        broken.refresh_memory();
+        assert!(
+            broken
+                .render()
+                .contains("pagefail_memory_read_errors_total 1\n")
+        );
+    }
+
+    #[test]
+    fn order_capacity_counts_requests_each_block_serves() {
+        assert_eq!(order_capacity(&[5, 2, 0, 1], 0), 5 + 4 + 8);
+        assert_eq!(order_capacity(&[5, 2, 0, 1], 1), 2 + 4);
+        assert_eq!(order_capacity(&[5, 2, 0, 1], 2), 2);
+        assert_eq!(order_capacity(&[5, 2, 0, 0], 2), 0);
+        assert_eq!(order_capacity(&[], 3), 0);
     }
 
     #[test]

@@ -120,6 +120,27 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// Create `dir` and its missing parents with mode 0750 when it is not
+/// there; whether it was created.
+fn create_missing_dir(dir: &Path) -> anyhow::Result<bool> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if fs::symlink_metadata(dir).is_ok() {
+        return Ok(false);
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| {
+            format!(
+                "output directory {} is not there and cannot be created: create it (mkdir -p) \
+                 or choose another with --output",
+                dir.display()
+            )
+        })?;
+    Ok(true)
+}
+
 /// Remove temporary files of interval writes cut short by a crash or kill
 /// (`.pagefail-*.tmp.<pid>`, see `export::write_atomically`).
 fn remove_stale_temporaries(dir: &Path) {
@@ -135,17 +156,20 @@ fn remove_stale_temporaries(dir: &Path) {
 }
 
 impl Recorder {
-    /// A recorder over `dir`, which must exist and be a directory.
+    /// A recorder over `dir`. A missing `dir` is created (mode 0750, less
+    /// the umask, parents too) and the creation said once on stderr.
     ///
     /// # Errors
-    /// When `dir` is missing or not a directory.
+    /// When `dir` cannot be created or is not a directory.
     pub fn new(dir: &Path, retain: Retain) -> anyhow::Result<Self> {
-        let meta = fs::metadata(dir).with_context(|| {
-            format!(
-                "output directory {} is not there: create it (mkdir -p) or choose another with --output",
+        if create_missing_dir(dir)? {
+            crate::note!(
+                "pagefail: created the output directory {} (mode 0750)",
                 dir.display()
-            )
-        })?;
+            );
+        }
+        let meta = fs::metadata(dir)
+            .with_context(|| format!("cannot read the output directory {}", dir.display()))?;
         if !meta.is_dir() {
             bail!(
                 "{} is not a directory: give a directory with --output",
@@ -336,7 +360,7 @@ impl Recorder {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{os::unix::fs::PermissionsExt as _, time::Duration};
 
     use super::*;
 
@@ -491,7 +515,20 @@ mod tests {
             (1, 1, 0, 0)
         );
         fs::remove_dir_all(&d).unwrap();
-        assert!(Recorder::new(&d, Retain::All).is_err());
+        // A missing directory is created again, parents too, mode 0750.
+        let nested = d.join("a/b");
+        Recorder::new(&nested, Retain::All).unwrap();
+        let mode = fs::metadata(&nested).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o750, 0, "mode {mode:o}");
+        assert!(fs::metadata(d.join("a")).unwrap().is_dir());
+        // A file in the way is refused.
+        fs::remove_dir_all(&d).unwrap();
+        fs::write(&d, b"x").unwrap();
+        let Err(err) = Recorder::new(&d, Retain::All) else {
+            panic!("a file in place of the directory was accepted");
+        };
+        assert!(format!("{err:#}").contains("is not a directory"), "{err:#}");
+        fs::remove_file(&d).unwrap();
     }
 
     #[test]

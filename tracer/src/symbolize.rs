@@ -90,8 +90,12 @@ impl Builder {
     }
 
     fn finish(mut self) -> Kallsyms {
-        // Stable, so symbols at the same address keep the file's order.
-        self.entries.sort_by_key(|e| e.0);
+        // Stable, so symbols at the same address keep the file's order, but
+        // a linker section marker goes before the function that starts the
+        // section: lookups take the last symbol at an address, and arm64
+        // kallsyms lists `__softirqentry_text_start` after `__do_softirq`.
+        self.entries
+            .sort_by_key(|e| (e.0, !is_section_marker(&e.1)));
         let addrs = self.entries.iter().map(|e| e.0).collect();
         let names = self
             .entries
@@ -104,6 +108,15 @@ impl Builder {
             modules: self.modules,
         }
     }
+}
+
+/// A linker-script symbol that marks where a text section starts or ends
+/// (`__softirqentry_text_start`, `__irqentry_text_end`, `_stext`), not a
+/// function.
+fn is_section_marker(name: &str) -> bool {
+    name.ends_with("_text_start")
+        || name.ends_with("_text_end")
+        || matches!(name, "_stext" | "_etext" | "_sinittext" | "_einittext")
 }
 
 /// A sorted kernel symbol table.
@@ -428,6 +441,34 @@ ffffffffc0a02000 t bond_xmit_hash\t[bonding]
                 assert_eq!(small.indices(&[a])[0], single, "{n} symbols, {a:#x}");
             }
         }
+    }
+
+    #[test]
+    fn a_section_marker_never_names_the_function_at_its_address() {
+        // arm64 6.1 kallsyms: the marker follows the function it starts.
+        let k = Kallsyms::parse(
+            "ffff800008010000 T __do_softirq\n\
+             ffff800008010000 T __softirqentry_text_start\n\
+             ffff800008010400 T __softirqentry_text_end\n\
+             ffff800008010400 t ____do_softirq\n",
+        );
+        assert_eq!(
+            k.lookup(0xffff_8000_0801_0010).unwrap().name,
+            "__do_softirq"
+        );
+        assert_eq!(
+            k.lookup(0xffff_8000_0801_0404).unwrap().name,
+            "____do_softirq"
+        );
+        // The other order gives the same answer.
+        let k = Kallsyms::parse(
+            "ffff800008010000 T __softirqentry_text_start\n\
+             ffff800008010000 T __do_softirq\n",
+        );
+        assert_eq!(
+            k.lookup(0xffff_8000_0801_0010).unwrap().name,
+            "__do_softirq"
+        );
     }
 
     #[test]

@@ -25,6 +25,15 @@ pub fn is_elf(data: &[u8]) -> bool {
     data.starts_with(b"\x7fELF")
 }
 
+/// `e_machine` of an ELF64 little-endian image (62 x86-64, 183 `AArch64`);
+/// `None` when `data` is not one.
+pub fn machine(elf: &[u8]) -> Option<u16> {
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    Some(u16::from_le_bytes(elf.get(0x12..0x14)?.try_into().ok()?))
+}
+
 /// The linking facts of an ELF64 little-endian image; `None` when `data` is
 /// not one or its program headers or dynamic section lie outside it.
 pub fn linking(elf: &[u8]) -> Option<Linking> {
@@ -82,6 +91,77 @@ pub fn linking(elf: &[u8]) -> Option<Linking> {
     Some(out)
 }
 
+/// What the dynamic loader must bring: the interpreter path (`PT_INTERP`)
+/// and the `DT_NEEDED` library names, in order. For a file of another
+/// architecture, where `ldd` cannot run. `None` when `elf` is not an ELF64
+/// little-endian image or its headers point outside it.
+pub fn dynamic_needs(elf: &[u8]) -> Option<(Option<String>, Vec<String>)> {
+    const PT_LOAD: u32 = 1;
+    const PT_DYNAMIC: u32 = 2;
+    const PT_INTERP: u32 = 3;
+    const DT_NEEDED: u64 = 1;
+    const DT_STRTAB: u64 = 5;
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let u64_at = |o: usize| {
+        Some(u64::from_le_bytes(
+            elf.get(o..o.checked_add(8)?)?.try_into().ok()?,
+        ))
+    };
+    let word = |o: usize| usize::try_from(u64_at(o)?).ok();
+    let cstr = |o: usize| {
+        let rest = elf.get(o..)?;
+        let end = rest.iter().position(|&b| b == 0)?;
+        Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+    };
+    let phoff = word(0x20)?;
+    let phentsize = usize::from(u16::from_le_bytes(elf.get(0x36..0x38)?.try_into().ok()?));
+    let phnum = usize::from(u16::from_le_bytes(elf.get(0x38..0x3a)?.try_into().ok()?));
+    let mut interp = None;
+    let mut loads = Vec::new();
+    let mut dynamic = None;
+    for i in 0..phnum {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        let kind = u32::from_le_bytes(elf.get(ph..ph + 4)?.try_into().ok()?);
+        let (off, vaddr, filesz) = (word(ph + 8)?, word(ph + 16)?, word(ph + 32)?);
+        match kind {
+            PT_INTERP => interp = Some(cstr(off)?),
+            PT_LOAD => loads.push((vaddr, off, filesz)),
+            PT_DYNAMIC => dynamic = Some((off, filesz)),
+            _ => {}
+        }
+    }
+    let Some((off, size)) = dynamic else {
+        return Some((interp, Vec::new()));
+    };
+    let mut strtab = None;
+    let mut needed = Vec::new();
+    for e in 0..size / 16 {
+        let at = off.checked_add(e * 16)?;
+        match u64_at(at)? {
+            0 => break,
+            DT_NEEDED => needed.push(word(at + 8)?),
+            DT_STRTAB => strtab = Some(word(at + 8)?),
+            _ => {}
+        }
+    }
+    if needed.is_empty() {
+        return Some((interp, Vec::new()));
+    }
+    let strtab = strtab?;
+    let (vaddr, foff, _) = loads
+        .iter()
+        .copied()
+        .find(|&(v, _, sz)| v <= strtab && strtab < v.saturating_add(sz))?;
+    let base = strtab - vaddr + foff;
+    let names = needed
+        .into_iter()
+        .map(|n| cstr(base.checked_add(n)?))
+        .collect::<Option<Vec<_>>>()?;
+    Some((interp, names))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +179,24 @@ mod tests {
             assert!(!l.is_static());
         }
         assert!(is_elf(&me));
+        let own = if cfg!(target_arch = "aarch64") {
+            crate::arch::EM_AARCH64
+        } else {
+            crate::arch::EM_X86_64
+        };
+        assert_eq!(machine(&me), Some(own));
+        assert_eq!(machine(b"#!/bin/sh\n"), None);
+        // The loader and libraries, as ldd would list them.
+        let (interp, needed) = dynamic_needs(&me).unwrap();
+        if cfg!(target_feature = "crt-static") {
+            assert!(interp.is_none() && needed.is_empty());
+        } else {
+            assert!(interp.is_some_and(|i| i.starts_with('/') && i.contains("ld-linux")));
+            assert!(
+                needed.iter().any(|n| n.starts_with("libc.so")),
+                "{needed:?}"
+            );
+        }
         assert_eq!(linking(b"#!/bin/sh\n"), None);
         assert!(!is_elf(b"#!/bin/sh\n"));
         // A header whose program headers lie past the end is not an image.

@@ -1,6 +1,9 @@
 //! Project tasks: `cargo xtask setup | build | run | lint | test | bench | dist | fuzz | vm-test | vm-capture | vm-smoke`.
 
+mod arch;
 mod bench;
+mod cross;
+mod deploy;
 mod dist;
 mod elf;
 mod fuzz;
@@ -47,7 +50,10 @@ enum Task {
     /// a bare initramfs).
     Test(TestArgs),
     /// Static `x86_64` binary, man pages, completions, deploy files and README
-    /// in target/dist/pagefail-<version>-`x86_64.tar.gz`, and a .deb.
+    /// in target/dist/pagefail-<version>-`x86_64.tar.gz`, and a .deb; with
+    /// `--arch arm64` the same for aarch64, cross-built.
+    ///
+    /// Example: cargo xtask dist --arch arm64
     Dist(dist::DistArgs),
     /// Run the cargo-fuzz targets in fuzz/ (log, format file, /proc, rules,
     /// CSV parsers), seeded from tests/fixtures.
@@ -63,6 +69,8 @@ enum Task {
     /// Real atomic failures in Debian kernels under qemu: pagefail against tracefs.
     ///
     /// Example: cargo xtask vm-test --kernel 6.1
+    ///
+    /// Example: cargo xtask vm-test --arch arm64 --kernel 6.1
     VmTest(vm::test::TestArgs),
     /// Benchmarks against the goals, side by side with bpftrace and perf:
     /// hotpath, progtime, storm, startup, collector. Writes BENCHMARKS.md.
@@ -73,6 +81,10 @@ enum Task {
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "clap flags: each bool is one --skip-* option"
+)]
 struct TestArgs {
     /// Leave out the lint step (rustfmt and clippy).
     #[arg(long)]
@@ -83,6 +95,10 @@ struct TestArgs {
     /// Leave out the fuzz step.
     #[arg(long)]
     skip_fuzz: bool,
+    /// Leave out the arm64 parts (cross-built dist, logs comparison, arm64
+    /// guests).
+    #[arg(long)]
+    skip_arm64: bool,
     /// Seconds each fuzz target runs in the fuzz step.
     #[arg(long, default_value_t = 5)]
     fuzz_seconds: u64,
@@ -243,6 +259,10 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         "--bins",
     ]);
     let unit_ok = run_tests(c, &mut totals)?;
+    // Deployment files: rules and their unit tests, the dashboard. promtool
+    // and prometheus (the kernel tier scrapes pagefail with it) come from
+    // Debian's `prometheus` package.
+    deploy_step(&mut totals);
     // Kernel tier: loads the real program; serial, since tests share kernel state.
     // It runs the static binary `dist` ships, as the dist and VM tiers do, so a
     // test run builds pagefail in release once.
@@ -263,6 +283,11 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
     }
     let kernel_ok = run_tests(c, &mut totals)?;
     dist_tier(&mut totals);
+    if args.skip_arm64 {
+        eprintln!("xtask: arm64 parts skipped (--skip-arm64)");
+    } else {
+        dist_arm64_tier(&mut totals);
+    }
     let fuzz_summary = if args.skip_fuzz {
         eprintln!("xtask: fuzz step skipped (--skip-fuzz)");
         None
@@ -273,7 +298,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         eprintln!("xtask: VM tier skipped (--skip-vm)");
         true
     } else {
-        vm_tier(&mut totals)?
+        vm_tier(&mut totals, !args.skip_arm64)?
     };
     if let Some(s) = fuzz_summary {
         println!("{s}");
@@ -294,6 +319,24 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The deployment checks, each a test; installs `prometheus` when missing.
+fn deploy_step(totals: &mut TestTotals) {
+    if let Err(e) = setup::ensure_packages(&["prometheus"]) {
+        totals.record("deploy::tools", false, &format!("{e:#}"));
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for c in deploy::run_checks(&root) {
+        match c.result {
+            Ok(note) => totals.record(c.name, true, note.lines().last().unwrap_or("").trim()),
+            Err(e) => {
+                eprintln!("{e:#}");
+                totals.record(c.name, false, "see above");
+            }
+        }
+    }
+}
+
 /// The lint step: each check (rustfmt, clippy, clippy on the kernel program)
 /// a test. Whether all passed.
 fn lint_step(totals: &mut TestTotals) -> bool {
@@ -312,6 +355,60 @@ fn lint_step(totals: &mut TestTotals) -> bool {
             totals.record("lint::tools", false, "not run");
             false
         }
+    }
+}
+
+/// The arm64 part of the dist tier: the cross-built static aarch64 binary,
+/// its tarball and .deb, and its `logs` output against the `x86_64` binary's
+/// on every log fixture (under qemu user mode); three tests.
+fn dist_arm64_tier(totals: &mut TestTotals) {
+    let arch = arch::Arch::Arm64;
+    let start = std::time::Instant::now();
+    let bin = match dist::build_tarball_for(arch) {
+        Ok((bin, tarball)) => {
+            let size = std::fs::metadata(&bin).map_or(0, |m| m.len());
+            totals.record(
+                "dist::arm64_static_binary_and_tarball",
+                true,
+                &format!(
+                    "{}; {size} bytes unstripped; {:.0} s",
+                    tarball.display(),
+                    start.elapsed().as_secs_f64()
+                ),
+            );
+            Some(bin)
+        }
+        Err(e) => {
+            eprintln!("xtask: arm64 dist failed: {e:#}");
+            totals.record("dist::arm64_static_binary_and_tarball", false, "");
+            None
+        }
+    };
+    match bin.as_ref().map(|_| dist::build_deb_for(arch)) {
+        Some(Ok(c)) => totals.record(
+            "dist::arm64_deb_installs_and_removes",
+            true,
+            &format!("{} files, {}", c.files, c.installed_version),
+        ),
+        Some(Err(e)) => {
+            eprintln!("xtask: arm64 .deb check failed: {e:#}");
+            totals.record("dist::arm64_deb_installs_and_removes", false, "");
+        }
+        None => totals.record("dist::arm64_deb_installs_and_removes", false, "no binary"),
+    }
+    let compared =
+        bin.map(|bin| dist::build_static().and_then(|host| dist::compare_logs(&host, &bin, arch)));
+    match compared {
+        Some(Ok(n)) => totals.record(
+            "dist::arm64_logs_output_equals_x86_64",
+            true,
+            &format!("{n} runs byte for byte"),
+        ),
+        Some(Err(e)) => {
+            eprintln!("xtask: arm64 logs comparison failed: {e:#}");
+            totals.record("dist::arm64_logs_output_equals_x86_64", false, "");
+        }
+        None => totals.record("dist::arm64_logs_output_equals_x86_64", false, "no binary"),
     }
 }
 
@@ -390,30 +487,56 @@ fn fuzz_tier(seconds: u64, totals: &mut TestTotals) -> String {
 /// The VM tier: every Debian kernel, each run counted as one test, then the
 /// bare-initramfs check of the static binary and the "under pressure"
 /// scenario (one more test each).
-fn vm_tier(totals: &mut TestTotals) -> anyhow::Result<bool> {
-    let report = vm::test::run_all(&["5.10", "6.1", "6.12"], "atomic-net")?;
+fn vm_tier(totals: &mut TestTotals, arm64: bool) -> anyhow::Result<bool> {
+    let mut report = vm::test::run_all(&["5.10", "6.1", "6.12"], "atomic-net")?;
+    let arm = arch::Arch::Arm64;
+    if arm64 {
+        // One arm64 kernel: cross-built binaries in Debian's cloud-arm64
+        // kernel. A run that cannot be made is a failed row, not an abort.
+        match vm::test::run_matrix_for(arm, &[vm::bare::KERNEL], "atomic-net", None) {
+            Ok(r) => report.rows.extend(r.rows),
+            Err(e) => report.rows.push(vm::test::Row {
+                kernel: vm::test::kernel_label(vm::bare::KERNEL, arm),
+                error: Some(format!("{e:#}")),
+                ..vm::test::Row::default()
+            }),
+        }
+    }
     let mut md = report.markdown();
     let bare = vm::bare::run(vm::bare::KERNEL);
     md.push_str(&bare.markdown());
+    let bare_arm64 = arm64.then(|| vm::bare::run_for(vm::bare::KERNEL, arm));
+    if let Some(b) = &bare_arm64 {
+        md.push_str(&b.markdown());
+    }
     let pressure = vm::pressure::run(vm::pressure::KERNEL);
     md.push_str(&pressure.markdown());
     println!("{md}");
     let path = vm::vm_dir().join("report.md");
     std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
     for row in &report.rows {
-        totals.record(&format!("vm::{}", row.kernel), row.ok(), "");
+        totals.record(
+            &format!("vm::{}", row.kernel.replace(' ', "_")),
+            row.ok(),
+            &format!("{:.0} s", row.seconds),
+        );
     }
-    totals.record(
-        &format!("vm::bare_initramfs_{}", bare.kernel),
-        bare.ok(),
-        &format!("{:.0} s", bare.seconds),
-    );
+    for b in std::iter::once(&bare).chain(&bare_arm64) {
+        totals.record(
+            &format!("vm::bare_initramfs_{}", b.kernel.replace(' ', "_")),
+            b.ok(),
+            &format!("{:.0} s", b.seconds),
+        );
+    }
     totals.record(
         &format!("vm::under_pressure_{}", pressure.kernel),
         pressure.ok(),
         &format!("{:.0} s", pressure.seconds),
     );
-    Ok(report.ok() && bare.ok() && pressure.ok())
+    Ok(report.ok()
+        && bare.ok()
+        && bare_arm64.as_ref().is_none_or(vm::bare::Outcome::ok)
+        && pressure.ok())
 }
 
 #[cfg(test)]

@@ -50,6 +50,15 @@
 //! attach ~1 s, fragmenting 2-5 s, 8 s of traffic, quiesce, report), each
 //! guest limited to [`test::GUEST_TIMEOUT`].
 //!
+//! # arm64
+//! `--arch arm64` boots Debian's `cloud-arm64` kernels
+//! ([`kernel::ARM64_KERNELS`]) under `qemu-system-aarch64` (`virt` board,
+//! Cortex-A57, console on `ttyAMA0`: [`qemu::machine`]) with the cross-built
+//! static binaries (`crate::cross`) and a busybox and iproute2 (with its
+//! libraries, found from its ELF headers) extracted from Debian's arm64
+//! packages ([`initramfs::userland`]). Measured: Debian 6.1 boots to `/init`
+//! in ~5 s; the atomic-net guest runs ~32 s and the bare guest ~12 s.
+//!
 //! # Host requirements
 //! `qemu-system-x86 busybox-static kmod xz-utils` (and `iproute2` for
 //! `vm-smoke` and `vm-test`), installed with apt; each missing tool is named

@@ -387,7 +387,7 @@ fn setup_tracefs() -> Res<()> {
     write_file(&format!("{INSTANCE}/buffer_size_kb"), "8192")?;
     append_file(
         &format!("{TRACEFS}/kprobe_events"),
-        "p:wa warn_alloc gfp_mask=%di:x32\n",
+        &format!("p:wa warn_alloc gfp_mask={FIRST_ARG_REG}:x32\n"),
     )?;
     let ev = format!("{INSTANCE}/events/kmem/mm_page_alloc");
     write_file(&format!("{ev}/filter"), FAILED_ATOMIC_FILTER)
@@ -396,6 +396,12 @@ fn setup_tracefs() -> Res<()> {
     write_file(&format!("{INSTANCE}/events/kprobes/wa/enable"), "1")?;
     Ok(())
 }
+
+/// The register of a function's first argument, as kprobe events name it.
+#[cfg(target_arch = "x86_64")]
+const FIRST_ARG_REG: &str = "%di";
+#[cfg(target_arch = "aarch64")]
+const FIRST_ARG_REG: &str = "%x0";
 
 #[derive(Default)]
 struct Trace {

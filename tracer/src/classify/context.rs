@@ -60,7 +60,23 @@ fn marker(function: &str) -> Option<Context> {
         | "net_rx_action" | "net_tx_action" | "run_timer_softirq" | "hrtimer_run_softirq"
         | "tasklet_action" | "tasklet_hi_action" | "tasklet_action_common"
         | "blk_done_softirq" | "irq_poll_softirq" | "rcu_core_si" | "rcu_process_callbacks"
-        | "run_rebalance_domains" => Some(Context::Softirq),
+        | "run_rebalance_domains"
+        // powerpc's softirq stack switch.
+        | "call_do_softirq"
+        // Architecture interrupt entries that tell a hard interrupt from a
+        // softirq run on its exit only through the frames inside them
+        // (`handle_irq_event`, `irq_exit`, ... decide first when printed).
+        // Reached as the innermost marker, the frames in between were not
+        // printed (2.6 MIPS stack scans, cut pastes): the allocation ran in
+        // interrupt context, and, as with a bare `<IRQ>` section, the
+        // receive softirq is where atomic failures come from. arm32
+        // `__irq_svc`/`__irq_usr`, MIPS `ret_from_irq`/`handle_int`,
+        // arm64 `el1_irq`/`el1h_64_irq`, powerpc `hardware_interrupt_common`.
+        | "__irq_svc" | "__irq_usr" | "ret_from_irq" | "handle_int" | "el1_irq" | "el0_irq"
+        | "el1h_64_irq" | "el1h_64_irq_handler" | "el0t_64_irq" | "el0t_64_irq_handler"
+        | "hardware_interrupt_common" | "hardware_interrupt_common_virt" => {
+            Some(Context::Softirq)
+        }
 
         // Generic interrupt handling (kernel/irq) and flow handlers.
         "__handle_irq_event_percpu" | "handle_irq_event_percpu" | "handle_irq_event"
@@ -73,7 +89,11 @@ fn marker(function: &str) -> Option<Context> {
         | "common_interrupt" | "__common_interrupt" | "asm_common_interrupt" | "do_IRQ"
         | "irq_work_run" | "irq_work_run_list"
         // arm64 entry.
-        | "gic_handle_irq" | "el1_interrupt" | "el0_interrupt"
+        | "gic_handle_irq" | "el1_interrupt" | "el0_interrupt" | "__el1_irq"
+        // arm32 (`asm_do_IRQ` before 3.x, `handle_IRQ` to 4.x), powerpc,
+        // MIPS platform dispatch.
+        | "asm_do_IRQ" | "handle_IRQ" | "__do_irq" | "call_do_irq" | "timer_interrupt"
+        | "plat_irq_dispatch"
         // Xen event channels (the interrupts of xen-netfront among others).
         | "xen_evtchn_do_upcall" | "__xen_evtchn_do_upcall" | "xen_hvm_evtchn_do_upcall"
         | "xen_pv_evtchn_do_upcall" | "xen_do_hypervisor_callback"
@@ -177,6 +197,8 @@ mod tests {
             "xen_evtchn_do_upcall",
             "gic_handle_irq",
             "exc_nmi",
+            "handle_IRQ",
+            "plat_irq_dispatch",
         ] {
             let stack = frames(&["__alloc_pages", "some_handler", marker]);
             assert_eq!(context_of(&stack), Context::Hardirq, "{marker}");
@@ -193,6 +215,10 @@ mod tests {
             "call_softirq",
             "irq_exit",
             "rcu_core_si",
+            "__irq_svc",
+            "ret_from_irq",
+            "el1h_64_irq",
+            "call_do_softirq",
         ] {
             let stack = frames(&["__alloc_pages", "some_handler", marker]);
             assert_eq!(context_of(&stack), Context::Softirq, "{marker}");

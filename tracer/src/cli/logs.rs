@@ -113,7 +113,20 @@ pub fn run_to(args: &LogsArgs, mut out: &mut dyn Write) -> anyhow::Result<()> {
         let reader = open(path)?;
         let mut parser = Parser::new(year);
         let mut on_event = |ev: Event| {
-            let Event::Report(r) = ev else { return };
+            let r = match ev {
+                Event::Report(r) => r,
+                Event::Slab(s) => {
+                    let r = s.as_report();
+                    let a = analyzer.analyze(&r);
+                    if r.order < args.min_order || (args.atomic_only && !a.atomic) {
+                        summary.add_filtered();
+                    } else {
+                        summary.add_slab(&r, &a);
+                    }
+                    return;
+                }
+                Event::Suppressed { .. } => return,
+            };
             let a = analyzer.analyze(&r);
             if r.order < args.min_order || (args.atomic_only && !a.atomic) {
                 summary.add_filtered();

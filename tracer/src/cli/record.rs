@@ -137,11 +137,14 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         session.setup_report(verbose).as_bytes(),
     );
 
-    let metrics = Arc::new(Mutex::new(Metrics::new(
-        usize::try_from(args.group.max_rows).unwrap_or(usize::MAX),
-        &session.window.kernel,
-        session.tracer.style.as_str(),
-    )));
+    let metrics = Arc::new(Mutex::new(
+        Metrics::new(
+            usize::try_from(args.group.max_rows).unwrap_or(usize::MAX),
+            &session.window.kernel,
+            session.tracer.style.as_str(),
+        )
+        .with_memory(crate::memory::Sources::proc()),
+    ));
     let _server = match args.metrics {
         Some(addr) => {
             let task = crate::metrics::serve(addr, metrics.clone()).await?;

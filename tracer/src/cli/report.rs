@@ -34,6 +34,8 @@ const KEYS: [&str; 10] = [
 ///   pagefail report host1.csv host2.csv
 ///   pagefail report --by host,path record/*.csv
 ///   pagefail report --by comm --csv merged.csv a.csv b.csv
+///   pagefail report --plot timeline.svg /var/lib/pagefail/pagefail-*.csv
+///   pagefail report --plot by-comm.svg --plot-by comm record/*.csv
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ReportArgs {
@@ -49,6 +51,69 @@ pub struct ReportArgs {
     /// Print the merged rows as JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Draw a timeline SVG: failures per second per window (record's
+    /// intervals) by `--plot-by`, and the free blocks of the failing orders
+    /// from the `.memory.csv` files beside the inputs.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// The column that splits the timeline into series (one of the --by keys).
+    #[arg(long, value_name = "KEY", default_value = "path", value_parser = parse_plot_key)]
+    pub plot_by: String,
+}
+
+fn parse_plot_key(s: &str) -> Result<String, String> {
+    let mut keys = parse_keys(s)?;
+    if keys.len() != 1 {
+        return Err("give one column to split the timeline by".to_owned());
+    }
+    Ok(keys.remove(0))
+}
+
+/// A sibling of an interval file: `X.csv` -> `X.<kind>.csv`.
+fn sibling(path: &Path, kind: &str) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".csv")?;
+    Some(path.with_file_name(format!("{stem}.{kind}.csv")))
+}
+
+/// Write the timeline of `rows` (read from `files`) to `out`.
+fn plot(args: &ReportArgs, rows: &[SummaryRow], out: &Path) -> anyhow::Result<()> {
+    let mut quiet = Vec::new();
+    let mut memory = Vec::new();
+    for f in &args.files {
+        if let Some(t) = sibling(f, "totals")
+            && let Ok(text) = std::fs::read_to_string(&t)
+            && let Some(w) = crate::plot::totals_window(&text)
+        {
+            quiet.push(w);
+        }
+        if let Some(m) = sibling(f, "memory")
+            && m.exists()
+        {
+            let name = m.display().to_string();
+            memory.extend(crate::plot::read_memory(&name, open(&m)?)?);
+        }
+    }
+    let by = std::slice::from_ref(&args.plot_by);
+    let timeline = crate::plot::Timeline::build(
+        &args.plot_by,
+        rows,
+        |r| key_of(r, by).join(","),
+        &quiet,
+        &memory,
+    )?;
+    let svg = timeline.svg()?;
+    export::write_atomically(out, |w| {
+        io::Write::write_all(w, svg.as_bytes())?;
+        Ok(())
+    })?;
+    crate::note!(
+        "pagefail: wrote a timeline of {} windows and {} series to {}",
+        timeline.windows.len(),
+        timeline.rates.len(),
+        out.display()
+    );
+    Ok(())
 }
 
 /// The `--by` columns of `report`.
@@ -228,6 +293,9 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     for path in &args.files {
         let name = path.display().to_string();
         all.extend(read_rows(&name, open(path)?)?);
+    }
+    if let Some(out) = &args.plot {
+        plot(args, &all, out)?;
     }
     let input_rows = all.len();
     let total = all.iter().fold(0u64, |t, r| t.saturating_add(r.failures));

@@ -155,28 +155,42 @@ fn analyze_with(
         ),
     };
 
-    // Only frames proven on the call chain go to the classifier. Kernels
-    // without a reliable unwinder (2.6/3.x built without frame pointers)
-    // mark every frame `?`; then the printed frames are all there is, and
-    // they are used as printed.
-    let any_reliable = r.frames.iter().any(|f| f.reliable);
-    let reliable: Vec<Frame<'_>> = r
-        .frames
+    let chosen = choose_frames(r);
+    let reliable: Vec<Frame<'_>> = chosen
         .iter()
-        .filter(|f| f.reliable || !any_reliable)
         .map(|f| Frame {
             function: &f.function,
             module: f.module.as_deref(),
         })
         .collect();
-    let hint = r
-        .frames
-        .iter()
-        .find(|f| f.reliable || !any_reliable)
-        .map_or(Section::None, |f| f.section);
-    let from_frames = context_of(&reliable);
-    let path = classifier.paths(&reliable).to_string();
-    let context = combine_context(hint, from_frames);
+    let hint = chosen.first().map_or(Section::None, |f| f.section);
+    let mut from_frames = context_of(&reliable);
+    // `?` frames that agree with each other: evidence where the proven
+    // frames are silent (a trace whose unwinder proved only the allocator).
+    let chain = agreeing_unreliable(r, classifier);
+    if from_frames == Context::Task
+        && !reliable.iter().any(|f| is_task_root(f.function))
+        && let Some(c) = chain.context
+    {
+        from_frames = c;
+    }
+    let mut path_frames = reliable.clone();
+    path_frames.extend(chain.path_frames.iter().map(|f| Frame {
+        function: &f.function,
+        module: f.module.as_deref(),
+    }));
+    let path = classifier.paths(&path_frames).to_string();
+    let mut context = combine_context(hint, from_frames);
+    // A trace cut before any entry frame, of a task that never allocates in
+    // task context: the idle task (its allocations come from interrupts)
+    // and ksoftirqd (it runs softirqs).
+    if context == Context::Task
+        && !reliable.is_empty()
+        && !reliable.iter().any(|f| is_task_root(f.function))
+        && runs_softirqs(&r.comm)
+    {
+        context = Context::Softirq;
+    }
 
     let mut shown: Vec<&str> = reliable
         .iter()
@@ -197,6 +211,128 @@ fn analyze_with(
         path,
         stack: shown.join(";"),
     }
+}
+
+/// The frames that decide context and path. Frames proven on the call
+/// chain when there are any; kernels without a reliable unwinder (2.6/3.x
+/// built without frame pointers) mark every frame `?`, and then the
+/// printed frames are all there is. Either way, `?` frames printed before
+/// the allocator's own frames are leftovers of earlier calls (stale words
+/// in the allocator's stack region), and never decide.
+fn choose_frames(r: &Report) -> Vec<&super::TraceFrame> {
+    let fresh = fresh_frames(r);
+    let any_reliable = fresh.iter().any(|f| f.reliable);
+    fresh
+        .into_iter()
+        .filter(|f| f.reliable || !any_reliable)
+        .collect()
+}
+
+/// The frames after the stale `?` frames above the allocator's last frame.
+fn fresh_frames(r: &Report) -> Vec<&super::TraceFrame> {
+    let last_alloc = r.frames.iter().rposition(|f| is_plumbing(&f.function));
+    r.frames
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| f.reliable || last_alloc.is_none_or(|last| *i > last))
+        .map(|(_, f)| f)
+        .collect()
+}
+
+/// What a trace's `?` frames agree on, where it has proven frames too.
+struct Chain<'a> {
+    /// A context two or more `?` frames mark alike.
+    context: Option<Context>,
+    /// `?` frames whose path label another `?` frame shares.
+    path_frames: Vec<&'a super::TraceFrame>,
+}
+
+/// One frame as the classifier's slice.
+fn one(f: &super::TraceFrame) -> [Frame<'_>; 1] {
+    [Frame {
+        function: &f.function,
+        module: f.module.as_deref(),
+    }]
+}
+
+fn agreeing_unreliable<'a>(r: &'a Report, classifier: &Classifier) -> Chain<'a> {
+    let fresh = fresh_frames(r);
+    if !fresh.iter().any(|f| f.reliable) {
+        return Chain {
+            context: None,
+            path_frames: Vec::new(),
+        };
+    }
+    let unreliable: Vec<&super::TraceFrame> = fresh.into_iter().filter(|f| !f.reliable).collect();
+    let mut contexts: Vec<Context> = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    for f in &unreliable {
+        let c = context_of(&one(f));
+        if c != Context::Task {
+            contexts.push(c);
+        }
+        labels.push(classifier.paths(&one(f)).to_string());
+    }
+    let context = contexts
+        .first()
+        .copied()
+        .filter(|c| contexts.len() >= 2 && contexts.iter().all(|x| x == c));
+    let path_frames = unreliable
+        .iter()
+        .zip(&labels)
+        .filter(|(_, l)| l.as_str() != "none" && labels.iter().filter(|x| x == l).count() >= 2)
+        .map(|(f, _)| *f)
+        .collect();
+    Chain {
+        context,
+        path_frames,
+    }
+}
+
+/// The idle task (`swapper`, `swapper/N`) and `ksoftirqd/N`.
+fn runs_softirqs(comm: &str) -> bool {
+    comm == "swapper" || comm.starts_with("swapper/") || comm.starts_with("ksoftirqd/")
+}
+
+/// Frames at the root of a task's own stack: a system call, a kernel
+/// thread, boot. Seen, they show the trace reached task context.
+fn is_task_root(function: &str) -> bool {
+    const EXACT: [&str; 22] = [
+        "ret_from_fork",
+        "ret_from_fork_asm",
+        "kthread",
+        "kernel_thread_helper",
+        "do_syscall_64",
+        "do_syscall_32_irqs_on",
+        "do_int80_syscall_32",
+        "system_call_fastpath",
+        "system_call_fast_compare_end",
+        "system_call",
+        "sysenter_do_call",
+        "syscall_call",
+        "el0_svc",
+        "el0_svc_common",
+        "ret_fast_syscall",
+        "vector_swi",
+        "csky_systemcall",
+        "handle_sys",
+        "start_kernel",
+        "rest_init",
+        "kernel_init",
+        "worker_thread",
+    ];
+    const PREFIXES: [&str; 8] = [
+        "entry_SYSCALL",
+        "sys_",
+        "SyS_",
+        "__x64_sys_",
+        "__arm64_sys_",
+        "__se_sys_",
+        "__do_sys_",
+        "ksys_",
+    ];
+    let f = function.split('.').next().unwrap_or(function);
+    EXACT.contains(&f) || PREFIXES.iter().any(|p| f.starts_with(p))
 }
 
 /// Context from the trace's section markers and the frames.

@@ -13,9 +13,13 @@ use serde::Serialize;
 /// The first line: `comm: page allocation failure: order:N, mode:0x..(NAMES)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header<'a> {
+    /// Empty when the line has none (some 4.4 distribution kernels, or a
+    /// paste where another CPU's output split the line).
     pub comm: &'a str,
     pub order: u32,
-    pub gfp: u64,
+    /// `None` when the line ends before `mode:` (wrapped by a mail client or
+    /// a terminal, or split by another CPU's output): see [`mode_continuation`].
+    pub gfp: Option<u64>,
     /// Names as printed (4.6+), without the parentheses.
     pub names: Option<&'a str>,
 }
@@ -30,16 +34,36 @@ pub enum HeaderMatch<'a> {
 
 pub const FAILURE: &str = "page allocation failure";
 
-/// Recognize a report's first line.
+/// Recognize a report's first line (the first header of the line; see
+/// [`headers`] for lines where two CPUs' headers ran together).
 #[must_use]
 pub fn header(body: &str) -> Option<HeaderMatch<'_>> {
-    let at = body.find(FAILURE)?;
-    let comm = body[..at].trim().trim_end_matches(':').trim_end();
-    let rest = &body[at + FAILURE.len()..];
+    headers(body).next()
+}
+
+/// Every header of a line: two CPUs printing at once can put two on one
+/// line (`page allocation failure: order:0page allocation failure: order:0, mode:...`).
+pub fn headers(body: &str) -> impl Iterator<Item = HeaderMatch<'_>> {
+    let mut from = 0;
+    let mut first = true;
+    std::iter::from_fn(move || {
+        let at = from + body.get(from..)?.find(FAILURE)?;
+        let comm_text = if first { &body[..at] } else { "" };
+        first = false;
+        let start = at + FAILURE.len();
+        let end = body[start..]
+            .find(FAILURE)
+            .map_or(body.len(), |n| start + n);
+        from = end;
+        Some(one_header(comm_text, &body[start..end]))
+    })
+}
+
+fn one_header<'a>(comm_text: &'a str, rest: &'a str) -> HeaderMatch<'a> {
+    let comm = comm_text.trim().trim_end_matches(':').trim_end();
     // 2.6 prints `failure. order:`, later kernels `failure: order:`.
-    let rest = match rest.strip_prefix(['.', ':']) {
-        Some(r) => r.trim_start(),
-        None => return Some(HeaderMatch::Unknown),
+    let Some(rest) = rest.strip_prefix(['.', ':']).map(str::trim_start) else {
+        return HeaderMatch::Unknown;
     };
     let Some(order) = rest
         .strip_prefix("order:")
@@ -47,29 +71,69 @@ pub fn header(body: &str) -> Option<HeaderMatch<'_>> {
         .and_then(|o| u32::try_from(o).ok())
         .filter(|o| *o < 64)
     else {
-        return Some(HeaderMatch::Unknown);
+        return HeaderMatch::Unknown;
     };
-    let Some(mode_at) = rest.find("mode:0x") else {
-        return Some(HeaderMatch::Unknown);
+    let (gfp, names) = if let Some(at) = rest.find("mode:0x") {
+        match mode(&rest[at..]) {
+            Some(m) => m,
+            None => return HeaderMatch::Unknown,
+        }
+    } else {
+        {
+            // Cut after the order: only a line break (or nothing) may follow.
+            let after = rest["order:".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+            if !after.trim().trim_end_matches(',').is_empty() {
+                return HeaderMatch::Unknown;
+            }
+            (None, None)
+        }
     };
-    let mode = &rest[mode_at + "mode:0x".len()..];
-    let hex_len = mode.bytes().take_while(u8::is_ascii_hexdigit).count();
-    let Ok(gfp) = u64::from_str_radix(&mode[..hex_len], 16) else {
-        return Some(HeaderMatch::Unknown);
-    };
-    let names = mode[hex_len..]
-        .strip_prefix('(')
-        .and_then(|r| r.find(')').map(|end| &r[..end]))
-        .filter(|n| !n.is_empty());
-    if comm.is_empty() {
-        return Some(HeaderMatch::Unknown);
-    }
-    Some(HeaderMatch::Header(Header {
+    HeaderMatch::Header(Header {
         comm,
         order,
         gfp,
         names,
-    }))
+    })
+}
+
+/// `mode:0x820(GFP_ATOMIC)...` -> the mask and the names.
+fn mode(s: &str) -> Option<(Option<u64>, Option<&str>)> {
+    let m = s.strip_prefix("mode:0x")?;
+    let hex_len = m.bytes().take_while(u8::is_ascii_hexdigit).count();
+    let gfp = u64::from_str_radix(&m[..hex_len], 16).ok()?;
+    let names = m[hex_len..]
+        .strip_prefix('(')
+        .and_then(|r| r.find(')').map(|end| &r[..end]))
+        .filter(|n| !n.is_empty());
+    Some((Some(gfp), names))
+}
+
+/// The rest of a header cut after `order:N,`: a line starting with `mode:0x`
+/// (or `, mode:0x`).
+#[must_use]
+pub fn mode_continuation(body: &str) -> Option<(u64, Option<&str>)> {
+    let t = body.trim_start().trim_start_matches(',').trim_start();
+    match mode(t)? {
+        (Some(g), names) => Some((g, names)),
+        (None, _) => None,
+    }
+}
+
+/// A line that is only a task name and a colon (`swapper/3: `): the start
+/// of a header whose rest another CPU's output pushed to a later line.
+#[must_use]
+pub fn lone_comm(body: &str) -> Option<&str> {
+    let t = body.trim();
+    let comm = t.strip_suffix(':')?;
+    let plausible = !comm.is_empty()
+        && comm.len() <= 16
+        && !comm.contains(char::is_whitespace)
+        && !comm.contains(':')
+        && !matches!(
+            comm,
+            "Mem-Info" | "Mem-info" | "Backtrace" | "Stack" | "Code"
+        );
+    plausible.then_some(comm)
 }
 
 /// `CPU: 1 PID: 177 Comm: nettool Not tainted 6.1.0-56-cloud-amd64 #1` (3.10+,
@@ -131,6 +195,23 @@ fn version_token(s: &str) -> Option<&str> {
     })
 }
 
+/// The rest of an identification line wrapped before the kernel release
+/// (`WC O    4.12.0-rc3-android-x86+ #1`): taint flags, then the release.
+#[must_use]
+pub fn kernel_continuation(body: &str) -> Option<&str> {
+    let mut toks = body.split_whitespace();
+    for tok in toks.by_ref().take(12) {
+        if tok.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            let b = tok.as_bytes();
+            return (tok.contains('.') && b.len() >= 3).then_some(tok);
+        }
+        if !tok.bytes().all(|b| b.is_ascii_uppercase() || b == b'-') {
+            return None;
+        }
+    }
+    None
+}
+
 /// A stack marker: `<IRQ>`, `</IRQ>`, `<EOI>`, `<TASK>`, `<SOFTIRQ>`, `<NMI>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,114 +224,7 @@ pub enum Section {
     Task,
 }
 
-/// One frame of a call trace, borrowed from the line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameLine<'a> {
-    pub function: &'a str,
-    /// `+0x61/0xc0`, when printed.
-    pub offset: Option<&'a str>,
-    pub module: Option<&'a str>,
-    /// `false` for `?` frames (found on the stack, not proven on the call chain).
-    pub reliable: bool,
-}
-
-/// A line inside a call trace: markers, possibly followed by a frame.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TraceLine<'a> {
-    /// Markers seen on the line, in order (the last one sets the section).
-    pub markers: Vec<Section>,
-    pub frame: Option<FrameLine<'a>>,
-}
-
-/// Recognize a call-trace line: ` func+0x1/0x2 [mod]`, ` ? func+0x1/0x2`,
-/// ` [<ffffffff81112345>] ? func+0x1/0x2`, ` <IRQ>  [<...>] func+...`,
-/// ARM's `[<c00a1234>] (func+0x1/0x2) from [<...>] (caller+...)`.
-#[must_use]
-pub fn trace_line(body: &str) -> Option<TraceLine<'_>> {
-    let mut t = body.trim();
-    let mut out = TraceLine::default();
-    while t.starts_with('<') {
-        let end = t.find('>')?;
-        let marker = match &t[1..end] {
-            "IRQ" => Section::Irq,
-            "SOFTIRQ" => Section::Softirq,
-            "NMI" | "#DF" | "#MC" | "DB" => Section::Nmi,
-            "TASK" | "EOI" | "/IRQ" | "/SOFTIRQ" | "/NMI" | "/TASK" | "/#DF" | "/#MC" | "/DB" => {
-                Section::Task
-            }
-            _ => return None,
-        };
-        out.markers.push(marker);
-        t = t[end + 1..].trim_start();
-    }
-    if t.is_empty() {
-        return (!out.markers.is_empty()).then_some(out);
-    }
-    // `[<ffffffff81112345>]` return address of older kernels.
-    if let Some(r) = t.strip_prefix("[<") {
-        let end = r.find(">]")?;
-        if !r[..end].bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        t = r[end + 2..].trim_start();
-        // ARM: `(func+0x1/0x2) from [<...>] (caller)`: the first is the frame.
-        if let Some(r) = t.strip_prefix('(') {
-            let end = r.find(')')?;
-            let (function, offset) = split_offset(&r[..end]);
-            if !is_symbol(function) {
-                return None;
-            }
-            out.frame = Some(FrameLine {
-                function,
-                offset,
-                module: None,
-                reliable: true,
-            });
-            return Some(out);
-        }
-    }
-    let mut reliable = true;
-    if let Some(r) = t.strip_prefix("? ") {
-        reliable = false;
-        t = r.trim_start();
-    }
-    let (sym, module) = match t.split_once(' ') {
-        Some((sym, rest)) => {
-            let rest = rest.trim();
-            let module = rest
-                .strip_prefix('[')
-                .and_then(|m| m.split_once(']'))
-                .map(|(m, _)| m.trim());
-            (sym, module.filter(|m| !m.is_empty()))
-        }
-        None => (t, None),
-    };
-    let (function, offset) = split_offset(sym);
-    // A frame must carry an offset (`%pS`), or it is some other text.
-    if offset.is_none() || !is_symbol(function) {
-        return None;
-    }
-    out.frame = Some(FrameLine {
-        function,
-        offset,
-        module,
-        reliable,
-    });
-    Some(out)
-}
-
-fn split_offset(sym: &str) -> (&str, Option<&str>) {
-    match sym.find("+0x") {
-        Some(at) => (&sym[..at], Some(&sym[at..])),
-        None => (sym, None),
-    }
-}
-
-fn is_symbol(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$'))
-}
+pub use super::frames::{FrameLine, TraceLine, trace_line};
 
 /// `warn_alloc: 11955 callbacks suppressed` (4.9+), `warn_alloc_failed: N
 /// callbacks suppressed` (3.1 to 4.8). 2.6 kernels rate-limited the report
@@ -290,7 +264,7 @@ mod tests {
             Some(HeaderMatch::Header(Header {
                 comm: "nettool",
                 order: 1,
-                gfp: 0xb20,
+                gfp: Some(0xb20),
                 names: Some("GFP_ATOMIC|__GFP_ZERO"),
             }))
         );
@@ -300,7 +274,7 @@ mod tests {
             Some(HeaderMatch::Header(Header {
                 comm: "swapper",
                 order: 1,
-                gfp: 0x20,
+                gfp: Some(0x20),
                 names: None,
             }))
         );
@@ -309,7 +283,10 @@ mod tests {
         let Some(HeaderMatch::Header(h)) = h else {
             panic!("{h:?}")
         };
-        assert_eq!((h.comm, h.order, h.gfp), ("kworker/0:1H", 4, 0x208_0020));
+        assert_eq!(
+            (h.comm, h.order, h.gfp),
+            ("kworker/0:1H", 4, Some(0x208_0020))
+        );
         assert_eq!(
             header("page allocation failure, somehow"),
             Some(HeaderMatch::Unknown)
@@ -350,46 +327,51 @@ mod tests {
     }
 
     #[test]
-    fn trace_lines() {
-        let l = trace_line(" dump_stack_lvl+0x44/0x5c").unwrap();
-        let f = l.frame.unwrap();
+    fn cut_and_joined_headers() {
+        let Some(HeaderMatch::Header(h)) =
+            header("RenderThread: page allocation failure: order:0,")
+        else {
+            panic!()
+        };
+        assert_eq!((h.comm, h.order, h.gfp), ("RenderThread", 0, None));
         assert_eq!(
-            (f.function, f.offset, f.reliable),
-            ("dump_stack_lvl", Some("+0x44/0x5c"), true)
+            mode_continuation("mode:0x14210d2(GFP_HIGHUSER|__GFP_NORETRY),"),
+            Some((0x14_210d2, Some("GFP_HIGHUSER|__GFP_NORETRY")))
         );
-        let f = trace_line(" ? __inet_dev_addr_type+0xe8/0x180")
-            .unwrap()
-            .frame
-            .unwrap();
-        assert_eq!((f.function, f.reliable), ("__inet_dev_addr_type", false));
-        let f = trace_line(" bond_start_xmit+0x1b5/0x4a0 [bonding]")
-            .unwrap()
-            .frame
-            .unwrap();
-        assert_eq!((f.function, f.module), ("bond_start_xmit", Some("bonding")));
-        let l = trace_line(" <IRQ>  [<ffffffff81112345>] ? __alloc_pages_nodemask+0x6e5/0x8f0")
-            .unwrap();
-        assert_eq!(l.markers, vec![Section::Irq]);
-        let f = l.frame.unwrap();
-        assert_eq!((f.function, f.reliable), ("__alloc_pages_nodemask", false));
-        let f = trace_line(" [<ffffffffa01a2b3c>] xennet_poll+0x6f6/0xcf0 [xen_netfront]")
-            .unwrap()
-            .frame
-            .unwrap();
         assert_eq!(
-            (f.function, f.module, f.reliable),
-            ("xennet_poll", Some("xen_netfront"), true)
+            mode_continuation(", mode:0x1080020(GFP_ATOMIC), nodemask="),
+            Some((0x108_0020, Some("GFP_ATOMIC")))
         );
-        let l = trace_line(" </TASK>").unwrap();
-        assert_eq!((l.markers, l.frame), (vec![Section::Task], None));
-        let f = trace_line("[<c00a1234>] (warn_alloc+0x10/0x20) from [<c00a5678>] (x+0x1/0x2)")
-            .unwrap()
-            .frame
-            .unwrap();
-        assert_eq!(f.function, "warn_alloc");
-        assert_eq!(trace_line("RIP: 0033:0x43d110"), None);
-        assert_eq!(trace_line("Mem-Info:"), None);
-        assert_eq!(trace_line("<html>"), None);
+        assert_eq!(mode_continuation("model: x"), None);
+        let hs: Vec<_> = headers(
+            "page allocation failure: order:0page allocation failure: order:0, mode:0x2080020(GFP_ATOMIC)",
+        )
+        .collect();
+        assert_eq!(hs.len(), 2);
+        let HeaderMatch::Header(a) = &hs[0] else {
+            panic!()
+        };
+        let HeaderMatch::Header(b) = &hs[1] else {
+            panic!()
+        };
+        assert_eq!(
+            (a.comm, a.gfp, b.comm, b.gfp),
+            ("", None, "", Some(0x208_0020))
+        );
+        let Some(HeaderMatch::Header(h)) =
+            header("swapper/0: page allocation failure: order:0, mode:0x0(), nodemask=(null)")
+        else {
+            panic!()
+        };
+        assert_eq!((h.gfp, h.names), (Some(0), None));
+        assert_eq!(lone_comm("swapper/3: "), Some("swapper/3"));
+        assert_eq!(lone_comm("Mem-Info:"), None);
+        assert_eq!(lone_comm("Call Trace:"), None);
+        assert_eq!(
+            kernel_continuation("WC O    4.12.0-rc3-android-x86+ #1"),
+            Some("4.12.0-rc3-android-x86+")
+        );
+        assert_eq!(kernel_continuation("ONDA.D890HBBNR0A 03/11/2015"), None);
     }
 
     #[test]

@@ -9,25 +9,30 @@
 //!
 //! - [`prefix`]: the line shapes (dmesg, `-T`, syslog, journal);
 //! - [`lines`]: the lines of a report across kernel versions;
+//! - [`frames`]: call-trace lines of every architecture;
+//! - [`slab`]: `SLUB: Unable to allocate memory` failures;
 //! - [`meminfo`]: the `Mem-Info:` block;
 //! - [`analyze`]: gfp names, atomic, context and path of a parsed report;
 //! - [`summary`]: aggregation into the CSV rows and the human summary.
 
 pub mod analyze;
+pub mod frames;
 pub mod lines;
 pub mod meminfo;
 pub mod prefix;
+pub mod slab;
 pub mod summary;
 
 use std::io::{self, BufRead};
 
-use memchr::memmem;
+use aho_corasick::packed;
 use serde::Serialize;
 
 use self::{
     lines::{HeaderMatch, Section},
     meminfo::MemInfo,
     prefix::Line,
+    slab::SlabFailure,
 };
 
 /// Lines after which an unfinished report is closed as partial.
@@ -43,6 +48,12 @@ const MONO_GAP: f64 = 10.0;
 /// The same for wall-clock stamps (coarser: syslog has whole seconds and
 /// journald may write late).
 const WALL_GAP_US: i64 = 60 * 1_000_000;
+/// Reports open at once: CPUs printing their reports at the same time
+/// interleave them line by line.
+const MAX_OPEN: usize = 4;
+/// Lines a lone `comm:` line (the start of a header another CPU's output
+/// split) waits for the rest of its header.
+const COMM_WAIT_LINES: u64 = 8;
 
 /// One frame of a report's call trace, as printed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,6 +106,8 @@ pub enum Event {
         mono: Option<f64>,
         wall_us: Option<i64>,
     },
+    /// `SLUB: Unable to allocate memory`: a slab cache could not grow.
+    Slab(Box<SlabFailure>),
 }
 
 /// Counters over everything the parser read.
@@ -110,6 +123,11 @@ pub struct Stats {
     pub suppressed: u64,
     /// Lines cut at [`MAX_LINE`].
     pub long_lines: u64,
+    /// `SLUB: Unable to allocate memory` failures.
+    pub slab: u64,
+    /// Lines printed inside reports that belong to none of the open ones
+    /// (another CPU's, by their caller id or their task name).
+    pub unassigned: u64,
 }
 
 impl Stats {
@@ -123,6 +141,8 @@ impl Stats {
         // Read from the log: a crafted count must not overflow.
         self.suppressed = self.suppressed.saturating_add(o.suppressed);
         self.long_lines += o.long_lines;
+        self.slab += o.slab;
+        self.unassigned += o.unassigned;
     }
 }
 
@@ -152,6 +172,13 @@ struct Open {
     caller: Option<String>,
     lines: u32,
     section: Section,
+    /// The header ended before `mode:` (wrapped or split).
+    awaiting_mode: bool,
+    /// The identification line ended before the kernel release (wrapped).
+    awaiting_kernel: bool,
+    /// The caller named by the last ARM `from` line: the outermost frame
+    /// when no line follows it.
+    tail: Option<TraceFrame>,
 }
 
 /// The streaming report parser. Feed lines, receive [`Event`]s.
@@ -159,10 +186,18 @@ pub struct Parser {
     year: i32,
     /// Month of the last syslog-stamped line, to notice New Year.
     last_month: Option<u32>,
-    open: Option<Open>,
+    /// Open reports, oldest first; lines go to the newest unless their
+    /// caller id or task name says otherwise.
+    open: Vec<Open>,
+    /// Lone `comm:` lines waiting for the rest of their header, with their
+    /// line numbers.
+    comms: Vec<(String, u64)>,
+    /// A slab failure waiting for its `cache:` line.
+    slab: Option<SlabFailure>,
     stats: Stats,
-    fail: memmem::Finder<'static>,
-    supp: memmem::Finder<'static>,
+    /// The texts that make a line worth a look outside a report, found in
+    /// one SIMD pass over the line.
+    wanted: packed::Searcher,
 }
 
 impl Parser {
@@ -174,10 +209,11 @@ impl Parser {
         Self {
             year,
             last_month: None,
-            open: None,
+            open: Vec::new(),
+            comms: Vec::new(),
+            slab: None,
             stats: Stats::default(),
-            fail: memmem::Finder::new(lines::FAILURE.as_bytes()),
-            supp: memmem::Finder::new(b"callbacks suppressed"),
+            wanted: wanted_searcher(),
         }
     }
 
@@ -200,8 +236,12 @@ impl Parser {
             }
             self.last_month = Some(month);
         }
-        // Fast path: outside a report only two kinds of line matter.
-        if self.open.is_none() && self.fail.find(raw).is_none() && self.supp.find(raw).is_none() {
+        // Fast path: outside a report only a few kinds of line matter.
+        if self.open.is_empty()
+            && self.slab.is_none()
+            && !ends_with_colon(raw)
+            && self.wanted.find(raw).is_none()
+        {
             return;
         }
         let text = String::from_utf8_lossy(raw);
@@ -210,67 +250,52 @@ impl Parser {
             Line::Other => return,
         };
         let line_no = self.stats.lines;
+        let body = split.body;
 
-        if let Some(open) = &self.open {
-            let r = &open.report;
+        if let Some(last) = self.open.last() {
+            let r = &last.report;
             let gap = match (r.mono, split.mono, r.wall_us, split.wall_us) {
                 (Some(a), Some(b), _, _) => b < a - 0.001 || b > a + MONO_GAP,
                 (_, _, Some(a), Some(b)) => b < a - WALL_GAP_US || b > a + WALL_GAP_US,
                 _ => false,
             };
             if gap {
-                self.close(Close::Interrupted, emit);
+                self.close_all(Close::Interrupted, emit);
             }
         }
-
-        // With printk caller ids, lines of other tasks/CPUs printed in the
-        // middle of a report are told apart and left out of it.
-        if let (Some(open), Some(c)) = (&self.open, split.caller)
-            && open.caller.as_deref().is_some_and(|oc| oc != c)
-            && !split.body.contains(lines::FAILURE)
-            && lines::suppressed(split.body).is_none()
-        {
-            return;
+        if let Some(pending) = self.slab.take() {
+            match slab::cache_line(body) {
+                Some((name, default_order, min_order)) => {
+                    let mut s = pending;
+                    s.cache = Some(name.to_owned());
+                    s.order = min_order;
+                    s.default_order = default_order;
+                    self.emit_slab(s, emit);
+                    return;
+                }
+                None => self.emit_slab(pending, emit),
+            }
         }
-        let body = split.body;
+        self.comms
+            .retain(|(_, at)| line_no.saturating_sub(*at) <= COMM_WAIT_LINES);
+
         if body.contains(lines::FAILURE) {
-            match lines::header(body) {
-                Some(HeaderMatch::Header(h)) => {
-                    self.close(Close::Interrupted, emit);
-                    self.open = Some(Open {
-                        report: Report {
-                            line: line_no,
-                            mono: split.mono,
-                            wall_us: split.wall_us,
-                            host: split.host.map(str::to_owned),
-                            comm: h.comm.to_owned(),
-                            pid: None,
-                            cpu: None,
-                            kernel: None,
-                            order: h.order,
-                            gfp: h.gfp,
-                            gfp_printed: h.names.map(str::to_owned),
-                            frames: Vec::new(),
-                            frames_dropped: 0,
-                            mem: None,
-                            partial: false,
-                        },
-                        phase: Phase::Header,
-                        caller: split.caller.map(str::to_owned),
-                        lines: 1,
-                        section: Section::None,
-                    });
-                    return;
+            let mut any = false;
+            for h in lines::headers(body) {
+                match h {
+                    HeaderMatch::Header(h) => {
+                        any = true;
+                        self.open_report(&h, &split, line_no, emit);
+                    }
+                    HeaderMatch::Unknown => self.stats.skipped += 1,
                 }
-                Some(HeaderMatch::Unknown) => {
-                    self.stats.skipped += 1;
-                    return;
-                }
-                None => {}
+            }
+            if any || self.open.is_empty() {
+                return;
             }
         }
         if let Some(count) = lines::suppressed(body) {
-            self.close(Close::Interrupted, emit);
+            self.close_all(Close::Interrupted, emit);
             self.stats.suppressed = self.stats.suppressed.saturating_add(count);
             emit(Event::Suppressed {
                 count,
@@ -279,27 +304,192 @@ impl Parser {
             });
             return;
         }
-        let Some(open) = self.open.as_mut() else {
+        if let Some((node, gfp, names)) = slab::slub_line(body) {
+            // Printed after the page allocator's own report: that one is over.
+            self.close_all(Close::Interrupted, emit);
+            self.slab = Some(SlabFailure {
+                line: line_no,
+                mono: split.mono,
+                wall_us: split.wall_us,
+                host: split.host.map(str::to_owned),
+                node,
+                gfp,
+                gfp_printed: names.map(str::to_owned),
+                cache: None,
+                order: None,
+                default_order: None,
+            });
             return;
+        }
+        if let Some(comm) = lines::lone_comm(body) {
+            if self.comms.len() >= MAX_OPEN {
+                self.comms.remove(0);
+            }
+            self.comms.push((comm.to_owned(), line_no));
+            return;
+        }
+        if self.open.is_empty() {
+            return;
+        }
+        // The rest of a header cut before `mode:`.
+        if let Some((gfp, names)) = lines::mode_continuation(body)
+            && let Some(o) = self.open.iter_mut().find(|o| o.awaiting_mode)
+        {
+            o.awaiting_mode = false;
+            o.report.gfp = gfp;
+            o.report.gfp_printed = names.map(str::to_owned);
+            return;
+        }
+        // With printk caller ids, lines of other tasks/CPUs are told apart.
+        let target = match split.caller {
+            Some(c) if self.open.iter().any(|o| o.caller.is_some()) => {
+                let Some(i) = self
+                    .open
+                    .iter()
+                    .rposition(|o| o.caller.as_deref() == Some(c))
+                else {
+                    self.stats.unassigned += 1;
+                    return;
+                };
+                i
+            }
+            _ => self.open.len() - 1,
         };
+        let t = body.trim();
+        if let Some(id) = lines::ident(t) {
+            self.take_ident(&id, t, target);
+            return;
+        }
+        let open = &mut self.open[target];
+        if std::mem::take(&mut open.awaiting_kernel)
+            && let Some(k) = lines::kernel_continuation(t)
+        {
+            open.report.kernel = Some(k.to_owned());
+            return;
+        }
         open.lines += 1;
         match feed(open, body) {
-            Some(close) => self.close(close, emit),
-            None if open.lines >= MAX_REPORT_LINES => self.close(Close::TooLong, emit),
+            Some(close) => self.close_at(target, close, emit),
+            None if open.lines >= MAX_REPORT_LINES => self.close_at(target, Close::TooLong, emit),
             None => {}
         }
     }
 
-    /// End of input: close a report still open.
-    pub fn finish(&mut self, emit: &mut dyn FnMut(Event)) {
-        self.close(Close::Eof, emit);
+    /// A header: open a report. Reports already past their header are over
+    /// (the next report starts after the previous one's trace); reports
+    /// still waiting for their identification stay open, since another
+    /// CPU's header can come between a header and its lines.
+    fn open_report(
+        &mut self,
+        h: &lines::Header<'_>,
+        split: &prefix::Split<'_>,
+        line_no: u64,
+        emit: &mut dyn FnMut(Event),
+    ) {
+        let mut i = 0;
+        while i < self.open.len() {
+            if self.open[i].phase == Phase::Header && self.open[i].report.pid.is_none() {
+                i += 1;
+            } else {
+                self.close_at(i, Close::Interrupted, emit);
+            }
+        }
+        if self.open.len() >= MAX_OPEN {
+            self.close_at(0, Close::Interrupted, emit);
+        }
+        // A header without a task name takes the lone `comm:` line printed
+        // just before it, oldest first.
+        let comm = if h.comm.is_empty() && !self.comms.is_empty() {
+            self.comms.remove(0).0
+        } else {
+            h.comm.to_owned()
+        };
+        self.open.push(Open {
+            report: Report {
+                line: line_no,
+                mono: split.mono,
+                wall_us: split.wall_us,
+                host: split.host.map(str::to_owned),
+                comm,
+                pid: None,
+                cpu: None,
+                kernel: None,
+                order: h.order,
+                gfp: h.gfp.unwrap_or(0),
+                gfp_printed: h.names.map(str::to_owned),
+                frames: Vec::new(),
+                frames_dropped: 0,
+                mem: None,
+                partial: false,
+            },
+            phase: Phase::Header,
+            caller: split.caller.map(str::to_owned),
+            lines: 1,
+            section: Section::None,
+            awaiting_mode: h.gfp.is_none(),
+            awaiting_kernel: false,
+            tail: None,
+        });
     }
 
-    fn close(&mut self, how: Close, emit: &mut dyn FnMut(Event)) {
-        let Some(open) = self.open.take() else {
+    /// `CPU: N PID: N Comm: x ...`: goes to the open report of that task
+    /// (the newest one), else to the target report if it has none yet.
+    fn take_ident(&mut self, id: &lines::Ident<'_>, line: &str, target: usize) {
+        let by_comm = id.comm.and_then(|c| {
+            self.open.iter().rposition(|o| {
+                o.report.pid.is_none() && !o.report.comm.is_empty() && o.report.comm == c
+            })
+        });
+        let idx = by_comm.or_else(|| {
+            let o = &self.open[target];
+            (o.report.pid.is_none() && o.phase == Phase::Header).then_some(target)
+        });
+        let Some(idx) = idx else {
+            self.stats.unassigned += 1;
             return;
         };
+        let o = &mut self.open[idx];
+        let r = &mut o.report;
+        r.pid = id.pid;
+        r.cpu = id.cpu;
+        r.kernel = id.kernel.map(str::to_owned);
+        if r.comm.is_empty()
+            && let Some(c) = id.comm
+        {
+            c.clone_into(&mut r.comm);
+        }
+        o.awaiting_kernel =
+            id.kernel.is_none() && (line.contains(" Tainted:") || line.contains(" Not tainted"));
+    }
+
+    /// End of input: close the reports still open.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Event)) {
+        if let Some(s) = self.slab.take() {
+            self.emit_slab(s, emit);
+        }
+        self.close_all(Close::Eof, emit);
+    }
+
+    fn emit_slab(&mut self, s: SlabFailure, emit: &mut dyn FnMut(Event)) {
+        self.stats.slab += 1;
+        emit(Event::Slab(Box::new(s)));
+    }
+
+    fn close_all(&mut self, how: Close, emit: &mut dyn FnMut(Event)) {
+        while !self.open.is_empty() {
+            self.close_at(0, how, emit);
+        }
+    }
+
+    fn close_at(&mut self, index: usize, how: Close, emit: &mut dyn FnMut(Event)) {
+        if index >= self.open.len() {
+            return;
+        }
+        let open = self.open.remove(index);
         let mut report = open.report;
+        if let Some(t) = open.tail {
+            push_frame(&mut report, t);
+        }
         report.partial = match how {
             Close::Complete => false,
             // A trace closed by its end marker, then the next message: the
@@ -332,6 +522,31 @@ impl Parser {
     }
 }
 
+/// One searcher for the three texts; Teddy (SIMD) where the CPU has it,
+/// else Rabin-Karp: either way a single pass over the line.
+fn wanted_searcher() -> packed::Searcher {
+    let mut b = packed::Config::new()
+        .match_kind(packed::MatchKind::LeftmostFirst)
+        .builder();
+    b.extend([
+        lines::FAILURE.as_bytes(),
+        b"callbacks suppressed".as_slice(),
+        slab::SLUB.as_bytes(),
+    ]);
+    // Three short, distinct literals: the builder takes them whatever the CPU.
+    b.build()
+        .unwrap_or_else(|| unreachable!("three literals fit a packed searcher"))
+}
+
+/// The line's last visible byte is a colon (`swapper/3: `): maybe the start
+/// of a header split by another CPU's output.
+fn ends_with_colon(raw: &[u8]) -> bool {
+    raw.iter()
+        .rev()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b':')
+}
+
 /// One line inside an open report; `Some` when it ends the report.
 fn feed(open: &mut Open, body: &str) -> Option<Close> {
     let r = &mut open.report;
@@ -350,36 +565,35 @@ fn feed(open: &mut Open, body: &str) -> Option<Close> {
         open.phase = Phase::Trace;
         return None;
     }
-    if let Some(id) = lines::ident(t) {
-        if r.pid.is_none() {
-            r.pid = id.pid;
-            r.cpu = id.cpu;
-            r.kernel = id.kernel.map(str::to_owned);
-        }
-        return None;
-    }
     if let Some(tl) = lines::trace_line(t) {
         for m in &tl.markers {
             open.section = *m;
         }
         if let Some(f) = tl.frame {
             open.phase = Phase::Trace;
-            if r.frames.len() < MAX_FRAMES {
-                r.frames.push(TraceFrame {
-                    function: f.function.to_owned(),
-                    offset: f.offset.map(str::to_owned),
-                    module: f.module.map(str::to_owned),
-                    reliable: f.reliable,
-                    section: open.section,
-                });
-            } else {
-                r.frames_dropped = r.frames_dropped.saturating_add(1);
-            }
+            let frame = |f: &frames::FrameLine<'_>| TraceFrame {
+                function: f.function.to_owned(),
+                offset: f.offset.map(str::to_owned),
+                module: f.module.map(str::to_owned),
+                reliable: f.reliable,
+                section: open.section,
+            };
+            // The previous line's caller is this frame.
+            open.tail = tl.caller.as_ref().map(frame);
+            push_frame(r, frame(&f));
         } else if t == "</TASK>" && open.phase == Phase::Trace {
             open.phase = Phase::TraceDone;
         }
     }
     None
+}
+
+fn push_frame(r: &mut Report, f: TraceFrame) {
+    if r.frames.len() < MAX_FRAMES {
+        r.frames.push(f);
+    } else {
+        r.frames_dropped = r.frames_dropped.saturating_add(1);
+    }
 }
 
 /// Call `f` for each line of `input` (without the newline); lines longer
@@ -428,5 +642,9 @@ pub fn for_each_line<R: BufRead>(mut input: R, f: &mut dyn FnMut(&[u8], bool)) -
     }
 }
 
+#[cfg(test)]
+mod corpus_tests;
+#[cfg(test)]
+mod shapes_tests;
 #[cfg(test)]
 mod tests;

@@ -46,7 +46,7 @@ const MONTHS: [&str; 12] = [
 /// Split one line. `year` is used for syslog stamps, which have none.
 #[must_use]
 pub fn split(line: &str, year: i32) -> Line<'_> {
-    let mut rest = line.trim_end_matches(['\r', '\n']);
+    let mut rest = trim_line_end(line);
     let mut wall_us = None;
     let mut host = None;
     let mut year_supplied = false;
@@ -54,26 +54,33 @@ pub fn split(line: &str, year: i32) -> Line<'_> {
     if rest.starts_with("-- ") {
         return Line::Other;
     }
-    let stamp = iso_stamp(rest).or_else(|| {
-        let bsd = bsd_stamp(rest, year);
-        year_supplied = bsd.is_some();
-        bsd
-    });
+    // Pasted text: mail quoting (`> `) and forum or code-block indentation
+    // before the log's own prefix. Only removed when a prefix follows, so
+    // that the leading spaces of the kernel's continuation lines survive.
+    if let Some(r) = strip_paste_prefix(rest) {
+        rest = r;
+    }
+    let stamp = iso_stamp(rest)
+        .or_else(|| {
+            let bsd = bsd_stamp(rest, year);
+            year_supplied = bsd.is_some();
+            bsd
+        })
+        .or_else(|| logread_stamp(rest));
     if let Some((t, after)) = stamp {
         wall_us = Some(t);
-        // `host kernel: text`; another tag (`sshd[12]:`) is not kernel text.
-        let after = after.trim_start_matches(' ');
-        let (h, tail) = match after.split_once(' ') {
-            Some((h, tail)) if !h.ends_with(':') => (Some(h), tail),
-            _ => (None, after),
-        };
-        match tail.strip_prefix("kernel:") {
-            Some(text) => {
+        match after_stamp(after) {
+            Some((h, text)) => {
                 host = h;
-                rest = text.strip_prefix(' ').unwrap_or(text);
+                rest = text;
             }
             None => return Line::Other,
         }
+    } else if let Some((h, text)) = bare_kernel_tag(rest) {
+        // `kernel: text` or `host kernel: text`: a syslog line whose stamp
+        // was cut off (grep output, a knowledge-base article).
+        host = h;
+        rest = text;
     }
     // `dmesg -r` priority, `<4>`.
     if rest.as_bytes().first() == Some(&b'<')
@@ -96,6 +103,12 @@ pub fn split(line: &str, year: i32) -> Line<'_> {
         }
         (caller, rest) = strip_caller_id(rest);
         rest = rest.strip_prefix(' ').unwrap_or(rest);
+        // `journalctl -o short-monotonic`: `[  21161.092614] host kernel: text`,
+        // the host left out by `--no-hostname` or a paste.
+        if let Some((h, text)) = bare_kernel_tag(rest) {
+            host = host.or(h);
+            rest = text;
+        }
     }
     Line::Kernel(Split {
         mono,
@@ -105,6 +118,143 @@ pub fn split(line: &str, year: i32) -> Line<'_> {
         caller,
         body: rest,
     })
+}
+
+/// The end of a line without its newline, carriage return (also pasted as a
+/// literal `^M`), trailing blanks and a syslog `[kern.warning]` level suffix.
+fn trim_line_end(line: &str) -> &str {
+    let mut s = line.trim_end_matches(['\r', '\n']);
+    loop {
+        let t = s.trim_end_matches([' ', '\t', '\r']);
+        let t = t.strip_suffix("^M").unwrap_or(t);
+        let t = match t.rfind(" [kern.") {
+            Some(at)
+                if t.ends_with(']')
+                    && t[at + 7..t.len() - 1]
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase()) =>
+            {
+                &t[..at]
+            }
+            _ => t,
+        };
+        if t.len() == s.len() {
+            return s;
+        }
+        s = t;
+    }
+}
+
+/// Mail quoting (`> `, `>> `, `> > `) and indentation before a log prefix;
+/// `None` when no known prefix follows them.
+fn strip_paste_prefix(s: &str) -> Option<&str> {
+    let mut t = s;
+    let mut quoted = false;
+    loop {
+        let u = t.trim_start_matches([' ', '\t']);
+        // `>` starts a quote level (a `<4>` priority starts with `<`).
+        if let Some(r) = u.strip_prefix('>') {
+            quoted = true;
+            t = r;
+        } else {
+            t = u;
+            break;
+        }
+    }
+    if t.len() == s.len() {
+        return None;
+    }
+    if quoted {
+        // A quoted line is pasted text, whatever follows.
+        return Some(t.strip_prefix(' ').unwrap_or(t));
+    }
+    // Indentation alone: only before a prefix this module knows.
+    let b = t.as_bytes();
+    let known = matches!(b.first(), Some(b'[' | b'<'))
+        || t.starts_with("kernel:")
+        || b.first().is_some_and(u8::is_ascii_digit) && b.get(4) == Some(&b'-')
+        || b.len() > 4 && b[3] == b' ' && month_index(&t[..3]).is_some()
+        || b.len() > 4 && b[3] == b' ' && weekday(&t[..3])
+        || bare_kernel_tag(t).is_some();
+    known.then_some(t)
+}
+
+/// After a wall-clock stamp: `host kernel: text`, `kernel: text`, with a
+/// facility.level tag between (`kern.warn kernel:` of `OpenWrt`'s `logread`
+/// and busybox syslogd, `[kern.warning]`). `None`: another program's line.
+fn after_stamp(after: &str) -> Option<(Option<&str>, &str)> {
+    let mut rest = after.trim_start_matches(' ');
+    let mut host = None;
+    for _ in 0..3 {
+        if let Some(text) = rest.strip_prefix("kernel:") {
+            return Some((host, text.strip_prefix(' ').unwrap_or(text)));
+        }
+        let (tok, tail) = rest.split_once(' ')?;
+        // Another program's tag (`sshd[12]:`) ends the search.
+        if tok.ends_with(':') {
+            return None;
+        }
+        if !is_level_tag(tok) && host.is_none() {
+            host = Some(tok);
+        }
+        rest = tail.trim_start_matches(' ');
+    }
+    None
+}
+
+/// `kern.warn`, `kern.warning`, `[kern.warning]`, `<4>`: syslog facility
+/// and level tags some daemons write before the program name.
+fn is_level_tag(tok: &str) -> bool {
+    let t = tok.trim_start_matches('[').trim_end_matches(']');
+    if let Some(r) = t.strip_prefix('<').and_then(|r| r.strip_suffix('>')) {
+        return !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit());
+    }
+    t.split_once('.').is_some_and(|(f, l)| {
+        !f.is_empty()
+            && !l.is_empty()
+            && f.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && l.bytes().all(|b| b.is_ascii_lowercase())
+    })
+}
+
+/// `kernel: text` or `host kernel: text` at the start of a line without a
+/// stamp. The host must look like one (no `:`, no brackets), so that kernel
+/// text mentioning "kernel:" is left alone.
+fn bare_kernel_tag(s: &str) -> Option<(Option<&str>, &str)> {
+    if let Some(text) = s.strip_prefix("kernel: ") {
+        return Some((None, text));
+    }
+    let (h, tail) = s.split_once(' ')?;
+    let text = tail.strip_prefix("kernel: ")?;
+    let host_like = !h.is_empty()
+        && h.len() <= 253
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'<' | b'>'))
+        && !h.bytes().all(|b| b.is_ascii_digit());
+    host_like.then_some((Some(h), text))
+}
+
+/// `OpenWrt` `logread`: `Sat Oct  1 03:31:30 2016 ` (the year after the time).
+fn logread_stamp(s: &str) -> Option<(i64, &str)> {
+    let b = s.as_bytes();
+    if b.len() < 25 || b[3] != b' ' || !weekday(&s[..3]) {
+        return None;
+    }
+    let rest = &s[4..];
+    let month = month_index(rest.get(..3)?)?;
+    let rest = rest[3..].trim_start_matches(' ');
+    let (day, rest) = rest.split_once(' ')?;
+    let day: u32 = day.parse().ok()?;
+    let (time, rest) = rest.split_once(' ')?;
+    let (h, mi, sec, micros) = clock(time)?;
+    let (year, rest) = rest.split_once(' ')?;
+    let year: i32 = year.parse().ok()?;
+    Some((epoch_us(year, month, day, h, mi, sec, micros)?, rest))
+}
+
+fn weekday(s: &str) -> bool {
+    matches!(s, "Mon" | "Tue" | "Wed" | "Thu" | "Fri" | "Sat" | "Sun")
 }
 
 /// `kern  :warn  : ` of `dmesg -x`.

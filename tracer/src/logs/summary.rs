@@ -64,6 +64,8 @@ pub struct Summary {
     details: Vec<Detail>,
     stats: Stats,
     reports: u64,
+    /// `SLUB: Unable to allocate memory` failures (rows `[slab:CACHE]`).
+    slab: u64,
     atomic: u64,
     partial: u64,
     filtered: u64,
@@ -114,6 +116,32 @@ impl Summary {
         {
             self.hosts.insert(h.clone());
         }
+        self.add_row(r, a);
+        if self.details.len() < MAX_DETAILS {
+            self.details.push(Detail {
+                when: when(r),
+                who: who(r),
+                order: r.order,
+                gfp: format!("{:#x} {}", r.gfp, a.gfp_names),
+                atomic: a.atomic,
+                context: a.context.as_str().to_owned(),
+                path: a.path.clone(),
+                partial: r.partial,
+                mem: r.mem.clone(),
+                stack: a.stack.clone(),
+            });
+        }
+    }
+
+    /// Add one `SLUB: Unable to allocate memory` failure, given as
+    /// [`super::slab::SlabFailure::as_report`] and its analysis: a row of
+    /// its own (`[slab:CACHE]`), counted apart from the page reports.
+    pub fn add_slab(&mut self, r: &Report, a: &Analysis) {
+        self.slab += 1;
+        self.add_row(r, a);
+    }
+
+    fn add_row(&mut self, r: &Report, a: &Analysis) {
         let key = Key {
             comm: r.comm.clone(),
             pid: r.pid.map(|p| p.to_string()).unwrap_or_default(),
@@ -155,20 +183,6 @@ impl Summary {
             } else if acc.stacks.len() < MAX_STACKS {
                 acc.stacks.push((a.stack.clone(), 1));
             }
-        }
-        if self.details.len() < MAX_DETAILS {
-            self.details.push(Detail {
-                when: when(r),
-                who: who(r),
-                order: r.order,
-                gfp: format!("{:#x} {}", r.gfp, a.gfp_names),
-                atomic: a.atomic,
-                context: a.context.as_str().to_owned(),
-                path: a.path.clone(),
-                partial: r.partial,
-                mem: r.mem.clone(),
-                stack: a.stack.clone(),
-            });
         }
     }
 
@@ -239,6 +253,21 @@ impl Summary {
             "  suppressed: {} more failures rate-limited by the kernel (\"callbacks suppressed\"): the log does not show them",
             s.suppressed
         );
+        if self.slab > 0 {
+            let _ = writeln!(
+                o,
+                "  slab: {} \"SLUB: Unable to allocate memory\" failure{} (rows [slab:CACHE]): a slab cache could not get pages",
+                self.slab,
+                if self.slab == 1 { "" } else { "s" }
+            );
+        }
+        if s.unassigned > 0 {
+            let _ = writeln!(
+                o,
+                "  unassigned: {} line(s) inside reports that belong to none of them (another CPU's output)",
+                s.unassigned
+            );
+        }
         if s.skipped > 0 {
             let _ = writeln!(
                 o,
@@ -276,7 +305,7 @@ impl Summary {
             let h: Vec<&str> = self.hosts.iter().map(String::as_str).collect();
             let _ = writeln!(o, "  hosts: {}", h.join(", "));
         }
-        if self.reports == 0 {
+        if self.reports == 0 && self.slab == 0 {
             return o;
         }
         let rows = self.rows();

@@ -48,6 +48,7 @@ fn parse_bytes(bytes: &[u8]) -> Parsed {
     p.parse_reader(bytes, &mut |ev| match ev {
         Event::Report(r) => reports.push(*r),
         Event::Suppressed { count, .. } => suppressed.push(count),
+        Event::Slab(_) => {}
     })
     .unwrap();
     Parsed {

@@ -3,9 +3,10 @@
 //!
 //! cargo-deb 3.8 writes a `Depends:` line even when there is nothing to
 //! depend on (`depends = ""`, or `$auto` on a static binary): an empty field,
-//! which Debian policy does not allow. [`fix_control`] drops empty fields
-//! and rebuilds the package with `dpkg-deb`, keeping cargo-deb's file
-//! timestamps.
+//! which Debian policy does not allow, and cannot ship an empty directory.
+//! [`fix_control`] drops empty fields, adds the state directory
+//! `/var/lib/pagefail` (mode 0750) and rebuilds the package with
+//! `dpkg-deb`, keeping cargo-deb's file timestamps.
 //!
 //! [`verify`] installs the package with the real `dpkg` into a fresh root
 //! (`--root`, its own admin directory and log, `--force-script-chrootless`),
@@ -16,6 +17,7 @@
 
 use std::{
     fs,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     time::UNIX_EPOCH,
@@ -88,17 +90,18 @@ pub fn control_fields(deb: &Path) -> anyhow::Result<String> {
     checked_stdout(c)
 }
 
-/// Drop the empty fields of `deb`'s control file, rebuilding it in place
-/// with `dpkg-deb` (through `work`, removed after). Returns the fields
-/// dropped; a package without empty fields is left as it is.
+/// The directory `record` writes to in the packaged unit, owned by the
+/// package (mode 0750: interval files name processes and cgroups).
+pub const STATE_DIR: &str = "var/lib/pagefail";
+
+/// Drop the empty fields of `deb`'s control file and add [`STATE_DIR`],
+/// rebuilding it in place with `dpkg-deb` (through `work`, removed after).
+/// Returns the fields dropped.
 ///
 /// # Errors
 /// When dpkg-deb is missing or fails.
 pub fn fix_control(deb: &Path, work: &Path) -> anyhow::Result<Vec<String>> {
     let (_, dropped) = drop_empty_fields(&control_fields(deb)?);
-    if dropped.is_empty() {
-        return Ok(dropped);
-    }
     let _ = fs::remove_dir_all(work);
     let mut c = Command::new("dpkg-deb");
     c.arg("-R").arg(deb).arg(work);
@@ -109,6 +112,10 @@ pub fn fix_control(deb: &Path, work: &Path) -> anyhow::Result<Vec<String>> {
     let (fixed, _) = drop_empty_fields(&text);
     fs::write(&control_path, fixed)
         .with_context(|| format!("writing {}", control_path.display()))?;
+    let state = work.join(STATE_DIR);
+    fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o750))
+        .with_context(|| format!("chmod {}", state.display()))?;
     // Keep cargo-deb's timestamps: every file in the package carries its
     // one date, which SOURCE_DATE_EPOCH makes dpkg-deb use for the rest.
     let epoch = fs::metadata(work.join("usr/bin/pagefail"))
@@ -128,11 +135,13 @@ pub fn fix_control(deb: &Path, work: &Path) -> anyhow::Result<Vec<String>> {
     fs::rename(&rebuilt, deb)
         .with_context(|| format!("replacing {} with {}", deb.display(), rebuilt.display()))?;
     let _ = fs::remove_dir_all(work);
-    eprintln!(
-        "xtask: {}: dropped the empty control field(s) {} that cargo-deb wrote",
-        deb.display(),
-        dropped.join(", ")
-    );
+    if !dropped.is_empty() {
+        eprintln!(
+            "xtask: {}: dropped the empty control field(s) {} that cargo-deb wrote",
+            deb.display(),
+            dropped.join(", ")
+        );
+    }
     Ok(dropped)
 }
 
@@ -193,7 +202,12 @@ fn init_root(root: &Path) -> anyhow::Result<()> {
 /// A control file with an empty field or without the expected fields, an
 /// install or removal dpkg refuses, a binary that does not run, a file left
 /// behind, or a change to the host's view of the package.
-pub fn verify(deb: &Path, root: &Path, version: &str) -> anyhow::Result<Checked> {
+pub fn verify(
+    deb: &Path,
+    root: &Path,
+    version: &str,
+    arch: crate::arch::Arch,
+) -> anyhow::Result<Checked> {
     let control = control_fields(deb)?;
     let (_, empty) = drop_empty_fields(&control);
     ensure!(
@@ -211,14 +225,19 @@ pub fn verify(deb: &Path, root: &Path, version: &str) -> anyhow::Result<Checked>
     };
     let package = field("Package").context("the control file has no Package field")?;
     ensure!(
-        field("Architecture") == Some("amd64"),
-        "Architecture is {:?}, expected amd64",
+        field("Architecture") == Some(arch.deb()),
+        "Architecture is {:?}, expected {arch}",
         field("Architecture")
     );
     ensure!(
         field("Version").is_some_and(|v| v.starts_with(version)),
         "Version is {:?}, expected {version}-<revision>",
         field("Version")
+    );
+    ensure!(
+        field("Maintainer").is_some_and(|m| m.contains('<') && m.contains('@') && m.ends_with('>')),
+        "Maintainer must carry an address (Name <address>), is {:?}",
+        field("Maintainer")
     );
     ensure!(
         field("Depends").is_none(),
@@ -230,6 +249,11 @@ pub fn verify(deb: &Path, root: &Path, version: &str) -> anyhow::Result<Checked>
     init_root(root)?;
     let admin = root.join("var/lib/dpkg");
     let mut c = dpkg(root);
+    if arch != crate::arch::Arch::Amd64 {
+        // The scratch root's dpkg is the host's (amd64): it installs another
+        // architecture's package only when told to.
+        c.arg("--force-architecture");
+    }
     c.arg("-i").arg(deb);
     run(c).context("dpkg refused to install the package into the scratch root")?;
     let installed = status(Some(&admin), package)?;
@@ -251,7 +275,33 @@ pub fn verify(deb: &Path, root: &Path, version: &str) -> anyhow::Result<Checked>
         files.contains(&bin),
         "dpkg did not install usr/bin/pagefail (files: {files:?})"
     );
-    let mut c = Command::new(&bin);
+    for shipped in [
+        "usr/lib/systemd/system/pagefail.service",
+        "usr/share/pagefail/prometheus/pagefail.rules.yml",
+        "usr/share/pagefail/grafana/pagefail.json",
+    ] {
+        ensure!(
+            files.contains(&root.join(shipped)),
+            "dpkg did not install {shipped}"
+        );
+    }
+    let state = root.join(STATE_DIR);
+    let mode = fs::metadata(&state)
+        .with_context(|| format!("dpkg did not create /{STATE_DIR}"))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    ensure!(
+        mode == 0o750,
+        "/{STATE_DIR} has mode {mode:o}, expected 750"
+    );
+    ensure!(
+        !root
+            .join("etc/systemd/system/multi-user.target.wants/pagefail.service")
+            .exists(),
+        "the package must not enable the unit"
+    );
+    let mut c = arch.command(&bin);
     c.arg("--version");
     let installed_version = checked_stdout(c)?.trim().to_owned();
     ensure!(
@@ -264,6 +314,10 @@ pub fn verify(deb: &Path, root: &Path, version: &str) -> anyhow::Result<Checked>
     run(c).context("dpkg refused to remove the package from the scratch root")?;
     let left: Vec<&PathBuf> = files.iter().filter(|p| p.exists()).collect();
     ensure!(left.is_empty(), "dpkg -r left files behind: {left:?}");
+    ensure!(
+        !state.exists(),
+        "dpkg -r left the empty /{STATE_DIR} behind"
+    );
     let after = status(Some(&admin), package)?;
     ensure!(
         !after.starts_with("install"),

@@ -33,6 +33,7 @@ use super::initramfs::{Initramfs, read_cpio};
 use super::kernel;
 use super::qemu::{self, QemuConfig};
 use super::test::Check;
+use crate::arch::Arch;
 use crate::elf;
 
 /// The kernel `cargo xtask test` runs the check on.
@@ -107,47 +108,59 @@ impl Outcome {
 /// Build the static binaries, boot `ver` with them alone, and check. A
 /// failure of any step is in the outcome (`error` or a failed check).
 pub fn run(ver: &str) -> Outcome {
+    run_for(ver, Arch::Amd64)
+}
+
+/// [`run`] on a guest of `arch` with that architecture's static binaries.
+pub fn run_for(ver: &str, arch: Arch) -> Outcome {
     let start = Instant::now();
     let mut out = Outcome {
-        kernel: ver.to_owned(),
+        kernel: super::test::kernel_label(ver, arch),
         log: super::vm_dir()
             .join("logs")
-            .join(format!("{}.log", run_name(ver))),
+            .join(format!("{}.log", run_name(ver, arch))),
         ..Outcome::default()
     };
-    if let Err(e) = try_run(ver, &mut out) {
+    if let Err(e) = try_run(ver, arch, &mut out) {
         out.error = Some(format!("{e:#}"));
     }
     out.seconds = start.elapsed().as_secs_f64();
     eprintln!(
-        "vm-test: bare initramfs on {ver}: {} in {:.0} s",
+        "vm-test: bare initramfs on {ver} {arch}: {} in {:.0} s",
         if out.ok() { "pass" } else { "FAIL" },
         out.seconds
     );
     out
 }
 
-fn run_name(ver: &str) -> String {
-    format!("vm-bare-{ver}")
+fn run_name(ver: &str, arch: Arch) -> String {
+    match arch {
+        Arch::Amd64 => format!("vm-bare-{ver}"),
+        other @ Arch::Arm64 => format!("vm-bare-{}-{ver}", other.deb()),
+    }
 }
 
-fn try_run(ver: &str, out: &mut Outcome) -> Result<()> {
-    crate::setup::ensure_packages(&["qemu-system-x86"])?;
-    let pagefail = crate::dist::build_static()?;
-    let init = crate::dist::build_static_bin("pagefail-tests", "bare-init")?;
-    let k = kernel::fetch(&kernel::spec(ver)?)?;
+fn try_run(ver: &str, arch: Arch, out: &mut Outcome) -> Result<()> {
+    crate::setup::ensure_packages(&[qemu::machine(arch).package])?;
+    let pagefail = crate::dist::build_static_for(arch)?;
+    let init = crate::dist::build_static_bin_for(arch, "pagefail-tests", "bare-init")?;
+    let k = kernel::fetch(&kernel::spec_for(ver, arch)?)?;
     out.release.clone_from(&k.release);
     let mut tree = Initramfs::bare();
     tree.add_host_file(&init, "/init")?;
     tree.add_host_file(&pagefail, "/pagefail")?;
-    let name = run_name(ver);
+    let name = run_name(ver, arch);
     let image = super::vm_dir().join("images").join(format!("{name}.cpio"));
     tree.write(&image)?;
     let archive = fs::read(&image).with_context(|| format!("reading {}", image.display()))?;
     out.image_bytes = archive.len();
-    out.checks = archive_checks(&archive)?;
+    out.checks = archive_checks(&archive, arch)?;
     let mut cfg = QemuConfig::new(&name);
-    cfg.timeout = GUEST_TIMEOUT;
+    cfg.timeout = match arch {
+        Arch::Amd64 => GUEST_TIMEOUT,
+        // TCG runs aarch64 about half as fast.
+        Arch::Arm64 => GUEST_TIMEOUT * 3,
+    };
     let run = qemu::run(&k, &image, &cfg)?;
     out.log.clone_from(&run.log);
     guest_checks(&run.console, &run.sections.present, out);
@@ -155,7 +168,7 @@ fn try_run(ver: &str, out: &mut Outcome) -> Result<()> {
 }
 
 /// Checks of the archive as written: what the guest will have.
-fn archive_checks(archive: &[u8]) -> Result<Vec<Check>> {
+fn archive_checks(archive: &[u8], arch: Arch) -> Result<Vec<Check>> {
     let entries = read_cpio(archive)?;
     let mut checks = Vec::new();
     let libs: Vec<&str> = entries
@@ -182,8 +195,15 @@ fn archive_checks(archive: &[u8]) -> Result<Vec<Check>> {
         .iter()
         .filter(|e| e.is_file() && elf::is_elf(&e.data))
     {
+        let machine = elf::machine(&e.data);
+        if machine != Some(arch.elf_machine()) {
+            dynamic.push(format!("{}: ELF machine {machine:?}, not {arch}", e.name));
+            continue;
+        }
         match elf::linking(&e.data) {
-            Some(l) if l.is_static() => elf_notes.push(format!("{}: static", e.name)),
+            Some(l) if l.is_static() => {
+                elf_notes.push(format!("{}: static {}", e.name, arch.uname()));
+            }
             Some(l) => dynamic.push(format!(
                 "{}: interpreter {}, {} needed libraries",
                 e.name,
@@ -194,7 +214,7 @@ fn archive_checks(archive: &[u8]) -> Result<Vec<Check>> {
         }
     }
     checks.push(Check {
-        name: "no ELF with a program interpreter or needed libraries",
+        name: "every ELF static and of the guest's architecture",
         pass: dynamic.is_empty() && !elf_notes.is_empty(),
         detail: if dynamic.is_empty() {
             elf_notes.join(", ")
@@ -428,23 +448,27 @@ PAGEFAIL-BARE check_exit=0 watch_exit=0 attached=1 touched_pages=4096 touch_ms=3
         let mut t = Initramfs::bare();
         t.add_file("/init", me.clone(), 0o755);
         t.add_file("/pagefail", me.clone(), 0o755);
-        let checks = archive_checks(&write(&t)).unwrap();
-        let _ = fs::remove_dir_all(&dir);
+        let checks = archive_checks(&write(&t), Arch::Amd64).unwrap();
         let failed: Vec<_> = checks.iter().filter(|c| !c.pass).map(|c| c.name).collect();
         if cfg!(target_feature = "crt-static") {
             assert!(failed.is_empty(), "{checks:?}");
         } else {
-            assert_eq!(
-                failed,
-                ["no ELF with a program interpreter or needed libraries"]
-            );
+            assert_eq!(failed, ["every ELF static and of the guest's architecture"]);
         }
+        // An x86_64 binary in an arm64 guest fails, static or not.
+        let checks = archive_checks(&write(&t), Arch::Arm64).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+        let c = checks
+            .iter()
+            .find(|c| c.name == "every ELF static and of the guest's architecture")
+            .unwrap();
+        assert!(!c.pass && c.detail.contains("not arm64"), "{c:?}");
         // A library, a script /init and a symlink all fail.
         let mut t = Initramfs::bare();
         t.add_file("/lib/libc.so.6", vec![0; 8], 0o644);
         t.add_file("/init", b"#!/bin/sh\n".to_vec(), 0o755);
         t.add_symlink("/bin/sh", "busybox");
-        let checks = archive_checks(&write(&t)).unwrap();
+        let checks = archive_checks(&write(&t), Arch::Amd64).unwrap();
         let _ = fs::remove_dir_all(&dir);
         assert!(checks.iter().all(|c| !c.pass), "{checks:?}");
     }

@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail, ensure};
 
 use super::kernel::Kernel;
+use crate::arch::Arch;
 
 /// The static busybox the guest's userland is made of.
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -47,6 +48,71 @@ impl Initramfs {
         me.add_file("/bin/busybox", data, 0o755);
         me.add_symlink("/bin/sh", "busybox");
         Ok(me)
+    }
+
+    /// [`Initramfs::new`] for a guest of `arch`: another architecture's
+    /// busybox comes from its Debian package ([`userland`]).
+    pub fn for_arch(arch: Arch) -> Result<Self> {
+        if arch == Arch::Amd64 {
+            return Self::new();
+        }
+        let mut me = Self::bare();
+        for d in ["/sbin", "/usr/bin"] {
+            me.add_dir(d);
+        }
+        let busybox = userland(arch)?.join("bin/busybox");
+        let data = fs::read(&busybox).with_context(|| format!("reading {}", busybox.display()))?;
+        ensure!(
+            crate::elf::linking(&data).is_some_and(crate::elf::Linking::is_static)
+                && crate::elf::machine(&data) == Some(arch.elf_machine()),
+            "{} is not a static {arch} executable",
+            busybox.display()
+        );
+        me.add_file("/bin/busybox", data, 0o755);
+        me.add_symlink("/bin/sh", "busybox");
+        Ok(me)
+    }
+
+    /// Copy an executable of the extracted tree `root` (another
+    /// architecture's packages, see [`userland`]) to `guest`, with its
+    /// dynamic loader and the shared libraries it needs, found in `root`'s
+    /// library directories and placed at the same paths in the guest.
+    pub fn add_foreign_binary(&mut self, root: &Path, rel: &str, guest: &str) -> Result<()> {
+        // Links resolve inside the tree: `sbin/ip -> /bin/ip` is the tree's.
+        let host = resolve_in(root, rel)?;
+        self.add_host_file(&host, guest)?;
+        let mut todo = vec![host];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(file) = todo.pop() {
+            let data = fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let (interp, needed) = crate::elf::dynamic_needs(&data)
+                .with_context(|| format!("{} is not an ELF64 file", file.display()))?;
+            let mut wanted: Vec<String> = interp.into_iter().collect();
+            for name in needed {
+                let found = LIB_DIRS
+                    .iter()
+                    .map(|d| format!("{d}/{name}"))
+                    .find(|p| root.join(p.trim_start_matches('/')).exists())
+                    .with_context(|| {
+                        format!(
+                            "{} needs {name}, which no library directory of {} holds",
+                            file.display(),
+                            root.display()
+                        )
+                    })?;
+                wanted.push(found);
+            }
+            for g in wanted {
+                if !seen.insert(g.clone()) {
+                    continue;
+                }
+                // Links resolve inside the tree (merged /usr, versioned names).
+                let h = resolve_in(root, &g)?;
+                self.add_host_file(&h, &g)?;
+                todo.push(h);
+            }
+        }
+        Ok(())
     }
 
     /// A tree with nothing but `/dev/console`, `/dev/null` and empty
@@ -381,6 +447,101 @@ fn visit(
     Ok(())
 }
 
+/// Where another architecture's shared libraries are looked up (Debian's
+/// multiarch directories, then the classic ones).
+const LIB_DIRS: &[&str] = &[
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/lib",
+    "/usr/lib",
+];
+
+/// `guest` (an absolute path) inside `root`, following symbolic links
+/// within `root` (an absolute target is taken relative to `root`).
+fn resolve_in(root: &Path, guest: &str) -> Result<PathBuf> {
+    let mut path = guest.trim_start_matches('/').to_owned();
+    for _ in 0..40 {
+        // Resolve each leading component, so `/lib` -> `usr/lib` works too.
+        let mut cur = PathBuf::new();
+        let mut changed = false;
+        for comp in Path::new(&path).components() {
+            cur.push(comp);
+            let full = root.join(&cur);
+            if let Ok(target) = fs::read_link(&full) {
+                let t = target.to_string_lossy().into_owned();
+                let rest = Path::new(&path).strip_prefix(&cur).unwrap_or(Path::new(""));
+                let base = if t.starts_with('/') {
+                    PathBuf::from(t.trim_start_matches('/'))
+                } else {
+                    cur.parent().unwrap_or(Path::new("")).join(&t)
+                };
+                path = lexical(&base.join(rest));
+                changed = true;
+                break;
+            }
+        }
+        if !changed {
+            let full = root.join(&path);
+            ensure!(
+                full.is_file(),
+                "{guest} is not a file in {}",
+                root.display()
+            );
+            return Ok(full);
+        }
+    }
+    bail!("{guest}: too many symbolic links in {}", root.display())
+}
+
+/// A relative path with `.` and `..` components folded away.
+fn lexical(p: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
+/// Debian packages extracted for `arch` guests under
+/// `target/vm/userland-<arch>/root` (once): `busybox-static`, and `iproute2`
+/// with every package it depends on (for bonding and netns, which
+/// busybox's `ip` lacks). Fetched with `apt-get download` through a private
+/// package list of the host's suite and `arch`; nothing is installed.
+pub fn userland(arch: Arch) -> Result<PathBuf> {
+    let base = super::vm_dir().join(format!("userland-{}", arch.deb()));
+    let root = base.join("root");
+    let done = base.join("complete");
+    if done.is_file() {
+        return Ok(root);
+    }
+    let suite = crate::cross::host_suite();
+    let opts = crate::cross::apt_options(&suite, arch)?;
+    crate::cross::apt_update(&opts, &format!("Debian {suite} {arch}"))?;
+    // The whole closure (a few MB): libraries are not all named lib*
+    // (zlib1g), and only what `ip` needs goes into a guest.
+    let mut packages = crate::cross::depends_closure(&opts, "iproute2")?;
+    packages.push("busybox-static".to_owned());
+    let debs = base.join("debs");
+    let _ = fs::remove_dir_all(&debs);
+    let _ = fs::remove_dir_all(&root);
+    let got = crate::cross::download(&opts, &packages, &debs)?;
+    crate::cross::extract(&got, &root)?;
+    ensure!(
+        root.join("bin/busybox").is_file() && resolve_in(&root, "/sbin/ip").is_ok(),
+        "the {arch} packages left no bin/busybox or sbin/ip in {}",
+        root.display()
+    );
+    fs::write(&done, packages.join("\n"))?;
+    let _ = fs::remove_dir_all(&debs);
+    Ok(root)
+}
+
 fn is_dynamic(bin: &Path) -> Result<bool> {
     Ok(!shared_libraries(bin)?.is_empty())
 }
@@ -415,6 +576,32 @@ pub fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_resolve_inside_the_extracted_tree() {
+        let root = std::env::temp_dir().join(format!("pagefail-tree-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::create_dir_all(root.join("sbin")).unwrap();
+        fs::create_dir_all(root.join("lib/aarch64-linux-gnu")).unwrap();
+        fs::write(root.join("bin/ip"), b"tree's ip").unwrap();
+        fs::write(root.join("lib/aarch64-linux-gnu/libx.so.1.2"), b"lib").unwrap();
+        // Absolute (as Debian ships sbin/ip) and relative links, with `..`.
+        std::os::unix::fs::symlink("/bin/ip", root.join("sbin/ip")).unwrap();
+        std::os::unix::fs::symlink("libx.so.1.2", root.join("lib/aarch64-linux-gnu/libx.so.1"))
+            .unwrap();
+        std::os::unix::fs::symlink("../lib/aarch64-linux-gnu/libx.so.1", root.join("bin/libx"))
+            .unwrap();
+        assert_eq!(resolve_in(&root, "/sbin/ip").unwrap(), root.join("bin/ip"));
+        assert_eq!(
+            resolve_in(&root, "/bin/libx").unwrap(),
+            root.join("lib/aarch64-linux-gnu/libx.so.1.2")
+        );
+        assert!(resolve_in(&root, "/bin/missing").is_err());
+        std::os::unix::fs::symlink("loop", root.join("bin/loop")).unwrap();
+        assert!(resolve_in(&root, "/bin/loop").is_err());
+        let _ = fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn dependencies_load_first() {

@@ -6,6 +6,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::arch::Arch;
+
 /// Which Debian kernel to fetch for a short version name.
 #[derive(Debug, Clone, Copy)]
 pub struct KernelSpec {
@@ -15,6 +17,8 @@ pub struct KernelSpec {
     pub suite: &'static str,
     /// Regular expression for `apt-cache search --names-only`.
     pub pattern: &'static str,
+    /// The kernel's architecture (and qemu's).
+    pub arch: Arch,
 }
 
 /// The kernels of the VM tier.
@@ -23,28 +27,64 @@ pub const KERNELS: &[KernelSpec] = &[
         ver: "5.10",
         suite: "bullseye",
         pattern: r"^linux-image-5\.10\.0-[0-9]+-cloud-amd64-unsigned$",
+        arch: Arch::Amd64,
     },
     KernelSpec {
         ver: "6.1",
         suite: "bookworm",
         pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$",
+        arch: Arch::Amd64,
     },
     KernelSpec {
         ver: "6.12",
         suite: "trixie",
         pattern: r"^linux-image-6\.12\.[0-9]+\+deb13(\.[0-9]+)?-cloud-amd64-unsigned$",
+        arch: Arch::Amd64,
     },
 ];
 
+/// The arm64 kernels (Debian's `cloud-arm64` flavour, booted on qemu's
+/// `virt` machine).
+pub const ARM64_KERNELS: &[KernelSpec] = &[
+    KernelSpec {
+        ver: "6.1",
+        suite: "bookworm",
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-cloud-arm64-unsigned$",
+        arch: Arch::Arm64,
+    },
+    KernelSpec {
+        ver: "6.12",
+        suite: "trixie",
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb13(\.[0-9]+)?-cloud-arm64-unsigned$",
+        arch: Arch::Arm64,
+    },
+];
+
+/// The kernels of `arch`.
+pub fn kernels(arch: Arch) -> &'static [KernelSpec] {
+    match arch {
+        Arch::Amd64 => KERNELS,
+        Arch::Arm64 => ARM64_KERNELS,
+    }
+}
+
 /// Look up a kernel by its short version name.
 pub fn spec(ver: &str) -> Result<KernelSpec> {
-    KERNELS
+    spec_for(ver, Arch::Amd64)
+}
+
+/// Look up a kernel of `arch` by its short version name.
+pub fn spec_for(ver: &str, arch: Arch) -> Result<KernelSpec> {
+    kernels(arch)
         .iter()
         .copied()
         .find(|k| k.ver == ver)
         .with_context(|| {
-            let known: Vec<_> = KERNELS.iter().map(|k| k.ver).collect();
-            format!("unknown kernel {ver:?}: use one of {}", known.join(", "))
+            let known: Vec<_> = kernels(arch).iter().map(|k| k.ver).collect();
+            format!(
+                "unknown {arch} kernel {ver:?}: use one of {}",
+                known.join(", ")
+            )
         })
 }
 
@@ -63,6 +103,8 @@ pub struct Kernel {
     /// Debian package name and version.
     pub package: String,
     pub package_version: String,
+    /// The kernel's architecture.
+    pub arch: Arch,
 }
 
 /// Download (once) and extract the kernel for `spec` under `target/vm/kernels/<ver>/`.
@@ -70,7 +112,10 @@ pub struct Kernel {
 /// The newest matching package is tried first; when the registry does not serve
 /// its file (security updates sometimes lag behind the index), older ones follow.
 pub fn fetch(spec: &KernelSpec) -> Result<Kernel> {
-    let dir = super::vm_dir().join("kernels").join(spec.ver);
+    let dir = super::vm_dir().join("kernels").join(match spec.arch {
+        Arch::Amd64 => spec.ver.to_owned(),
+        other @ Arch::Arm64 => format!("{}-{}", spec.ver, other.deb()),
+    });
     let root = dir.join("root");
     if find_deb(&dir)?.is_none() {
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -116,6 +161,7 @@ pub fn fetch(spec: &KernelSpec) -> Result<Kernel> {
         modules_dir,
         package: field("Package")?,
         package_version: field("Version")?,
+        arch: spec.arch,
     })
 }
 
@@ -128,30 +174,8 @@ fn find_deb(dir: &Path) -> Result<Option<PathBuf>> {
         .find(|p| p.extension().is_some_and(|e| e == "deb")))
 }
 
-/// apt options that point apt at a private sources list and lists directory.
-fn apt_options(suite: &str) -> Result<Vec<String>> {
-    let base = super::vm_dir().join("apt").join(suite);
-    let lists = base.join("lists");
-    fs::create_dir_all(lists.join("partial"))
-        .with_context(|| format!("creating {}", lists.display()))?;
-    let sources = base.join("sources.list");
-    let key = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]";
-    let text = format!(
-        "deb {key} http://deb.debian.org/debian {suite} main\n\
-         deb {key} http://deb.debian.org/debian {suite}-updates main\n\
-         deb {key} http://deb.debian.org/debian-security {suite}-security main\n"
-    );
-    fs::write(&sources, text)?;
-    Ok(vec![
-        format!("-o=Dir::Etc::sourcelist={}", sources.display()),
-        "-o=Dir::Etc::sourceparts=-".to_owned(),
-        format!("-o=Dir::State::Lists={}", lists.display()),
-        "-o=DPkg::Lock::Timeout=900".to_owned(),
-    ])
-}
-
 fn download(spec: &KernelSpec, dir: &Path) -> Result<()> {
-    let opts = apt_options(spec.suite)?;
+    let opts = crate::cross::apt_options(spec.suite, spec.arch)?;
     run(Command::new("apt-get").args(&opts).arg("update")).with_context(|| {
         format!(
             "apt-get update for Debian {} failed: the Debian registry must be reachable",

@@ -11,8 +11,42 @@ use anyhow::{Context, Result, bail};
 use super::kernel::Kernel;
 use super::{Sections, parse_sections};
 
-/// The qemu binary used for every guest.
+/// The qemu binary used for every `x86_64` guest.
 pub const QEMU: &str = "qemu-system-x86_64";
+
+/// How qemu runs guests of one architecture.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    /// The qemu binary.
+    pub qemu: &'static str,
+    /// The Debian package that has it.
+    pub package: &'static str,
+    /// Machine and CPU arguments.
+    pub args: &'static [&'static str],
+    /// The console device the kernel writes to.
+    pub console: &'static str,
+}
+
+/// The qemu machine of `arch`. arm64 guests run on the `virt` board
+/// (PL011 console, PSCI power-off) with a Cortex-A57: TCG emulates it about
+/// three times faster than `-cpu max` (pointer authentication, SVE), measured
+/// 5 s against 16 s to boot Debian 6.1 to `/init`.
+pub fn machine(arch: crate::arch::Arch) -> Machine {
+    match arch {
+        crate::arch::Arch::Amd64 => Machine {
+            qemu: QEMU,
+            package: "qemu-system-x86",
+            args: &[],
+            console: "ttyS0",
+        },
+        crate::arch::Arch::Arm64 => Machine {
+            qemu: "qemu-system-aarch64",
+            package: "qemu-system-arm",
+            args: &["-M", "virt", "-cpu", "cortex-a57"],
+            console: "ttyAMA0",
+        },
+    }
+}
 
 /// Console lines that make a run fail.
 pub const FATAL_CONSOLE: &[&str] = &["Kernel panic", "soft lockup"];
@@ -79,9 +113,12 @@ pub fn run(kernel: &Kernel, initrd: &Path, cfg: &QemuConfig) -> Result<RunOutput
     let log = logs.join(format!("{}.log", cfg.name));
     let console_file =
         fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let append = format!("console=ttyS0 rdinit=/init panic=-1 {}", cfg.append);
-    let mut cmd = Command::new(QEMU);
-    cmd.args(["-accel", "tcg", "-nographic", "-no-reboot", "-nodefaults"])
+    let m = machine(kernel.arch);
+    let qemu = m.qemu;
+    let append = format!("console={} rdinit=/init panic=-1 {}", m.console, cfg.append);
+    let mut cmd = Command::new(qemu);
+    cmd.args(m.args)
+        .args(["-accel", "tcg", "-nographic", "-no-reboot", "-nodefaults"])
         .args(["-serial", "stdio", "-monitor", "none"])
         .args(["-m", &cfg.memory_mb.to_string()])
         .args(["-smp", &cfg.cpus.to_string()])
@@ -97,9 +134,9 @@ pub fn run(kernel: &Kernel, initrd: &Path, cfg: &QemuConfig) -> Result<RunOutput
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow::anyhow!("{QEMU} not found: apt-get install qemu-system-x86")
+            anyhow::anyhow!("{qemu} not found: apt-get install {}", m.package)
         } else {
-            anyhow::Error::new(e).context(format!("starting {QEMU}"))
+            anyhow::Error::new(e).context(format!("starting {qemu}"))
         }
     })?;
     let status = loop {
@@ -133,7 +170,7 @@ pub fn run(kernel: &Kernel, initrd: &Path, cfg: &QemuConfig) -> Result<RunOutput
     }
     if !status.success() {
         bail!(
-            "{}: {QEMU} exited with {status} (console: {})",
+            "{}: {qemu} exited with {status} (console: {})",
             cfg.name,
             log.display()
         );

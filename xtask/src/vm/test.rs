@@ -56,11 +56,16 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::initramfs::Initramfs;
-use super::kernel::{self, KERNELS};
+use super::kernel;
 use super::qemu::{self, QemuConfig};
+use crate::arch::Arch;
 
 /// Hard wall-clock limit of one guest.
 pub const GUEST_TIMEOUT: Duration = Duration::from_secs(280);
+
+/// Hard wall-clock limit of one arm64 guest: TCG emulates aarch64 about
+/// twice as slowly as `x86_64` on these machines.
+pub const ARM64_GUEST_TIMEOUT: Duration = Duration::from_mins(9);
 
 /// The scenarios `run_matrix` accepts (`--scenario` also takes `bare`,
 /// the static binary alone: [`super::bare`], and `all`).
@@ -88,6 +93,10 @@ pub struct TestArgs {
     /// `raw_tp`, `tp_btf` or tracepoint; default: pagefail's own choice.
     #[arg(long)]
     pub attach: Option<String>,
+    /// Guest architecture: amd64, or arm64 (Debian's cloud-arm64 kernels
+    /// under qemu-system-aarch64, the cross-built static binaries).
+    #[arg(long, value_enum, default_value_t = Arch::Amd64)]
+    pub arch: Arch,
 }
 
 /// One check of one run.
@@ -101,6 +110,8 @@ pub struct Check {
 /// The outcome of one kernel's run.
 #[derive(Debug, Clone, Default)]
 pub struct Row {
+    /// Short kernel name, with the architecture when it is not amd64
+    /// (`6.1`, `6.1 arm64`).
     pub kernel: String,
     pub release: String,
     /// `mm_page_alloc` attach style pagefail chose (raw tracepoint, `tp_btf`, ...).
@@ -204,8 +215,8 @@ impl Report {
 /// fail when any run failed.
 pub fn run(args: &TestArgs) -> Result<()> {
     let kernels: Vec<&str> = match args.kernel.as_str() {
-        "all" => KERNELS.iter().map(|k| k.ver).collect(),
-        one => vec![kernel::spec(one)?.ver],
+        "all" => kernel::kernels(args.arch).iter().map(|k| k.ver).collect(),
+        one => vec![kernel::spec_for(one, args.arch)?.ver],
     };
     let (net, bare, pressure) = match args.scenario.as_str() {
         "all" => (true, true, true),
@@ -215,7 +226,8 @@ pub fn run(args: &TestArgs) -> Result<()> {
         s => bail!("unknown scenario {s:?}: use atomic-net, bare, pressure or all"),
     };
     let report = if net {
-        Some(run_matrix(
+        Some(run_matrix_for(
+            args.arch,
             &kernels,
             &args.scenario_net(),
             args.attach.as_deref(),
@@ -229,9 +241,12 @@ pub fn run(args: &TestArgs) -> Result<()> {
         } else {
             kernels[0]
         };
-        super::bare::run(ver)
+        super::bare::run_for(ver, args.arch)
     });
-    let pressure = pressure.then(|| {
+    if pressure && args.arch != crate::arch::Arch::Amd64 {
+        eprintln!("vm-test: the under-pressure scenario runs on x86_64 guests only; skipped");
+    }
+    let pressure = (pressure && args.arch == crate::arch::Arch::Amd64).then(|| {
         let ver = if args.kernel == "all" {
             super::pressure::KERNEL
         } else {
@@ -294,18 +309,35 @@ pub const LEAN: &str = "lean";
 
 /// [`run_all`] with pagefail's attach style forced (`None`: its own choice).
 pub fn run_matrix(kernels: &[&str], scenario: &str, attach: Option<&str>) -> Result<Report> {
+    run_matrix_for(Arch::Amd64, kernels, scenario, attach)
+}
+
+/// [`run_matrix`] on guests of `arch`.
+pub fn run_matrix_for(
+    arch: Arch,
+    kernels: &[&str],
+    scenario: &str,
+    attach: Option<&str>,
+) -> Result<Report> {
     if let Some(a) = attach
         && !["raw_tp", "tp_btf", "tracepoint", LEAN].contains(&a)
     {
         bail!("unknown attach style {a:?}: use raw_tp, tp_btf, tracepoint or {LEAN}");
     }
-    crate::setup::ensure_packages(&[
-        "qemu-system-x86",
-        "busybox-static",
-        "kmod",
-        "xz-utils",
-        "iproute2",
-    ])?;
+    let qemu_package = qemu::machine(arch).package;
+    if arch == Arch::Amd64 {
+        crate::setup::ensure_packages(&[
+            qemu_package,
+            "busybox-static",
+            "kmod",
+            "xz-utils",
+            "iproute2",
+        ])?;
+    } else {
+        // busybox and iproute2 of the guest's architecture come from
+        // Debian's packages (initramfs::userland).
+        crate::setup::ensure_packages(&[qemu_package, "kmod", "xz-utils"])?;
+    }
     if !SCENARIOS.contains(&scenario) {
         bail!(
             "unknown scenario {scenario:?}: use one of {}",
@@ -314,30 +346,35 @@ pub fn run_matrix(kernels: &[&str], scenario: &str, attach: Option<&str>) -> Res
     }
     // The static builds `dist` ships: they share one release build of the
     // dependencies with the kernel tier and the bare check.
-    let pagefail = crate::dist::build_static()?;
-    let scenario_bin = crate::dist::build_static_bin("pagefail-tests", "vm-scenario")?;
-    let ip = HOST_IP
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .context("iproute2's ip not found: apt-get install iproute2")?;
+    let pagefail = crate::dist::build_static_for(arch)?;
+    let scenario_bin = crate::dist::build_static_bin_for(arch, "pagefail-tests", "vm-scenario")?;
+    let ip = if arch == Arch::Amd64 {
+        HOST_IP
+            .iter()
+            .map(Path::new)
+            .find(|p| p.is_file())
+            .context("iproute2's ip not found: apt-get install iproute2")?
+            .to_path_buf()
+    } else {
+        PathBuf::new()
+    };
     let mut report = Report::default();
     for ver in kernels {
         let start = Instant::now();
-        let mut row = match run_one(ver, &pagefail, &scenario_bin, ip, attach) {
+        let mut row = match run_one(arch, ver, &pagefail, &scenario_bin, &ip, attach) {
             Ok(row) => row,
             Err(e) => Row {
-                kernel: (*ver).to_owned(),
+                kernel: kernel_label(ver, arch),
                 error: Some(format!("{e:#}")),
                 log: super::vm_dir()
                     .join("logs")
-                    .join(format!("{}.log", run_name(ver, attach))),
+                    .join(format!("{}.log", run_name(ver, attach, arch))),
                 ..Row::default()
             },
         };
         row.seconds = start.elapsed().as_secs_f64();
         eprintln!(
-            "vm-test: {ver}: {} in {:.0} s",
+            "vm-test: {ver} {arch}: {} in {:.0} s",
             if row.ok() { "pass" } else { "FAIL" },
             row.seconds
         );
@@ -347,10 +384,22 @@ pub fn run_matrix(kernels: &[&str], scenario: &str, attach: Option<&str>) -> Res
 }
 
 /// The run's name: its console log is `target/vm/logs/<name>.log`.
-fn run_name(ver: &str, attach: Option<&str>) -> String {
+fn run_name(ver: &str, attach: Option<&str>, arch: Arch) -> String {
+    let ver = match arch {
+        Arch::Amd64 => ver.to_owned(),
+        other @ Arch::Arm64 => format!("{}-{ver}", other.deb()),
+    };
     match attach {
         Some(a) => format!("vm-test-{ver}-{a}"),
         None => format!("vm-test-{ver}"),
+    }
+}
+
+/// The kernel column of the report: `6.1`, `6.1 arm64`.
+pub fn kernel_label(ver: &str, arch: Arch) -> String {
+    match arch {
+        Arch::Amd64 => ver.to_owned(),
+        other @ Arch::Arm64 => format!("{ver} {other}"),
     }
 }
 
@@ -426,27 +475,39 @@ pf_end net
 }
 
 fn run_one(
+    arch: Arch,
     ver: &str,
     pagefail: &Path,
     scenario_bin: &Path,
     ip: &Path,
     attach: Option<&str>,
 ) -> Result<Row> {
-    let k = kernel::fetch(&kernel::spec(ver)?)?;
-    let mut tree = Initramfs::new()?;
+    let k = kernel::fetch(&kernel::spec_for(ver, arch)?)?;
+    let mut tree = Initramfs::for_arch(arch)?;
     let modules = tree.add_modules(&k, &["veth", "bonding"])?;
-    tree.add_binary(ip, "/sbin/ip")?;
-    tree.add_binary(pagefail, "/bin/pagefail")?;
-    tree.add_binary(scenario_bin, "/bin/vm-scenario")?;
+    if arch == Arch::Amd64 {
+        tree.add_binary(ip, "/sbin/ip")?;
+        tree.add_binary(pagefail, "/bin/pagefail")?;
+        tree.add_binary(scenario_bin, "/bin/vm-scenario")?;
+    } else {
+        let root = super::initramfs::userland(arch)?;
+        tree.add_foreign_binary(&root, "/sbin/ip", "/sbin/ip")?;
+        // Static (dist checked them): nothing else to bring.
+        tree.add_host_file(pagefail, "/bin/pagefail")?;
+        tree.add_host_file(scenario_bin, "/bin/vm-scenario")?;
+    }
     tree.set_init(&init_script(&modules, attach));
-    let name = run_name(ver, attach);
+    let name = run_name(ver, attach, arch);
     let image = super::vm_dir().join("images").join(format!("{name}.cpio"));
     tree.write(&image)?;
     let mut cfg = QemuConfig::new(&name);
-    cfg.timeout = GUEST_TIMEOUT;
+    cfg.timeout = match arch {
+        Arch::Amd64 => GUEST_TIMEOUT,
+        Arch::Arm64 => ARM64_GUEST_TIMEOUT,
+    };
     let out = qemu::run(&k, &image, &cfg)?;
     let mut row = Row {
-        kernel: ver.to_owned(),
+        kernel: kernel_label(ver, arch),
         release: k.release.clone(),
         log: out.log.clone(),
         lean: attach == Some(LEAN),
