@@ -1,5 +1,5 @@
 //! Builds the kernel program (`tracer-ebpf`) for the BPF target and leaves the
-//! object in `OUT_DIR`, where `probe.rs` embeds it.
+//! object in `OUT_DIR`, where `probe/mod.rs` embeds it.
 //!
 //! The BPF side is built by Debian's `rustc-web` toolchain (sysroot `/usr`),
 //! which ships a prebuilt `core` for `bpfel-unknown-none`; `PAGEFAIL_BPF_TOOLCHAIN`

@@ -14,12 +14,7 @@ use std::{
 /// (CI), where that is a failure.
 #[must_use]
 pub fn bpf_available(test: &str) -> bool {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
+    let eff = tracer::probe::caps::effective().unwrap_or(0);
     let ok = eff & (1 << 21) != 0 || (eff & (1 << 39) != 0 && eff & (1 << 38) != 0);
     if !ok {
         let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

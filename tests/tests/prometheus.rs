@@ -161,18 +161,16 @@ fn interval_rows(dir: &Path) -> (Vec<SummaryRow>, u64) {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(".totals.csv") {
             let text = fs::read_to_string(e.path()).expect("totals");
-            lost += text
-                .lines()
-                .filter(|l| l.contains(",lost,"))
-                .filter_map(|l| l.rsplit(',').next()?.parse::<u64>().ok())
+            lost += tracer::export::totals::read_csv(&name, text.as_bytes())
+                .expect("a totals CSV")
+                .iter()
+                .filter(|t| t.metric == "lost")
+                .filter_map(|t| t.value)
                 .sum::<u64>();
         } else if Path::new(&name).extension().is_some_and(|e| e == "csv")
             && !name.contains(".memory.")
         {
-            let mut r = csv::Reader::from_path(e.path()).expect("open");
-            for row in r.deserialize::<SummaryRow>() {
-                rows.push(row.expect("summary row"));
-            }
+            rows.extend(tracer::export::read_csv_file(&e.path()).expect("summary rows"));
         }
     }
     (rows, lost)

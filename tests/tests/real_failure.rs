@@ -163,11 +163,7 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
         "the trigger caused no failure per tracefs: {lines:?}"
     );
 
-    let mut reader = csv::Reader::from_path(&csv_path).expect("open csv");
-    let rows: Vec<SummaryRow> = reader
-        .deserialize()
-        .collect::<Result<_, _>>()
-        .expect("parse csv");
+    let rows: Vec<SummaryRow> = tracer::export::read_csv_file(&csv_path).expect("parse csv");
     let pid = trigger_pid.to_string();
     let mine: Vec<&SummaryRow> = rows.iter().filter(|r| r.pid == pid).collect();
     let counted: u64 = mine.iter().map(|r| r.failures).sum();

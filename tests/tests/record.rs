@@ -13,7 +13,7 @@ use std::{
 };
 
 use pagefail_tests::{TraceInstance, bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup};
-use tracer::export::SummaryRow;
+use tracer::export::{self, SummaryRow};
 
 const TRIGGER: &str = env!("CARGO_BIN_EXE_memcg-trigger");
 
@@ -68,11 +68,7 @@ fn interval_files(dir: &Path) -> BTreeMap<String, (PathBuf, PathBuf)> {
 }
 
 fn rows(path: &Path) -> Vec<SummaryRow> {
-    csv::Reader::from_path(path)
-        .expect("open")
-        .deserialize()
-        .collect::<Result<_, _>>()
-        .expect("parse summary")
+    export::read_csv_file(path).expect("parse summary")
 }
 
 fn scrape(port: u16) -> String {
@@ -160,21 +156,18 @@ fn intervals_metrics_and_sigterm_agree_with_tracefs() {
         let memory = PathBuf::from(rows_path.to_string_lossy().replace(".csv", ".memory.csv"));
         if mine > 0 {
             let text = fs::read_to_string(&memory).expect("memory snapshot file");
-            assert!(text.starts_with("taken,node,zone,"), "{text}");
-            assert!(text.lines().count() >= 2);
+            let zones =
+                export::memory::read_memory_csv("memory", text.as_bytes()).expect("a memory CSV");
+            assert!(!zones.is_empty(), "{text}");
         }
-        let totals = fs::read_to_string(totals_path).expect("totals");
-        let first = totals.lines().nth(1).expect("a totals row");
-        let mut cols = first.split(',');
-        windows.push((
-            cols.next().unwrap_or("").to_owned(),
-            cols.next().unwrap_or("").to_owned(),
-        ));
+        let text = fs::read_to_string(totals_path).expect("totals");
+        let totals = export::totals::read_csv("totals", text.as_bytes()).expect("a totals CSV");
+        let first = totals.first().expect("a totals row");
+        windows.push((first.window_start.clone(), first.window_end.clone()));
         let recorded: u64 = totals
-            .lines()
-            .find(|l| l.contains(",recorded,,"))
-            .and_then(|l| l.rsplit(',').next())
-            .and_then(|v| v.parse().ok())
+            .iter()
+            .find(|t| t.metric == "recorded")
+            .and_then(|t| t.value)
             .expect("recorded row");
         assert_eq!(
             recorded,

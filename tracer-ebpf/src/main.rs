@@ -47,14 +47,15 @@ static FILTER_ATOMIC_ONLY: u32 = 0;
 static FILTER_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static FILTER_PID: u32 = 0;
-// Defaults are the bits of kernels 4.4 and later; userspace sets the running
-// kernel's own from the tracepoint format file.
 /// Bytes waiting in the ring buffer from which a submit wakes the reader;
 /// below it the reader is not woken and drains on its own timer. 0: the
 /// kernel's policy (wake whenever the reader has caught up, i.e. for nearly
 /// every record of a steady stream).
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 0;
+// The atomic rule's masks (see tracer/src/gfp/semantics.rs). Defaults are the
+// bits of kernels 5.1 and later; userspace sets the running kernel's own from
+// the tracepoint format file.
 #[unsafe(no_mangle)]
 static GFP_HIGH_MASK: u64 = 0x20;
 #[unsafe(no_mangle)]

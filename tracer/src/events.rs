@@ -103,12 +103,6 @@ impl BootClock {
     }
 }
 
-/// RFC 3339 UTC with microseconds, as the CSV contract writes times.
-#[must_use]
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_micros(t).to_string()
-}
-
 /// The ring buffer, readable from tokio.
 pub struct EventStream {
     fd: AsyncFd<RingBuf<MapData>>,
@@ -241,6 +235,6 @@ mod tests {
         let t = c.to_system(BootClock::boot_ns_now());
         let d = SystemTime::now().duration_since(t).unwrap_or_default();
         assert!(d < Duration::from_secs(1), "{d:?}");
-        assert!(rfc3339(t).ends_with('Z'));
+        assert!(crate::timestamp::rfc3339(t).ends_with('Z'));
     }
 }

@@ -1,12 +1,19 @@
-//! Output formats: the CSV summary contract, JSON lines.
+//! Output formats and the files' contract: every writer and reader of the
+//! CSV summary (here, with its JSON lines), the totals CSV of `record`
+//! ([`totals`]) and the memory CSV ([`memory`]). Columns are only ever
+//! appended; readers require the columns a file has always had, in order,
+//! and read later ones by name when present (README, "CSV summary").
+
+pub mod memory;
+pub mod totals;
 
 use std::{
     fs,
-    io::{self, Write},
+    io::{self, Read, Write},
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 /// The CSV summary columns, in order. This header is a stable contract
@@ -32,8 +39,16 @@ pub const CSV_HEADER: [&str; 18] = [
     "top_stack",
 ];
 
+/// The leading columns of [`CSV_HEADER`] that every summary CSV has, in
+/// this order; a reader refuses a file without them. Columns appended to the
+/// contract later go after them, at the end of [`CSV_HEADER`], and their
+/// [`SummaryRow`] fields carry `#[serde(default)]` so that older files (and
+/// other tools' files without them) still read.
+pub const CSV_REQUIRED_COLUMNS: usize = 18;
+
 /// One row of the CSV summary: failures of one (comm, pid, context, path,
-/// order, gfp) in one window. Times are RFC 3339 UTC; empty when unknown.
+/// order, gfp) in one window. Times are RFC 3339 UTC ([`crate::timestamp`]);
+/// empty when unknown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SummaryRow {
     pub window_start: String,
@@ -79,6 +94,46 @@ pub fn write_csv<W: Write>(out: W, rows: &[SummaryRow]) -> anyhow::Result<()> {
     }
     w.flush()?;
     Ok(())
+}
+
+/// Read the rows of one CSV summary; `name` names it in errors.
+///
+/// The header must start with the required columns
+/// ([`CSV_REQUIRED_COLUMNS`]) in order; columns after them are read by name
+/// when [`SummaryRow`] knows them and ignored otherwise.
+///
+/// # Errors
+/// When the input cannot be read, its header is not the contract's, or a
+/// row does not parse (the error names the line).
+pub fn read_csv(name: &str, input: impl Read) -> anyhow::Result<Vec<SummaryRow>> {
+    let mut reader = csv::Reader::from_reader(input);
+    let header = reader
+        .headers()
+        .with_context(|| format!("{name}: cannot read the CSV header"))?
+        .clone();
+    let found: Vec<&str> = header.iter().collect();
+    let required = &CSV_HEADER[..CSV_REQUIRED_COLUMNS];
+    if !found.starts_with(required) {
+        bail!(
+            "{name}: not a pagefail CSV summary (from `pagefail watch --csv`, `record` or `logs --csv`): the header must start with\n  {}\nbut is\n  {}",
+            required.join(","),
+            found.join(",")
+        );
+    }
+    let mut rows = Vec::new();
+    for (i, row) in reader.deserialize::<SummaryRow>().enumerate() {
+        rows.push(row.with_context(|| format!("{name}: row {} does not parse", i + 2))?);
+    }
+    Ok(rows)
+}
+
+/// [`read_csv`] of a file.
+///
+/// # Errors
+/// When the file cannot be opened, or as [`read_csv`].
+pub fn read_csv_file(path: &Path) -> anyhow::Result<Vec<SummaryRow>> {
+    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    read_csv(&path.display().to_string(), io::BufReader::new(file))
 }
 
 /// Write rows as JSON lines, one object per row with the CSV's fields.
@@ -256,9 +311,53 @@ mod tests {
             first,
             "window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack"
         );
-        let mut r = csv::Reader::from_reader(text.as_bytes());
-        let back: Vec<SummaryRow> = r.deserialize().collect::<Result<_, _>>().unwrap();
-        assert_eq!(back, vec![row()]);
+        assert_eq!(read_csv("t.csv", text.as_bytes()).unwrap(), vec![row()]);
+    }
+
+    #[test]
+    fn reader_takes_appended_columns_and_refuses_foreign_headers() {
+        let mut buf = Vec::new();
+        write_csv(&mut buf, &[row()]).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        // A later version appended columns: the known ones still read.
+        let mut lines = text.lines();
+        let appended = format!(
+            "{},later,more\n{},x,\"y,z\"\n",
+            lines.next().unwrap(),
+            lines.next().unwrap()
+        );
+        assert_eq!(
+            read_csv("new.csv", appended.as_bytes()).unwrap(),
+            vec![row()]
+        );
+        // Missing, reordered or foreign columns are refused, naming the file.
+        let mut swapped = CSV_HEADER.to_vec();
+        swapped.swap(0, 1);
+        let short = CSV_HEADER[..CSV_REQUIRED_COLUMNS - 1].join(",");
+        for (header, why) in [
+            (swapped.join(","), "reordered"),
+            (short, "a column short"),
+            ("a,b,c".to_owned(), "foreign"),
+        ] {
+            let e = format!(
+                "{:#}",
+                read_csv("x.csv", format!("{header}\n").as_bytes()).unwrap_err()
+            );
+            assert!(
+                e.contains("x.csv: not a pagefail CSV summary"),
+                "{why}: {e}"
+            );
+            assert!(e.contains("window_start,window_end,host"), "{why}: {e}");
+        }
+        let e = format!("{:#}", read_csv("e.csv", "".as_bytes()).unwrap_err());
+        assert!(e.contains("e.csv"), "{e}");
+        let bad = format!(
+            "{}\n{}\n",
+            CSV_HEADER.join(","),
+            text.lines().nth(1).unwrap().replace(",6,", ",six,")
+        );
+        let e = format!("{:#}", read_csv("b.csv", bad.as_bytes()).unwrap_err());
+        assert!(e.contains("b.csv: row 2 does not parse"), "{e}");
     }
 
     #[test]

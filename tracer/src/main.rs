@@ -22,6 +22,7 @@ use tracer::{
     version,
     about,
     long_about,
+    verbatim_doc_comment,
     arg_required_else_help = true
 )]
 struct Cli {

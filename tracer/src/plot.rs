@@ -16,13 +16,15 @@ use anyhow::Context as _;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{events::rfc3339, export::SummaryRow};
+use crate::{
+    export::{self, SummaryRow},
+    timestamp,
+};
 
 /// A window of time, seconds since the Unix epoch.
 type Window = (u64, u64);
 
-/// One memory CSV row, the columns the picture needs (matched by name, so
-/// files with more columns read too).
+/// One memory CSV row, the columns the picture needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MemoryRow {
     pub taken: String,
@@ -49,12 +51,12 @@ pub struct Timeline {
 }
 
 fn parse_time(s: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z')).ok()?;
+    let t = timestamp::parse(s)?;
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
 
 fn time_text(secs: u64) -> String {
-    rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+    timestamp::rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// Free blocks able to serve an order-`order` request: each free block of
@@ -333,23 +335,28 @@ impl Timeline {
 /// The window of a totals file (its first data row), if it has one.
 #[must_use]
 pub fn totals_window(text: &str) -> Option<(String, String)> {
-    let row = text.lines().nth(1)?;
-    let mut cols = row.split(',');
-    Some((cols.next()?.to_owned(), cols.next()?.to_owned()))
+    let row = export::totals::read_csv("totals", text.as_bytes())
+        .ok()?
+        .into_iter()
+        .next()?;
+    Some((row.window_start, row.window_end))
 }
 
-/// Read memory CSV rows (any file with at least the columns of
-/// [`MemoryRow`]).
+/// Read the columns the picture needs from a memory CSV
+/// ([`export::memory::read_memory_csv`]).
 ///
 /// # Errors
-/// When the file does not have those columns or a row does not parse.
+/// When the file is not a memory CSV or a row does not parse.
 pub fn read_memory(name: &str, input: impl std::io::Read) -> anyhow::Result<Vec<MemoryRow>> {
-    let mut reader = csv::Reader::from_reader(input);
-    let mut out = Vec::new();
-    for (i, row) in reader.deserialize::<MemoryRow>().enumerate() {
-        out.push(row.with_context(|| format!("{name}: memory row {} does not parse", i + 2))?);
-    }
-    Ok(out)
+    Ok(export::memory::read_memory_csv(name, input)?
+        .into_iter()
+        .map(|z| MemoryRow {
+            taken: z.taken,
+            node: z.node,
+            zone: z.zone,
+            free_blocks: z.free_blocks,
+        })
+        .collect())
 }
 
 #[cfg(test)]

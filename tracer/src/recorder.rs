@@ -5,7 +5,7 @@
 //! `pagefail-20261122T034500Z.csv` (the CSV summary contract; header only
 //! when the interval had no failure) and `pagefail-20261122T034500Z.totals.csv`
 //! (allocation and failure totals per order, lost records, `warn_alloc`
-//! entries). Every interval writes both, so a gap in the files means pagefail
+//! entries; [`crate::export::totals`]). Every interval writes both, so a gap in the files means pagefail
 //! was not running, not that nothing failed. Names sort in time order; a
 //! restart within the same second gets a `-1`, `-2` suffix rather than
 //! overwriting.
@@ -20,13 +20,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{aggregate::Window, events::rfc3339, export, probe::Counters};
+use crate::export;
 
 /// Prefix of every interval file.
 pub const PREFIX: &str = "pagefail-";
-
-/// Header of the totals file: one row per metric (and order).
-pub const TOTALS_HEADER: &str = "window_start,window_end,host,kernel,metric,order,value";
 
 /// What to keep in the output directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,44 +77,6 @@ pub struct Recorder {
 pub fn stem(t: SystemTime) -> String {
     let s = humantime::format_rfc3339_seconds(t).to_string(); // 2026-11-22T03:45:00Z
     format!("{PREFIX}{}", s.replace(['-', ':'], ""))
-}
-
-/// The totals file of an interval, as CSV text.
-#[must_use]
-pub fn totals_csv(window: &Window, delta: &Counters, recorded: u64) -> Vec<u8> {
-    let mut out = format!("{TOTALS_HEADER}\n");
-    let head = format!(
-        "{},{},{},{}",
-        rfc3339(window.start),
-        rfc3339(window.end),
-        csv_field(&window.host),
-        csv_field(&window.kernel)
-    );
-    for (metric, counts) in [("allocations", &delta.allocs), ("failed", &delta.fails)] {
-        for (order, n) in counts.iter().enumerate() {
-            out.push_str(&format!("{head},{metric},{order},{n}\n"));
-        }
-    }
-    for (metric, n) in [
-        ("matched", delta.matched),
-        ("recorded", recorded),
-        ("lost", delta.lost),
-        ("warn_alloc", delta.warn_alloc),
-    ] {
-        out.push_str(&format!("{head},{metric},,{n}\n"));
-    }
-    // Empty where the kernel does not count them for the attach style.
-    let unseen = delta.unseen.map_or_else(String::new, |n| n.to_string());
-    out.push_str(&format!("{head},unseen,,{unseen}\n"));
-    out.into_bytes()
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
 }
 
 /// Create `dir` and its missing parents with mode 0750 when it is not
@@ -529,36 +488,5 @@ mod tests {
         };
         assert!(format!("{err:#}").contains("is not a directory"), "{err:#}");
         fs::remove_file(&d).unwrap();
-    }
-
-    #[test]
-    fn totals_list_every_order_and_the_loss_counters() {
-        let w = Window {
-            start: t(0),
-            end: t(60),
-            host: "h".into(),
-            kernel: "6.1".into(),
-            clock: crate::events::BootClock::now(),
-        };
-        let c = Counters {
-            allocs: vec![5, 1],
-            fails: vec![0, 2],
-            matched: 2,
-            lost: 0,
-            warn_alloc: 1,
-            unseen: Some(6),
-        };
-        let text = String::from_utf8(totals_csv(&w, &c, 2)).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], TOTALS_HEADER);
-        assert!(lines.iter().any(|l| l.ends_with(",allocations,0,5")));
-        assert!(lines.iter().any(|l| l.ends_with(",failed,1,2")));
-        assert!(lines.iter().any(|l| l.ends_with(",recorded,,2")));
-        assert!(lines.iter().any(|l| l.ends_with(",lost,,0")));
-        assert!(lines.iter().any(|l| l.ends_with(",unseen,,6")));
-        assert_eq!(lines.len(), 1 + 2 + 2 + 5);
-        let unknown = Counters { unseen: None, ..c };
-        let text = String::from_utf8(totals_csv(&w, &unknown, 2)).unwrap();
-        assert!(text.lines().any(|l| l.ends_with(",unseen,,")), "{text}");
     }
 }

@@ -113,7 +113,7 @@ fn errno() -> std::io::Error {
 fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     let t0 = Instant::now();
     raise_fd_limit()?;
-    // Knobs from docs/KERNEL.md: no THP, and compaction must not undo the
+    // Knobs of the scenario: no THP, and compaction must not undo the
     // fragmentation by migrating the locked pages.
     for (path, value) in [
         ("/sys/kernel/mm/transparent_hugepage/enabled", "never"),

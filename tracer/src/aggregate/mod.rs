@@ -570,8 +570,8 @@ impl Aggregator {
     pub fn summary_rows(&self, window: &Window) -> Vec<SummaryRow> {
         let stats = self.row_stats();
         let top = self.top_stacks();
-        let start = events::rfc3339(window.start);
-        let end = events::rfc3339(window.end);
+        let start = crate::timestamp::rfc3339(window.start);
+        let end = crate::timestamp::rfc3339(window.end);
         // A window has a handful of distinct masks: name each once.
         let mut gfp_names: HashMap<u64, (String, String, bool), FxBuild> = HashMap::default();
         self.sorted(&stats)
@@ -608,8 +608,8 @@ impl Aggregator {
                     atomic,
                     failures: s.failures,
                     warned: s.warned,
-                    first_seen: events::rfc3339(window.clock.to_system(s.first_ns)),
-                    last_seen: events::rfc3339(window.clock.to_system(s.last_ns)),
+                    first_seen: crate::timestamp::rfc3339(window.clock.to_system(s.first_ns)),
+                    last_seen: crate::timestamp::rfc3339(window.clock.to_system(s.last_ns)),
                     top_stack: top[i]
                         .and_then(|id| self.stack(id))
                         .map(|info| info.folded.clone())

@@ -353,8 +353,8 @@ impl Reference {
                     .map(|(id, _)| self.describe(&self.stacks[*id as usize]).2)
                     .unwrap_or_default();
                 SummaryRow {
-                    window_start: events::rfc3339(window.start),
-                    window_end: events::rfc3339(window.end),
+                    window_start: crate::timestamp::rfc3339(window.start),
+                    window_end: crate::timestamp::rfc3339(window.end),
                     host: window.host.clone(),
                     kernel: window.kernel.clone(),
                     comm: r.key.comm.clone().unwrap_or_default(),
@@ -372,8 +372,8 @@ impl Reference {
                     }),
                     failures: r.stats.failures,
                     warned: r.stats.warned,
-                    first_seen: events::rfc3339(window.clock.to_system(r.stats.first_ns)),
-                    last_seen: events::rfc3339(window.clock.to_system(r.stats.last_ns)),
+                    first_seen: crate::timestamp::rfc3339(window.clock.to_system(r.stats.first_ns)),
+                    last_seen: crate::timestamp::rfc3339(window.clock.to_system(r.stats.last_ns)),
                     top_stack: top,
                 }
             })

@@ -1,5 +1,5 @@
 //! Classifier tests against real kernel output (a Debian 6.1 guest driven into
-//! atomic allocation failures, see docs/KERNEL.md) and against rule files.
+//! atomic allocation failures) and against rule files.
 //!
 //! Expected labels below were worked out by reading each stack, not produced
 //! by the classifier.
@@ -637,7 +637,7 @@ fn labels_print_in_fixed_order_whatever_the_frame_order() {
         classifier.paths(&stack).to_string(),
         "xennet+veth+bonding+netfilter+net-rx+net-tx+neigh+tcp+udp"
     );
-    // The DESIGN.md case: a bond transmit under TCP.
+    // A bond transmit under TCP.
     let stack = [
         frame("__alloc_pages"),
         frame("skb_segment"),
@@ -668,7 +668,7 @@ fn each_label_once() {
 #[test]
 fn no_network_frames_print_none() {
     let classifier = Classifier::builtin();
-    // The memcg charge failure of docs/KERNEL.md: fd table expansion.
+    // A memcg charge failure: fd table expansion.
     let stack = [
         frame("__alloc_pages"),
         frame("__kmalloc_large_node"),

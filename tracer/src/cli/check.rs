@@ -12,7 +12,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::{
-    export::{CSV_HEADER, SummaryRow},
+    export,
     memory::{
         NetDrops, Snapshot, SnapshotSummary, VmStat,
         advice::{self, Advice},
@@ -57,7 +57,7 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "sample")]
     pub from: Option<PathBuf>,
     /// Trace failures live for this long (e.g. 10s), then explain them.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::session::parse_duration)]
     pub sample: Option<Duration>,
     /// With --sample: also failures of requests that may sleep (default: atomic only).
     #[arg(long, requires = "sample")]
@@ -65,16 +65,6 @@ pub struct CheckArgs {
     /// Print JSON for tools instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .or_else(|_| s.parse::<u64>().map(Duration::from_secs))
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 10s, 1m)"))?;
-    if d.is_zero() {
-        return Err("the sample must last more than zero".to_owned());
-    }
-    Ok(d)
 }
 
 /// OK, NO or unknown.
@@ -351,28 +341,6 @@ pub struct Report {
     pub sampled_failures_by_order: Option<Vec<u64>>,
 }
 
-fn read_rows(path: &Path) -> anyhow::Result<Vec<SummaryRow>> {
-    let mut r =
-        csv::Reader::from_path(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let header: Vec<String> = r
-        .headers()
-        .with_context(|| format!("cannot read the header of {}", path.display()))?
-        .iter()
-        .map(str::to_owned)
-        .collect();
-    if header != CSV_HEADER {
-        anyhow::bail!(
-            "{} is not a pagefail CSV summary: expected the header `{}` (from `pagefail watch --csv` or `pagefail logs`)",
-            path.display(),
-            CSV_HEADER.join(",")
-        );
-    }
-    r.deserialize()
-        .enumerate()
-        .map(|(i, row)| row.with_context(|| format!("{} row {}", path.display(), i + 2)))
-        .collect()
-}
-
 fn vmstat_list(v: &VmStat) -> Vec<(String, u64)> {
     v.watched()
         .into_iter()
@@ -397,7 +365,7 @@ pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
     let before = Snapshot::take().context("reading the memory state")?;
     let drops_before = NetDrops::read().ok();
     let (rows, sampled, snap, vmstat, drops) = if let Some(path) = &args.from {
-        let rows = read_rows(path)?;
+        let rows = export::read_csv_file(path)?;
         let vm = vmstat_list(&before.vmstat);
         (Some(rows), None, before, vm, None)
     } else if let Some(d) = args.sample {
@@ -567,11 +535,12 @@ fn text(r: &Report, snap: &Snapshot, from: Option<&Path>, verbose: u8) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::CSV_HEADER;
 
     fn features(kprobes: bool) -> KernelFeatures {
         KernelFeatures {
             release: "6.18.44-fc-v669".to_owned(),
-            version: crate::probe::KernelVersion::parse("6.18.44"),
+            version: crate::kernel_version::KernelVersion::parse("6.18.44"),
             btf: true,
             kprobes,
             tracefs: Some("/sys/kernel/tracing".to_owned()),
@@ -652,7 +621,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let bad = dir.join("bad.csv");
         fs::write(&bad, "a,b\n1,2\n").unwrap();
-        let e = format!("{:#}", read_rows(&bad).unwrap_err());
+        let e = format!("{:#}", export::read_csv_file(&bad).unwrap_err());
         assert!(e.contains("not a pagefail CSV summary"), "{e}");
         let good = dir.join("good.csv");
         let mut text = CSV_HEADER.join(",");
@@ -661,16 +630,9 @@ mod tests {
         );
         text.push_str(",,h,6.18.0,x,1,/,task,none,notanumber,0x0,none,true,3,0,,,\n");
         fs::write(&good, text).unwrap();
-        let e = format!("{:#}", read_rows(&good).unwrap_err());
+        let e = format!("{:#}", export::read_csv_file(&good).unwrap_err());
         assert!(e.contains("row 3"), "{e}");
-        assert!(read_rows(&dir.join("missing.csv")).is_err());
+        assert!(export::read_csv_file(&dir.join("missing.csv")).is_err());
         fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("soon").is_err());
     }
 }

@@ -8,11 +8,11 @@ use clap::Args;
 use crate::{
     aggregate::{Aggregator, DEFAULT_KEY_CAP, GroupBy},
     classify::Classifier,
-    export::{self, SummaryRow},
-    memory::{
-        Snapshot, SnapshotLimiter, SnapshotSummary,
-        export::{write_memory_csv, write_memory_json_lines},
+    export::{
+        self, SummaryRow,
+        memory::{write_memory_csv, write_memory_json_lines},
     },
+    memory::{Snapshot, SnapshotLimiter, SnapshotSummary},
     probe::{ProbeConfig, support},
     session::AggregateConfig,
 };

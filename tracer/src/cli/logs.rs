@@ -16,9 +16,9 @@ use crate::{
     logs::{
         Event, Parser, Report,
         analyze::{Analysis, Analyzer},
-        prefix::rfc3339,
         summary::{Summary, diagnosis},
     },
+    timestamp::rfc3339_us as rfc3339,
 };
 
 /// Read page allocation failure reports from kernel logs: dmesg output (with
@@ -259,9 +259,7 @@ mod tests {
         );
         assert!(text.contains("suppressed: 11955 more failures"), "{text}");
         let csv = fs::read_to_string(dir.join("out.csv")).unwrap();
-        let mut r = csv::Reader::from_reader(csv.as_bytes());
-        let rows: Vec<crate::export::SummaryRow> =
-            r.deserialize().collect::<Result<_, _>>().unwrap();
+        let rows = crate::export::read_csv("out.csv", csv.as_bytes()).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(
             (rows[0].comm.as_str(), rows[0].order, rows[0].gfp.as_str()),

@@ -16,10 +16,9 @@ use crate::{
     aggregate::{OTHER, Window},
     cli::common::{FilterArgs, GroupArgs, MemoryTracker},
     export,
-    memory::export::write_memory_csv,
     metrics::{FailureLabels, Metrics},
     probe::Counters,
-    recorder::{Recorder, Retain, totals_csv},
+    recorder::{Recorder, Retain},
     selfprotect::{RECORD_OOM_SCORE_ADJ, parse_oom_score_adj, set_oom_score_adj, shortage_of},
     session::{Session, Signals, Step, parse_duration},
 };
@@ -435,13 +434,13 @@ fn close_interval(
     let rows = session.agg.summary_rows(window);
     let mut csv = Vec::new();
     export::write_csv(&mut csv, &rows)?;
-    let totals = totals_csv(window, delta, session.agg.events);
+    let totals = export::totals::csv_bytes(window, delta, session.agg.events);
     let snapshots = std::mem::take(&mut memory.borrow_mut().rows);
     let memory_csv = if snapshots.is_empty() {
         None
     } else {
         let mut buf = Vec::new();
-        write_memory_csv(&mut buf, &snapshots, true)?;
+        export::memory::write_memory_csv(&mut buf, &snapshots, true)?;
         Some(buf)
     };
     recorder.queue(window.start, csv, totals, memory_csv);

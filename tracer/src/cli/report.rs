@@ -6,16 +6,15 @@ use std::{
     fs::File,
     io::{self, Read},
     path::{Path, PathBuf},
-    time::SystemTime,
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
     cli::common::{is_broken_pipe, rows_table},
-    events::rfc3339,
-    export::{self, CSV_HEADER, SummaryRow},
+    export::{self, SummaryRow},
+    timestamp,
 };
 
 /// Columns rows can be merged by.
@@ -147,32 +146,6 @@ fn parse_keys(s: &str) -> Result<Vec<String>, String> {
     Ok(keys)
 }
 
-/// Read the summary rows of one CSV file, checking its header.
-///
-/// # Errors
-/// When the file cannot be read, its header is not the CSV contract's, or a
-/// row does not parse (the error names the line).
-pub fn read_rows(name: &str, input: impl Read) -> anyhow::Result<Vec<SummaryRow>> {
-    let mut reader = csv::Reader::from_reader(input);
-    let header = reader
-        .headers()
-        .with_context(|| format!("{name}: cannot read the CSV header"))?
-        .clone();
-    let found: Vec<&str> = header.iter().collect();
-    if found != CSV_HEADER {
-        bail!(
-            "{name}: not a pagefail CSV summary: the header must be\n  {}\nbut is\n  {}",
-            CSV_HEADER.join(","),
-            found.join(",")
-        );
-    }
-    let mut rows = Vec::new();
-    for (i, row) in reader.deserialize::<SummaryRow>().enumerate() {
-        rows.push(row.with_context(|| format!("{name}: row {} does not parse", i + 2))?);
-    }
-    Ok(rows)
-}
-
 fn key_of(row: &SummaryRow, keys: &[String]) -> Vec<String> {
     keys.iter()
         .map(|k| match k.as_str() {
@@ -190,21 +163,17 @@ fn key_of(row: &SummaryRow, keys: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn parse_time(s: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()
-}
-
 fn earliest(a: &str, b: &str) -> String {
-    match (parse_time(a), parse_time(b)) {
-        (Some(x), Some(y)) => rfc3339(x.min(y)),
+    match (timestamp::parse(a), timestamp::parse(b)) {
+        (Some(x), Some(y)) => timestamp::rfc3339(x.min(y)),
         (Some(_), None) => a.to_owned(),
         (None, _) => b.to_owned(),
     }
 }
 
 fn latest(a: &str, b: &str) -> String {
-    match (parse_time(a), parse_time(b)) {
-        (Some(x), Some(y)) => rfc3339(x.max(y)),
+    match (timestamp::parse(a), timestamp::parse(b)) {
+        (Some(x), Some(y)) => timestamp::rfc3339(x.max(y)),
         (Some(_), None) => a.to_owned(),
         (None, _) => b.to_owned(),
     }
@@ -292,7 +261,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for path in &args.files {
         let name = path.display().to_string();
-        all.extend(read_rows(&name, open(path)?)?);
+        all.extend(export::read_csv(&name, open(path)?)?);
     }
     if let Some(out) = &args.plot {
         plot(args, &all, out)?;
@@ -330,6 +299,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::export::CSV_HEADER;
     use crate::{
         aggregate::{Aggregator, Window, tests::test_aggregator, tests::test_event},
         export::write_csv,
@@ -368,11 +338,14 @@ mod tests {
                 second.add(ev)
             };
         }
-        let mut rows = read_rows("first", to_csv(&first).as_slice()).unwrap();
-        rows.extend(read_rows("second", to_csv(&second).as_slice()).unwrap());
+        let mut rows = export::read_csv("first", to_csv(&first).as_slice()).unwrap();
+        rows.extend(export::read_csv("second", to_csv(&second).as_slice()).unwrap());
         let by = keys("comm,pid,context,path,order,gfp");
         let merged = merge(rows, &by);
-        let single = merge(read_rows("whole", to_csv(&whole).as_slice()).unwrap(), &by);
+        let single = merge(
+            export::read_csv("whole", to_csv(&whole).as_slice()).unwrap(),
+            &by,
+        );
         let as_map = |rows: &[SummaryRow]| -> HashMap<Vec<String>, (u64, u64)> {
             rows.iter()
                 .map(|r| (key_of(r, &by), (r.failures, r.warned)))
@@ -389,11 +362,11 @@ mod tests {
 
     #[test]
     fn wrong_headers_are_refused_with_both_headers_shown() {
-        let err = read_rows("x.csv", "a,b,c\n1,2,3\n".as_bytes()).unwrap_err();
+        let err = export::read_csv("x.csv", "a,b,c\n1,2,3\n".as_bytes()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("x.csv: not a pagefail CSV summary"), "{msg}");
         assert!(msg.contains("window_start,window_end"), "{msg}");
-        assert!(read_rows("empty.csv", "".as_bytes()).is_err());
+        assert!(export::read_csv("empty.csv", "".as_bytes()).is_err());
     }
 
     #[test]
@@ -403,7 +376,7 @@ mod tests {
             CSV_HEADER.join(","),
             "a,b,h,k,c,1,/,task,none,NaN,0x1,X,true,1,0,a,b,s"
         );
-        let err = read_rows("bad.csv", text.as_bytes()).unwrap_err();
+        let err = export::read_csv("bad.csv", text.as_bytes()).unwrap_err();
         assert!(format!("{err:#}").contains("row 2"), "{err:#}");
     }
 
@@ -418,11 +391,15 @@ mod tests {
     fn times_merge_to_the_outer_window() {
         assert_eq!(
             earliest("2026-11-22T03:00:01.5Z", "2026-11-22T03:00:01Z"),
-            "2026-11-22T03:00:01.000000Z"
+            "2026-11-22T03:00:01Z"
         );
         assert_eq!(
-            latest("2026-11-22T03:00:01Z", "2026-11-22T04:00:00Z"),
-            "2026-11-22T04:00:00.000000Z"
+            latest("2026-11-22T03:00:01.5Z", "2026-11-22T03:00:01Z"),
+            "2026-11-22T03:00:01.500000Z"
+        );
+        assert_eq!(
+            latest("2026-11-22T03:00:01Z", "2026-11-22T04:00:00+01:00"),
+            "2026-11-22T03:00:01Z"
         );
         assert_eq!(earliest("", "2026-11-22T03:00:01Z"), "2026-11-22T03:00:01Z");
     }
@@ -437,7 +414,7 @@ mod tests {
             )
         };
         let text = format!("{}\n{}\n{}\n", CSV_HEADER.join(","), line("a"), line("a"));
-        let rows = read_rows("big.csv", text.as_bytes()).unwrap();
+        let rows = export::read_csv("big.csv", text.as_bytes()).unwrap();
         let merged = merge(rows, &keys("comm"));
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].failures, u64::MAX);

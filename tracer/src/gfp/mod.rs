@@ -6,10 +6,15 @@
 //! `kmem/mm_page_alloc` format file. Masks there are C constant expressions
 //! (`(( gfp_t)((((1UL))) << (5)))|...`), evaluated by [`expr`].
 //! Offline logs use the names the kernel printed, or the per-version tables of
-//! [`versions`].
+//! [`versions`]. What a mask means (atomic, nowarn, accounted, ...) is
+//! answered by [`semantics`] alone.
 
 mod expr;
+pub mod semantics;
 pub mod versions;
+
+pub use semantics::GfpSemantics;
+use semantics::Masks;
 
 use thiserror::Error;
 
@@ -30,36 +35,6 @@ pub struct GfpTable {
     entries: Vec<(u64, String)>,
     /// The masks the collector tests on every record, looked up by name once.
     masks: Masks,
-}
-
-/// The single bits pagefail reasons about (0 when the table lacks them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Masks {
-    high: u64,
-    direct_reclaim: u64,
-    nowarn: u64,
-    account: u64,
-}
-
-impl Masks {
-    fn of(entries: &[(u64, String)]) -> Self {
-        let bit = |name: &str| {
-            entries
-                .iter()
-                .find(|(_, n)| n == name)
-                .map(|(mask, _)| *mask)
-        };
-        Self {
-            high: bit("__GFP_HIGH").unwrap_or(0),
-            direct_reclaim: bit("__GFP_DIRECT_RECLAIM")
-                .or_else(|| bit("__GFP_WAIT"))
-                .unwrap_or(0),
-            nowarn: bit("__GFP_NOWARN").unwrap_or(0),
-            account: bit("__GFP_ACCOUNT")
-                .or_else(|| bit("__GFP_KMEMCG"))
-                .unwrap_or(0),
-        }
-    }
 }
 
 impl GfpTable {
@@ -163,16 +138,22 @@ impl GfpTable {
         self.masks.account
     }
 
-    /// Atomic: the request cannot sleep. `__GFP_HIGH` set, or no direct reclaim.
+    /// What a mask of this kernel means ([`GfpSemantics`]).
+    #[must_use]
+    pub fn semantics(&self, gfp: u64) -> GfpSemantics {
+        self.masks.semantics(gfp)
+    }
+
+    /// Atomic: the request cannot sleep ([`GfpSemantics::atomic`]).
     #[must_use]
     pub fn is_atomic(&self, gfp: u64) -> bool {
-        gfp & self.masks.high != 0 || gfp & self.masks.direct_reclaim == 0
+        self.semantics(gfp).atomic()
     }
 
     /// Whether the caller asked the kernel not to warn (`__GFP_NOWARN`).
     #[must_use]
     pub fn is_nowarn(&self, gfp: u64) -> bool {
-        gfp & self.masks.nowarn != 0
+        self.semantics(gfp).nowarn
     }
 
     /// Names as the kernel's `__print_flags` would print them: composite names

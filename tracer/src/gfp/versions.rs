@@ -23,36 +23,7 @@
 //! configuration (lockdep, KASAN, ...) are listed only where they were stable.
 
 use super::GfpTable;
-
-/// A kernel version as `(major, minor, patch)`.
-pub type Version = (u32, u32, u32);
-
-/// Parse the leading `major.minor[.patch]` of a kernel release string:
-/// `"3.4.2-1-amd64"`, `"6.1.0-56-cloud-amd64"`, `"2.6.32-754.el6.x86_64"`.
-/// `None` when it does not start with `digits.digits`.
-#[must_use]
-pub fn parse_version(release: &str) -> Option<Version> {
-    let s = release.trim().trim_start_matches('v');
-    let mut parts = [0u32; 3];
-    let mut count = 0;
-    for piece in s.split('.').take(3) {
-        let digits: &str = {
-            let end = piece
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(piece.len());
-            &piece[..end]
-        };
-        if digits.is_empty() {
-            break;
-        }
-        parts[count] = digits.parse().ok()?;
-        count += 1;
-        if digits.len() != piece.len() {
-            break;
-        }
-    }
-    (count >= 2).then_some((parts[0], parts[1], parts[2]))
-}
+use crate::kernel_version::KernelVersion;
 
 /// The gfp era a kernel belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,9 +45,8 @@ pub enum Era {
 impl Era {
     /// The era of a kernel version.
     #[must_use]
-    pub fn of(v: Version) -> Self {
-        let (major, minor, _) = v;
-        match (major, minor) {
+    pub fn of(v: KernelVersion) -> Self {
+        match (v.0, v.1) {
             (0..=3, _) | (4, 0..=3) => Self::Wait,
             (4, 4..=9) => Self::Reclaim44,
             (4, 10..=17) => Self::Reclaim410,
@@ -91,14 +61,14 @@ impl Era {
 /// is not a version.
 #[must_use]
 pub fn table_for_kernel(version: &str) -> GfpTable {
-    table_for_version(parse_version(version).unwrap_or((u32::MAX, 0, 0)))
+    table_for_version(KernelVersion::parse(version).unwrap_or(KernelVersion(u32::MAX, 0, 0)))
 }
 
 /// The gfp table of a kernel version, in the kernel's print order:
 /// composite names first (`GFP_ATOMIC` wins over `__GFP_HIGH`), then bits.
 #[must_use]
-pub fn table_for_version(v: Version) -> GfpTable {
-    let at_least = |major: u32, minor: u32| (v.0, v.1) >= (major, minor);
+pub fn table_for_version(v: KernelVersion) -> GfpTable {
+    let at_least = |major: u32, minor: u32| v.at_least(major, minor);
     let era = Era::of(v);
     let bits = single_bits(era, &at_least);
     let get = |name: &str| bits.iter().find(|(n, _)| *n == name).map_or(0, |(_, m)| *m);
@@ -321,35 +291,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_release_strings() {
-        assert_eq!(parse_version("3.4.2-1-amd64"), Some((3, 4, 2)));
-        assert_eq!(parse_version("6.1.0-56-cloud-amd64"), Some((6, 1, 0)));
-        assert_eq!(parse_version("2.6.32-754.el6.x86_64"), Some((2, 6, 32)));
-        assert_eq!(parse_version("4.9.0-8-amd64"), Some((4, 9, 0)));
-        assert_eq!(parse_version("5.4"), Some((5, 4, 0)));
-        assert_eq!(parse_version("6.12-rc1"), Some((6, 12, 0)));
-        assert_eq!(parse_version("#1"), None);
-        assert_eq!(parse_version(""), None);
-        assert_eq!(parse_version("99999999999.1"), None);
-    }
-
-    #[test]
     fn eras_by_version() {
-        assert_eq!(Era::of((2, 6, 32)), Era::Wait);
-        assert_eq!(Era::of((4, 3, 0)), Era::Wait);
-        assert_eq!(Era::of((4, 4, 0)), Era::Reclaim44);
-        assert_eq!(Era::of((4, 9, 0)), Era::Reclaim44);
-        assert_eq!(Era::of((4, 10, 0)), Era::Reclaim410);
-        assert_eq!(Era::of((4, 17, 0)), Era::Reclaim410);
-        assert_eq!(Era::of((4, 18, 0)), Era::Reclaim418);
-        assert_eq!(Era::of((5, 0, 0)), Era::Reclaim418);
-        assert_eq!(Era::of((5, 1, 0)), Era::Reordered51);
-        assert_eq!(Era::of((6, 2, 0)), Era::Reordered51);
-        assert_eq!(Era::of((6, 3, 0)), Era::NoAtomic63);
-        assert_eq!(Era::of((7, 0, 0)), Era::NoAtomic63);
+        assert_eq!(Era::of(KernelVersion(2, 6, 32)), Era::Wait);
+        assert_eq!(Era::of(KernelVersion(4, 3, 0)), Era::Wait);
+        assert_eq!(Era::of(KernelVersion(4, 4, 0)), Era::Reclaim44);
+        assert_eq!(Era::of(KernelVersion(4, 9, 0)), Era::Reclaim44);
+        assert_eq!(Era::of(KernelVersion(4, 10, 0)), Era::Reclaim410);
+        assert_eq!(Era::of(KernelVersion(4, 17, 0)), Era::Reclaim410);
+        assert_eq!(Era::of(KernelVersion(4, 18, 0)), Era::Reclaim418);
+        assert_eq!(Era::of(KernelVersion(5, 0, 0)), Era::Reclaim418);
+        assert_eq!(Era::of(KernelVersion(5, 1, 0)), Era::Reordered51);
+        assert_eq!(Era::of(KernelVersion(6, 2, 0)), Era::Reordered51);
+        assert_eq!(Era::of(KernelVersion(6, 3, 0)), Era::NoAtomic63);
+        assert_eq!(Era::of(KernelVersion(7, 0, 0)), Era::NoAtomic63);
     }
 
-    /// `GFP_ATOMIC` / `GFP_KERNEL` of each era, as KERNEL.md lists them.
+    /// `GFP_ATOMIC` / `GFP_KERNEL` of each era, as the era table of this module lists them.
     #[test]
     fn atomic_and_kernel_values_per_era() {
         let cases: [(&str, u64, u64); 9] = [

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use super::{Report, lines::Section};
 use crate::{
     classify::{Classifier, Context, Frame, context_of},
-    gfp::{GfpTable, versions},
+    gfp::{GfpSemantics, GfpTable, versions},
+    kernel_version::KernelVersion,
 };
 
 /// The derived fields of one report.
@@ -31,34 +32,8 @@ pub struct Analysis {
     pub stack: String,
 }
 
-/// Names that contain a direct-reclaim bit: a request carrying one may sleep.
-const SLEEPING_NAMES: [&str; 14] = [
-    "GFP_KERNEL",
-    "GFP_KERNEL_ACCOUNT",
-    "GFP_NOFS",
-    "GFP_NOIO",
-    "GFP_USER",
-    "GFP_HIGHUSER",
-    "GFP_HIGHUSER_MOVABLE",
-    "GFP_TRANSHUGE",
-    "GFP_TEMPORARY",
-    "__GFP_RECLAIM",
-    "__GFP_DIRECT_RECLAIM",
-    "__GFP_WAIT",
-    "GFP_WAIT",
-    "GFP_IOFS",
-];
-/// Names that mark an atomic request in every era.
-const ATOMIC_NAMES: [&str; 5] = [
-    "GFP_ATOMIC",
-    "__GFP_HIGH",
-    "GFP_HIGH",
-    "__GFP_ATOMIC",
-    "GFP_NOWAIT",
-];
-
 /// Innermost frames that only report or allocate, not worth showing
-/// (renamed over the years: KERNEL.md, "The hook points").
+/// (renamed over the years).
 fn is_plumbing(function: &str) -> bool {
     const PREFIXES: [&str; 8] = [
         "dump_stack",
@@ -109,7 +84,7 @@ impl Analyzer {
             let table = if kernel.is_empty() {
                 // No version anywhere: names are printed from 4.6 on, so a
                 // report without names is most likely older: the <= 4.3 table.
-                versions::table_for_version((4, 3, 0))
+                versions::table_for_version(KernelVersion(4, 3, 0))
             } else {
                 versions::table_for_kernel(&kernel)
             };
@@ -139,21 +114,11 @@ fn analyze_with(
     kernel: String,
     overridden: bool,
 ) -> Analysis {
-    let (gfp_names, names_printed, atomic, nowarn) = match &r.gfp_printed {
-        Some(names) if !overridden => {
-            let has = |n: &str| names.split('|').any(|x| x.trim() == n);
-            let atomic =
-                ATOMIC_NAMES.iter().any(|n| has(n)) || !SLEEPING_NAMES.iter().any(|n| has(n));
-            let nowarn = has("__GFP_NOWARN") || has("GFP_NOWARN");
-            (names.clone(), true, atomic, nowarn)
-        }
-        _ => (
-            table.decode(r.gfp),
-            false,
-            table.is_atomic(r.gfp),
-            table.is_nowarn(r.gfp),
-        ),
+    let (gfp_names, names_printed, semantics) = match &r.gfp_printed {
+        Some(names) if !overridden => (names.clone(), true, GfpSemantics::of_names(names)),
+        _ => (table.decode(r.gfp), false, table.semantics(r.gfp)),
     };
+    let (atomic, nowarn) = (semantics.atomic(), semantics.nowarn);
 
     let chosen = choose_frames(r);
     let reliable: Vec<Frame<'_>> = chosen

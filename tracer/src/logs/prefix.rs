@@ -422,51 +422,13 @@ fn clock(s: &str) -> Option<(u32, u32, u32, u32)> {
 
 /// Civil date (month 0-based) to microseconds since the epoch (UTC).
 fn epoch_us(year: i32, month0: u32, day: u32, h: u32, mi: u32, s: u32, micros: u32) -> Option<i64> {
-    // Years outside 1..=9999 are garbage, and would overflow below.
-    if month0 > 11 || day == 0 || day > 31 || !(1..=9999).contains(&year) {
-        return None;
-    }
-    // Days from civil (proleptic Gregorian), March-based year.
-    let m = i64::from(month0) + 1;
-    let y = i64::from(year) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s);
-    Some(secs * 1_000_000 + i64::from(micros))
-}
-
-/// Format microseconds since the epoch as RFC 3339 UTC.
-#[must_use]
-pub fn rfc3339(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let micros = us.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil from days (inverse of `epoch_us`).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let (h, mi, s) = (sod / 3600, sod % 3600 / 60, sod % 60);
-    if micros == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-    } else {
-        format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{micros:06}Z")
-    }
+    crate::timestamp::civil_us(year, month0 + 1, day, (h, mi, s), micros)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timestamp::rfc3339_us as rfc3339;
 
     fn kernel(line: &str) -> Split<'_> {
         match split(line, 2026) {
@@ -542,6 +504,7 @@ mod tests {
     #[test]
     fn rfc3339_round_trips_epoch() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(epoch_us(2026, 1, 30, 0, 0, 0, 0), None, "February 30");
         assert_eq!(
             epoch_us(2000, 1, 29, 12, 0, 0, 0).map(rfc3339).as_deref(),
             Some("2000-02-29T12:00:00Z")

@@ -36,7 +36,7 @@ Oct  1 03:31:31 router kernel: [kern.warning] [ 6249.2] CPU: 0 PID: 9 Comm: sh N
         ("hostapd", Some(1077), 1)
     );
     assert_eq!(
-        r[0].wall_us.map(prefix::rfc3339).as_deref(),
+        r[0].wall_us.map(crate::timestamp::rfc3339_us).as_deref(),
         Some("2016-10-01T03:31:30Z")
     );
     assert_eq!(r[0].frames.len(), 2);

@@ -5,8 +5,9 @@ use std::{
     fmt::Write as _,
 };
 
-use super::{Report, Stats, analyze::Analysis, meminfo::MemInfo, prefix::rfc3339};
+use super::{Report, Stats, analyze::Analysis, meminfo::MemInfo};
 use crate::export::SummaryRow;
+use crate::timestamp::rfc3339_us as rfc3339;
 
 /// Reports described one by one in the human summary.
 const MAX_DETAILS: usize = 20;

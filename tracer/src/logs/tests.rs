@@ -205,7 +205,7 @@ fn v2_6_32_var_log_messages() {
     assert_eq!(r.line, 2);
     assert_eq!(r.host.as_deref(), Some("xen-web2"));
     assert_eq!(
-        r.wall_us.map(prefix::rfc3339).as_deref(),
+        r.wall_us.map(crate::timestamp::rfc3339_us).as_deref(),
         Some("2026-11-03T14:22:01Z")
     );
     assert_eq!(r.mono, None);
@@ -227,7 +227,7 @@ fn v3_4_kern_log_with_other_programs_interleaved() {
     assert_eq!(r.host.as_deref(), Some("web3"));
     assert_eq!(r.mono, Some(1_234_570.001_24));
     assert_eq!(
-        r.wall_us.map(prefix::rfc3339).as_deref(),
+        r.wall_us.map(crate::timestamp::rfc3339_us).as_deref(),
         Some("2026-11-22T03:00:05Z")
     );
     assert_eq!(r.comm, "swapper/1");
@@ -263,7 +263,7 @@ fn v4_9_journal_short_precise() {
     let r = &p.reports[0];
     assert_eq!(r.host.as_deref(), Some("db1"));
     assert_eq!(
-        r.wall_us.map(prefix::rfc3339).as_deref(),
+        r.wall_us.map(crate::timestamp::rfc3339_us).as_deref(),
         Some("2026-11-22T03:10:04.881240Z")
     );
     assert_eq!(r.comm, "kworker/3:1H");
@@ -293,7 +293,7 @@ fn v5_4_dmesg_human_stamps_irq_section() {
     let r = one(V54_DMESG_T);
     assert_eq!(r.line, 2);
     assert_eq!(
-        r.wall_us.map(prefix::rfc3339).as_deref(),
+        r.wall_us.map(crate::timestamp::rfc3339_us).as_deref(),
         Some("2026-11-22T03:30:12Z")
     );
     assert_eq!(r.comm, "swapper/3");
@@ -326,7 +326,7 @@ fn v5_10_journal_short_iso_task_context() {
     assert_eq!(r.host.as_deref(), Some("pg-main"));
     // +0100 zone: 04:45:17 local is 03:45:17 UTC.
     assert_eq!(
-        r.wall_us.map(prefix::rfc3339).as_deref(),
+        r.wall_us.map(crate::timestamp::rfc3339_us).as_deref(),
         Some("2026-11-22T03:45:17Z")
     );
     assert_eq!(
@@ -671,7 +671,7 @@ fn syslog_crossing_new_year_advances_the_year() {
                 Jan  1 00:00:01 h kernel: [ 12.000000] a: page allocation failure: order:2, mode:0x20\n";
     let r = one(text);
     assert_eq!(
-        r.wall_us.map(prefix::rfc3339).as_deref(),
+        r.wall_us.map(crate::timestamp::rfc3339_us).as_deref(),
         Some("2027-01-01T00:00:01Z")
     );
 }

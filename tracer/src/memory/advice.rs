@@ -26,12 +26,10 @@
 //! quarter of the rest (down to 3/8 of min); requests without `__GFP_HIGH`
 //! (`GFP_NOWAIT`) may not go below min at all.
 
-use std::time::SystemTime;
-
 use serde::Serialize;
 
 use super::{NetDrops, Snapshot, ZoneInfo, pages_text};
-use crate::export::SummaryRow;
+use crate::{export::SummaryRow, gfp::GfpSemantics, timestamp};
 
 /// Lower clamp of the boot-time default `min_free_kbytes`.
 pub const MIN_FREE_KBYTES_DEFAULT_FLOOR: u64 = 128;
@@ -81,81 +79,10 @@ impl Cause {
     }
 }
 
-/// The gfp facts the rules need, from a row's flag names and hex mask.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[expect(
-    clippy::struct_excessive_bools,
-    reason = "one bit per gfp flag, as the kernel mask has them"
-)]
-pub struct GfpMarks {
-    pub nowarn: bool,
-    pub noretry: bool,
-    pub account: bool,
-    pub high: bool,
-    pub direct_reclaim: bool,
-}
-
-/// Sets one mark.
-type SetMark = fn(&mut GfpMarks);
-
-/// Bit values of Linux 5.1 and later (unchanged through 6.18 for these bits).
-const BITS_5_1: [(u64, SetMark); 5] = [
-    (0x20, |m| m.high = true),
-    (0x400, |m| m.direct_reclaim = true),
-    (0x2000, |m| m.nowarn = true),
-    (0x10000, |m| m.noretry = true),
-    (0x40_0000, |m| m.account = true),
-];
-
-impl GfpMarks {
-    /// From the `gfp_flags` names (composite names expanded) and, for rows of
-    /// kernels 5.1 and later (or of unknown kernels), the `gfp` hex bits:
-    /// `GFP_NOWAIT` includes `__GFP_NOWARN` on some kernels only, which the
-    /// names alone cannot tell.
-    #[must_use]
-    pub fn of_row(row: &SummaryRow) -> Self {
-        let mut m = Self::default();
-        for name in row.gfp_flags.split('|').map(str::trim) {
-            match name {
-                "__GFP_NOWARN" | "GFP_TRANSHUGE_LIGHT" => m.nowarn = true,
-                "__GFP_NORETRY" => m.noretry = true,
-                "__GFP_ACCOUNT" | "__GFP_KMEMCG" => m.account = true,
-                "__GFP_HIGH" | "GFP_ATOMIC" => m.high = true,
-                "__GFP_DIRECT_RECLAIM"
-                | "__GFP_WAIT"
-                | "GFP_KERNEL"
-                | "GFP_NOFS"
-                | "GFP_NOIO"
-                | "GFP_USER"
-                | "GFP_HIGHUSER"
-                | "GFP_HIGHUSER_MOVABLE" => m.direct_reclaim = true,
-                "GFP_KERNEL_ACCOUNT" => {
-                    m.account = true;
-                    m.direct_reclaim = true;
-                }
-                "GFP_TRANSHUGE" => {
-                    m.nowarn = true;
-                    m.direct_reclaim = true;
-                }
-                _ => {}
-            }
-        }
-        let modern =
-            crate::probe::KernelVersion::parse(&row.kernel).is_none_or(|v| v.at_least(5, 1));
-        let hex = row.gfp.trim();
-        if modern
-            && let Some(bits) = hex
-                .strip_prefix("0x")
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-        {
-            for (bit, set) in BITS_5_1 {
-                if bits & bit != 0 {
-                    set(&mut m);
-                }
-            }
-        }
-        m
-    }
+/// The gfp facts of a row: its flag names joined with its hex mask decoded
+/// for its kernel ([`GfpSemantics::of_printed`]).
+fn semantics_of(row: &SummaryRow) -> GfpSemantics {
+    GfpSemantics::of_printed(&row.gfp_flags, &row.gfp, &row.kernel)
 }
 
 /// Stack frames that mean memcg charging.
@@ -226,17 +153,16 @@ pub struct Advice {
     pub verdict: String,
 }
 
-fn parse_time(s: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z')).ok()
-}
-
 /// Peak failures per second of a group: failures over their seen span (at
 /// least one second), else over the window, else per second as is.
 fn blocks_per_second(rows: &[&SummaryRow]) -> u64 {
     let failures: u64 = rows.iter().map(|r| r.failures).sum();
     let span = |start: fn(&SummaryRow) -> &str, end: fn(&SummaryRow) -> &str| {
-        let first = rows.iter().filter_map(|r| parse_time(start(r))).min()?;
-        let last = rows.iter().filter_map(|r| parse_time(end(r))).max()?;
+        let first = rows
+            .iter()
+            .filter_map(|r| timestamp::parse(start(r)))
+            .min()?;
+        let last = rows.iter().filter_map(|r| timestamp::parse(end(r))).max()?;
         last.duration_since(first).ok()
     };
     let secs = span(|r| &r.first_seen, |r| &r.last_seen)
@@ -282,7 +208,7 @@ fn zone_has_room(snap: &Snapshot, z: &ZoneInfo, order: u32) -> bool {
 }
 
 fn classify(row: &SummaryRow, order: u32, snap: &Snapshot, key: Option<&ZoneInfo>) -> Cause {
-    let m = GfpMarks::of_row(row);
+    let m = semantics_of(row);
     let memcg = m.account || memcg_stack(row);
     if memcg && key.is_some_and(|z| zone_has_room(snap, z, order)) {
         return Cause::MemcgLimit;
@@ -405,7 +331,7 @@ fn scale_factor_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64) -> Setting {
     }
 }
 
-fn min_free_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64, marks: GfpMarks) -> Setting {
+fn min_free_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64, marks: GfpSemantics) -> Setting {
     let current = snap.sysctls.min_free_kbytes;
     let keep = |note: String| Setting {
         name: "vm.min_free_kbytes",
@@ -494,10 +420,10 @@ pub fn advise(rows: &[SummaryRow], snap: &Snapshot, drops: Option<NetDrops>) -> 
             let per_sec = blocks_per_second(group);
             let demand = per_sec.saturating_mul(1 << (*order).min(20));
             // The reserve must serve every request, so it is sized for the weakest marks.
-            let marks = GfpMarks {
-                high: group.iter().all(|r| GfpMarks::of_row(r).high),
-                direct_reclaim: group.iter().any(|r| GfpMarks::of_row(r).direct_reclaim),
-                ..GfpMarks::default()
+            let marks = GfpSemantics {
+                high: group.iter().all(|r| semantics_of(r).high),
+                direct_reclaim: group.iter().any(|r| semantics_of(r).direct_reclaim),
+                ..GfpSemantics::default()
             };
             recommendations.push(Recommendation {
                 order: *order,
@@ -949,18 +875,18 @@ mod tests {
             0,
             "",
         );
-        let m = GfpMarks::of_row(&r);
+        let m = semantics_of(&r);
         assert!(
             m.account && m.nowarn && !m.high && !m.direct_reclaim,
             "{m:?}"
         );
-        // 4.9: bit layout differs; names only. GFP_ATOMIC was 0x2080020 there.
+        // 4.9: the mask is decoded with the 4.9 table. GFP_ATOMIC was 0x2080020 there.
         let r = row("4.9.0", 1, "0x2080020", "GFP_ATOMIC", 1, 0, "");
         assert_eq!(
-            GfpMarks::of_row(&r),
-            GfpMarks {
+            semantics_of(&r),
+            GfpSemantics {
                 high: true,
-                ..GfpMarks::default()
+                ..GfpSemantics::default()
             }
         );
         let r = row(
@@ -972,7 +898,7 @@ mod tests {
             0,
             "",
         );
-        let m = GfpMarks::of_row(&r);
+        let m = semantics_of(&r);
         assert!(m.account && m.nowarn && m.direct_reclaim && !m.high);
     }
 

@@ -9,7 +9,6 @@
 
 pub mod advice;
 pub mod buddyinfo;
-pub mod export;
 pub mod netdrops;
 pub mod pagetypeinfo;
 pub mod sysctls;
@@ -29,7 +28,6 @@ pub use self::{
     buddyinfo::BuddyZone, netdrops::NetDrops, pagetypeinfo::PageTypeInfo, sysctls::Sysctls,
     vmstat::VmStat, zoneinfo::ZoneInfo,
 };
-use crate::events;
 
 /// Reading or parsing a memory-state file failed.
 #[derive(Debug, Error)]
@@ -200,7 +198,7 @@ impl Snapshot {
                 Err(e) => (None, Some(e.to_string())),
             };
         Ok(Self {
-            taken: events::rfc3339(SystemTime::now()),
+            taken: crate::timestamp::rfc3339(SystemTime::now()),
             page_kb: (sources.page_size / 1024).max(1),
             buddy,
             zones,
@@ -293,8 +291,8 @@ impl Snapshot {
 }
 
 /// One zone at one moment, as written to the memory CSV (columns in
-/// [`export::MEMORY_CSV_HEADER`]). Sizes are in pages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// [`crate::export::memory::MEMORY_CSV_HEADER`]). Sizes are in pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SnapshotSummary {
     /// When the snapshot was taken, RFC 3339 UTC.
     pub taken: String,

@@ -66,6 +66,75 @@ fn count(line_no: usize, token: &str) -> Result<u64, MemoryError> {
     parse_u64(FILE, line_no, token.strip_prefix('>').unwrap_or(token))
 }
 
+/// A row of the block-count table: `Node 0, zone Normal  1043 12 ...`, one
+/// count per type of the table's header.
+fn block_row(
+    line_no: usize,
+    node: u32,
+    zone: &str,
+    tail: &str,
+    types: &[String],
+) -> Result<ZoneBlocks, MemoryError> {
+    let counts = tail
+        .split_whitespace()
+        .map(|c| count(line_no, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    if counts.len() != types.len() {
+        return Err(MemoryError::parse(
+            FILE,
+            line_no,
+            format!(
+                "{} block counts for {} types (truncated file?)",
+                counts.len(),
+                types.len()
+            ),
+        ));
+    }
+    Ok(ZoneBlocks {
+        node,
+        zone: zone.to_owned(),
+        blocks: types.iter().cloned().zip(counts).collect(),
+    })
+}
+
+/// A row of the free-count table: `Node 0, zone Normal, type Movable  3 2 ...`,
+/// free blocks per order of one migrate type (`line` is the whole line, for
+/// errors).
+fn free_row(
+    line_no: usize,
+    node: u32,
+    zone: &str,
+    tail: &str,
+    line: &str,
+) -> Result<TypeFree, MemoryError> {
+    let rest = tail
+        .trim_start()
+        .strip_prefix(',')
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix("type"))
+        .ok_or_else(|| MemoryError::parse(FILE, line_no, format!("no `type` column: `{line}`")))?;
+    let mut words = rest.split_whitespace();
+    let migrate_type = words
+        .next()
+        .ok_or_else(|| MemoryError::parse(FILE, line_no, "no type name".to_owned()))?;
+    let counts = words
+        .map(|c| count(line_no, c))
+        .collect::<Result<Vec<_>, _>>()?;
+    if counts.is_empty() {
+        return Err(MemoryError::parse(
+            FILE,
+            line_no,
+            "no free counts (truncated file?)".to_owned(),
+        ));
+    }
+    Ok(TypeFree {
+        node,
+        zone: zone.to_owned(),
+        migrate_type: migrate_type.to_owned(),
+        free: counts,
+    })
+}
+
 /// Parse `/proc/pagetypeinfo`.
 ///
 /// # Errors
@@ -95,55 +164,9 @@ pub fn parse(text: &str) -> Result<PageTypeInfo, MemoryError> {
         } else if t.starts_with("Node") {
             let (node, zone, tail) = node_zone(FILE, line_no, t)?;
             if let Some(types) = &block_types {
-                let counts = tail
-                    .split_whitespace()
-                    .map(|c| count(line_no, c))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if counts.len() != types.len() {
-                    return Err(MemoryError::parse(
-                        FILE,
-                        line_no,
-                        format!(
-                            "{} block counts for {} types (truncated file?)",
-                            counts.len(),
-                            types.len()
-                        ),
-                    ));
-                }
-                blocks.push(ZoneBlocks {
-                    node,
-                    zone: zone.to_owned(),
-                    blocks: types.iter().cloned().zip(counts).collect(),
-                });
+                blocks.push(block_row(line_no, node, zone, tail, types)?);
             } else {
-                let rest = tail
-                    .trim_start()
-                    .strip_prefix(',')
-                    .map(str::trim_start)
-                    .and_then(|r| r.strip_prefix("type"))
-                    .ok_or_else(|| {
-                        MemoryError::parse(FILE, line_no, format!("no `type` column: `{t}`"))
-                    })?;
-                let mut words = rest.split_whitespace();
-                let migrate_type = words
-                    .next()
-                    .ok_or_else(|| MemoryError::parse(FILE, line_no, "no type name".to_owned()))?;
-                let counts = words
-                    .map(|c| count(line_no, c))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if counts.is_empty() {
-                    return Err(MemoryError::parse(
-                        FILE,
-                        line_no,
-                        "no free counts (truncated file?)".to_owned(),
-                    ));
-                }
-                free.push(TypeFree {
-                    node,
-                    zone: zone.to_owned(),
-                    migrate_type: migrate_type.to_owned(),
-                    free: counts,
-                });
+                free.push(free_row(line_no, node, zone, tail, t)?);
             }
         } else {
             return Err(MemoryError::parse(

@@ -402,13 +402,32 @@ fn one_line_shows_the_key_zone() {
 fn memory_csv_has_the_documented_columns() {
     let rows = snapshot("6.18").summaries();
     let mut buf = Vec::new();
-    export::write_memory_csv(&mut buf, &rows, true).unwrap();
+    crate::export::memory::write_memory_csv(&mut buf, &rows, true).unwrap();
     let text = String::from_utf8(buf).unwrap();
+    assert_eq!(
+        crate::export::memory::read_memory_csv("m.csv", text.as_bytes()).unwrap(),
+        rows,
+        "the reader reads what the writer wrote"
+    );
+    let appended: String = text.lines().flat_map(|l| [l, ",later\n"]).collect();
+    assert_eq!(
+        crate::export::memory::read_memory_csv("m.csv", appended.as_bytes()).unwrap(),
+        rows,
+        "a column appended later is ignored"
+    );
+    let e = crate::export::memory::read_memory_csv("x.csv", "a,b\n1,2\n".as_bytes()).unwrap_err();
+    assert!(
+        e.to_string().contains("x.csv: not a pagefail memory CSV"),
+        "{e}"
+    );
     let mut lines = text.lines();
-    assert_eq!(lines.next().unwrap(), export::MEMORY_CSV_HEADER.join(","));
+    assert_eq!(
+        lines.next().unwrap(),
+        crate::export::memory::MEMORY_CSV_HEADER.join(",")
+    );
     let normal = lines.find(|l| l.contains(",Normal,")).unwrap();
     let cols: Vec<&str> = normal.split(',').collect();
-    assert_eq!(cols.len(), export::MEMORY_CSV_HEADER.len());
+    assert_eq!(cols.len(), crate::export::memory::MEMORY_CSV_HEADER.len());
     assert_eq!(
         &cols[1..],
         [
@@ -432,7 +451,7 @@ fn memory_csv_has_the_documented_columns() {
     let mut snap = snapshot("6.1");
     snap.pagetype = None;
     let mut buf = Vec::new();
-    export::write_memory_csv(&mut buf, &snap.summaries(), false).unwrap();
+    crate::export::memory::write_memory_csv(&mut buf, &snap.summaries(), false).unwrap();
     let text = String::from_utf8(buf).unwrap();
     assert!(!text.starts_with("taken"));
     assert!(
@@ -441,12 +460,12 @@ fn memory_csv_has_the_documented_columns() {
     );
 
     let mut buf = Vec::new();
-    export::write_memory_json_lines(&mut buf, &rows).unwrap();
+    crate::export::memory::write_memory_json_lines(&mut buf, &rows).unwrap();
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8(buf).unwrap().lines().nth(2).unwrap()).unwrap();
     assert_eq!(v["zone"], "Normal");
     assert_eq!(v["free_above_min"], 47_191);
-    for key in export::MEMORY_CSV_HEADER {
+    for key in crate::export::memory::MEMORY_CSV_HEADER {
         assert!(v.get(key).is_some(), "{key}");
     }
 }

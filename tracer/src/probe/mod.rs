@@ -22,7 +22,7 @@ use tracer_common::{
     PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
-pub use self::support::{AttachStyle, KernelFeatures, KernelVersion};
+pub use self::support::{AttachStyle, KernelFeatures};
 use self::{layout::RecordLayout, support::attach_plan};
 use crate::gfp::GfpTable;
 
@@ -214,6 +214,159 @@ fn read_file(path: &Path) -> Result<String, ProbeError> {
     })
 }
 
+/// Check what loading needs (capabilities, ring buffer, memlock), mount
+/// tracefs if needed, and read the two tables the kernel program needs from
+/// the `kmem/mm_page_alloc` format file: the gfp flag names and the record
+/// layout.
+fn read_tables(features: &mut KernelFeatures) -> Result<(GfpTable, RecordLayout), ProbeError> {
+    caps::check_bpf_capabilities(features).map_err(ProbeError::Capabilities)?;
+    if !features.has_ringbuf() {
+        return Err(ProbeError::NoRingBuf {
+            release: features.release.clone(),
+        });
+    }
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Memlock,
+        rustix::process::Rlimit {
+            current: None,
+            maximum: None,
+        },
+    );
+    let tracefs = ensure_tracefs()?;
+    features.tracefs = Some(tracefs.clone());
+    let format_path = Path::new(&tracefs).join("events/kmem/mm_page_alloc/format");
+    let format = read_file(&format_path)?;
+    let gfp = GfpTable::from_format(&format).map_err(|source| ProbeError::Gfp {
+        path: format_path.display().to_string(),
+        source,
+    })?;
+    let layout = RecordLayout::from_format(&format)?;
+    Ok((gfp, layout))
+}
+
+/// Load the kernel program with its globals set: the filters, the gfp
+/// masks of the atomic rule, the record layout, the ring buffer size.
+/// Load the object with its read-only globals; `memcg`: the kernel's
+/// offsets to the task's cgroup v1 memory cgroup, where that is the
+/// attribution (see [`crate::cgroup`]).
+fn load(
+    cfg: &ProbeConfig,
+    gfp: &GfpTable,
+    layout: &RecordLayout,
+    memcg: Option<crate::cgroup::MemcgChain>,
+) -> Result<Ebpf, ProbeError> {
+    let cpus = aya::util::online_cpus().map_or(1, |c| c.len());
+    let ring_bytes = cfg.ring_bytes.unwrap_or_else(|| default_ring_bytes(cpus));
+    let atomic_only = u32::from(cfg.atomic_only);
+    let tgid = cfg.tgid.unwrap_or(0);
+    let tid = cfg.tid.unwrap_or(0);
+    let high = gfp.high_mask();
+    let reclaim = gfp.direct_reclaim_mask();
+    let page_is_pfn = u32::from(layout.page_is_pfn);
+    let wakeup_bytes = if cfg.batch_wakeups {
+        u64::from(ring_bytes / 8)
+    } else {
+        0
+    };
+    let memcg_on = u32::from(memcg.is_some());
+    let chain = memcg.unwrap_or(crate::cgroup::MemcgChain {
+        task_cgroups: 0,
+        cset_memcg: 0,
+        css_cgroup: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
+    });
+    // `EbpfLoader::new` parses the kernel's BTF (about 35 ms here, most
+    // of the attach time) even though nothing here needs it: the object
+    // has no CO-RE relocations, and the BTF tracepoint style reads the
+    // BTF itself. aya 0.14 offers no loader without that parse.
+    let mut loader = EbpfLoader::new();
+    loader
+        .btf(None)
+        .override_global(global::MIN_ORDER, &cfg.min_order, true)
+        .override_global(global::ATOMIC_ONLY, &atomic_only, true)
+        .override_global(global::TGID, &tgid, true)
+        .override_global(global::PID, &tid, true)
+        .override_global(global::WAKEUP_BYTES, &wakeup_bytes, true)
+        .override_global(global::GFP_HIGH_MASK, &high, true)
+        .override_global(global::GFP_DIRECT_RECLAIM_MASK, &reclaim, true)
+        .override_global(global::TP_OFF_PAGE, &layout.page_offset, true)
+        .override_global(global::TP_PAGE_IS_PFN, &page_is_pfn, true)
+        .override_global(global::TP_OFF_ORDER, &layout.order_offset, true)
+        .override_global(global::TP_OFF_GFP, &layout.gfp_offset, true)
+        .override_global(global::TP_GFP_SIZE, &layout.gfp_size, true)
+        .override_global(global::TP_OFF_MIGRATETYPE, &layout.migratetype_offset, true)
+        .override_global(global::CG_MEMCG, &memcg_on, true)
+        .override_global(global::CG_OFF_TASK_CGROUPS, &chain.task_cgroups, true)
+        .override_global(global::CG_OFF_CSET_MEMCG, &chain.cset_memcg, true)
+        .override_global(global::CG_OFF_CSS_CGROUP, &chain.css_cgroup, true)
+        .override_global(global::CG_OFF_CGROUP_KN, &chain.cgroup_kn, true)
+        .override_global(global::CG_OFF_KN_ID, &chain.kn_id, true)
+        .map_max_entries(MAP_EVENTS, ring_bytes);
+    loader.load(EBPF_OBJECT).map_err(ProbeError::Load)
+}
+
+/// The attach style that worked, its links, and why the styles before it
+/// failed.
+type Attached = (AttachStyle, Vec<Link>, Vec<(AttachStyle, String)>);
+
+/// Attach the programs in the first style of the plan that works
+/// (`raw_tp`, `tp_btf`, classic tracepoint; see [`support::attach_plan`]).
+fn attach_first_style(
+    ebpf: &mut Ebpf,
+    features: &KernelFeatures,
+    cfg: &ProbeConfig,
+) -> Result<Attached, ProbeError> {
+    let mut fallbacks = Vec::new();
+    let mut btf = None;
+    for style in attach_plan(features, cfg.force_style) {
+        match attach_style(ebpf, style, &mut btf, cfg.lean) {
+            Ok(links) => return Ok((style, links, fallbacks)),
+            Err(e) => fallbacks.push((style, e)),
+        }
+    }
+    let tried = if fallbacks.is_empty() {
+        "no style applies (see `pagefail check`)".to_owned()
+    } else {
+        fallbacks
+            .iter()
+            .map(|(s, e)| format!("{s}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Err(ProbeError::Attach {
+        release: features.release.clone(),
+        tried,
+    })
+}
+
+/// Attach the `warn_alloc` kprobe when asked and the kernel has kprobes;
+/// why not otherwise.
+fn attach_warn_alloc(
+    ebpf: &mut Ebpf,
+    features: &KernelFeatures,
+    cfg: &ProbeConfig,
+    links: &mut Vec<Link>,
+) -> WarnAllocProbe {
+    if !cfg.warn_alloc {
+        return WarnAllocProbe::Disabled;
+    }
+    if !features.kprobes {
+        return WarnAllocProbe::Unavailable(format!(
+            "kernel {} has no kprobes (CONFIG_KPROBES)",
+            features.release
+        ));
+    }
+    match attach_kprobe(ebpf) {
+        Ok(l) => {
+            links.push(l);
+            WarnAllocProbe::Attached
+        }
+        Err(e) => WarnAllocProbe::Unavailable(e),
+    }
+}
+
 /// Make sure tracefs is mounted (mount it when it is not), and return its path.
 ///
 /// # Errors
@@ -254,138 +407,20 @@ impl Tracer {
     pub fn attach(cfg: &ProbeConfig) -> Result<Self, ProbeError> {
         let start = Instant::now();
         let mut features = KernelFeatures::detect();
-        caps::check_bpf_capabilities(&features).map_err(ProbeError::Capabilities)?;
-        if !features.has_ringbuf() {
-            return Err(ProbeError::NoRingBuf {
-                release: features.release.clone(),
-            });
-        }
-        // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
-        let _ = rustix::process::setrlimit(
-            rustix::process::Resource::Memlock,
-            rustix::process::Rlimit {
-                current: None,
-                maximum: None,
-            },
-        );
-        let tracefs = ensure_tracefs()?;
-        features.tracefs = Some(tracefs.clone());
-        let format_path = Path::new(&tracefs).join("events/kmem/mm_page_alloc/format");
-        let format = read_file(&format_path)?;
-        let gfp = GfpTable::from_format(&format).map_err(|source| ProbeError::Gfp {
-            path: format_path.display().to_string(),
-            source,
-        })?;
-        let layout = RecordLayout::from_format(&format)?;
-
-        let cpus = aya::util::online_cpus().map_or(1, |c| c.len());
-        let ring_bytes = cfg.ring_bytes.unwrap_or_else(|| default_ring_bytes(cpus));
-        let atomic_only = u32::from(cfg.atomic_only);
-        let tgid = cfg.tgid.unwrap_or(0);
-        let tid = cfg.tid.unwrap_or(0);
-        let high = gfp.high_mask();
-        let reclaim = gfp.direct_reclaim_mask();
-        let page_is_pfn = u32::from(layout.page_is_pfn);
-        let wakeup_bytes = if cfg.batch_wakeups {
-            u64::from(ring_bytes / 8)
-        } else {
-            0
-        };
+        let (gfp, layout) = read_tables(&mut features)?;
         let cgroups = crate::cgroup::CgroupSource::detect();
-        let chain = cgroups.chain();
-        let memcg = u32::from(chain.is_some());
-        let chain = chain.unwrap_or(crate::cgroup::MemcgChain {
-            task_cgroups: 0,
-            cset_memcg: 0,
-            css_cgroup: 0,
-            cgroup_kn: 0,
-            kn_id: 0,
-        });
         let checked = start.elapsed();
-        // `EbpfLoader::new` parses the kernel's BTF (about 35 ms here, most
-        // of the attach time) even though nothing here needs it: the object
-        // has no CO-RE relocations, and the BTF tracepoint style reads the
-        // BTF itself. aya 0.14 offers no loader without that parse.
-        let mut loader = EbpfLoader::new();
-        loader
-            .btf(None)
-            .override_global(global::MIN_ORDER, &cfg.min_order, true)
-            .override_global(global::ATOMIC_ONLY, &atomic_only, true)
-            .override_global(global::TGID, &tgid, true)
-            .override_global(global::PID, &tid, true)
-            .override_global(global::WAKEUP_BYTES, &wakeup_bytes, true)
-            .override_global(global::GFP_HIGH_MASK, &high, true)
-            .override_global(global::GFP_DIRECT_RECLAIM_MASK, &reclaim, true)
-            .override_global(global::TP_OFF_PAGE, &layout.page_offset, true)
-            .override_global(global::TP_PAGE_IS_PFN, &page_is_pfn, true)
-            .override_global(global::TP_OFF_ORDER, &layout.order_offset, true)
-            .override_global(global::TP_OFF_GFP, &layout.gfp_offset, true)
-            .override_global(global::TP_GFP_SIZE, &layout.gfp_size, true)
-            .override_global(global::TP_OFF_MIGRATETYPE, &layout.migratetype_offset, true)
-            .override_global(global::CG_MEMCG, &memcg, true)
-            .override_global(global::CG_OFF_TASK_CGROUPS, &chain.task_cgroups, true)
-            .override_global(global::CG_OFF_CSET_MEMCG, &chain.cset_memcg, true)
-            .override_global(global::CG_OFF_CSS_CGROUP, &chain.css_cgroup, true)
-            .override_global(global::CG_OFF_CGROUP_KN, &chain.cgroup_kn, true)
-            .override_global(global::CG_OFF_KN_ID, &chain.kn_id, true)
-            .map_max_entries(MAP_EVENTS, ring_bytes);
-        let mut ebpf = loader.load(EBPF_OBJECT).map_err(ProbeError::Load)?;
+        let mut ebpf = load(cfg, &gfp, &layout, cgroups.chain())?;
         let loaded = start.elapsed();
-
-        let plan = attach_plan(&features, cfg.force_style);
-        let mut fallbacks = Vec::new();
-        let mut attached = None;
-        let mut btf = None;
-        for style in plan {
-            match attach_style(&mut ebpf, style, &mut btf, cfg.lean) {
-                Ok(link) => {
-                    attached = Some((style, link));
-                    break;
-                }
-                Err(e) => fallbacks.push((style, e)),
-            }
-        }
-        let Some((style, style_links)) = attached else {
-            let tried = if fallbacks.is_empty() {
-                "no style applies (see `pagefail check`)".to_owned()
-            } else {
-                fallbacks
-                    .iter()
-                    .map(|(s, e)| format!("{s}: {e}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            };
-            return Err(ProbeError::Attach {
-                release: features.release.clone(),
-                tried,
-            });
-        };
+        let (style, mut links, fallbacks) = attach_first_style(&mut ebpf, &features, cfg)?;
         let attach_time = start.elapsed();
         log::debug!(
             "attach timing: checks and tables {checked:?}, object and maps {:?}, \
              programs loaded and attached {:?}",
-            loaded.checked_sub(checked).unwrap(),
-            attach_time.checked_sub(loaded).unwrap()
+            loaded.saturating_sub(checked),
+            attach_time.saturating_sub(loaded)
         );
-        let mut links = style_links;
-
-        let warn_alloc = if !cfg.warn_alloc {
-            WarnAllocProbe::Disabled
-        } else if !features.kprobes {
-            WarnAllocProbe::Unavailable(format!(
-                "kernel {} has no kprobes (CONFIG_KPROBES)",
-                features.release
-            ))
-        } else {
-            match attach_kprobe(&mut ebpf) {
-                Ok(l) => {
-                    links.push(l);
-                    WarnAllocProbe::Attached
-                }
-                Err(e) => WarnAllocProbe::Unavailable(e),
-            }
-        };
-
+        let warn_alloc = attach_warn_alloc(&mut ebpf, &features, cfg, &mut links);
         Ok(Self {
             ebpf,
             links,

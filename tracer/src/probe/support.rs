@@ -15,6 +15,8 @@
 
 use std::{fmt, fs, path::Path, str::FromStr};
 
+use crate::kernel_version::KernelVersion;
+
 /// How the program is attached to `mm_page_alloc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttachStyle {
@@ -56,37 +58,6 @@ impl FromStr for AttachStyle {
                 "unknown attach style `{other}`: use raw_tp, tp_btf or tracepoint"
             )),
         }
-    }
-}
-
-/// A kernel version, `major.minor.patch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct KernelVersion(pub u32, pub u32, pub u32);
-
-impl KernelVersion {
-    /// Parse a release string such as `6.1.0-56-cloud-amd64` or `2.6.32-754.el6.x86_64`.
-    #[must_use]
-    pub fn parse(release: &str) -> Option<Self> {
-        let mut nums = release
-            .split(|c: char| !c.is_ascii_digit())
-            .take(3)
-            .map(|p| p.parse::<u32>().ok());
-        let major = nums.next()??;
-        let minor = nums.next()??;
-        let patch = nums.next().flatten().unwrap_or(0);
-        Some(Self(major, minor, patch))
-    }
-
-    /// Whether this version is at least `major.minor`.
-    #[must_use]
-    pub fn at_least(self, major: u32, minor: u32) -> bool {
-        (self.0, self.1) >= (major, minor)
-    }
-}
-
-impl fmt::Display for KernelVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.0, self.1, self.2)
     }
 }
 
@@ -195,25 +166,6 @@ mod tests {
             kprobes: false,
             tracefs: tracefs.then(|| "/sys/kernel/tracing".to_owned()),
         }
-    }
-
-    #[test]
-    fn parses_release_strings() {
-        assert_eq!(
-            KernelVersion::parse("6.1.0-56-cloud-amd64"),
-            Some(KernelVersion(6, 1, 0))
-        );
-        assert_eq!(
-            KernelVersion::parse("2.6.32-754.el6.x86_64"),
-            Some(KernelVersion(2, 6, 32))
-        );
-        assert_eq!(
-            KernelVersion::parse("6.18.44-fc-v669"),
-            Some(KernelVersion(6, 18, 44))
-        );
-        assert_eq!(KernelVersion::parse("5.4"), Some(KernelVersion(5, 4, 0)));
-        assert_eq!(KernelVersion::parse("garbage"), None);
-        assert_eq!(KernelVersion::parse(""), None);
     }
 
     #[test]

@@ -45,8 +45,34 @@ fn verdict(ok: Option<bool>) -> &'static str {
 /// Render the results as markdown; `notes` is the hand-written tail.
 #[must_use]
 pub fn markdown(r: &Value, notes: Option<&str>) -> String {
-    let m = &r["machine"];
     let mut s = String::new();
+    for section in [
+        intro,
+        goals,
+        hotpath,
+        program_time,
+        failure_storm,
+        startup,
+        collector,
+    ] {
+        section(&mut s, r);
+    }
+    let _ = writeln!(
+        s,
+        "\n## Raw results\n\n```json\n{}\n```\n",
+        serde_json::to_string_pretty(r).unwrap_or_default()
+    );
+    let _ = writeln!(s, "{NOTES_MARK}");
+    match notes {
+        Some(n) => s.push_str(n.trim_start_matches('\n')),
+        None => s.push_str("\n## Analysis\n\n(to be written)\n"),
+    }
+    s
+}
+
+/// Title and the machine of the run.
+fn intro(s: &mut String, r: &Value) {
+    let m = &r["machine"];
     let _ = writeln!(s, "# pagefail benchmarks\n");
     let _ = writeln!(
         s,
@@ -59,7 +85,10 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
         m["kernel"].as_str().unwrap_or("?"),
         m["date"].as_str().unwrap_or("?")
     );
+}
 
+/// The goals table: each goal, its target, the measured value, met or not.
+fn goals(s: &mut String, r: &Value) {
     let hp = &r["hotpath"]["variants"];
     let pf = f(&hp["pagefail"]["ratio"]);
     let lean = f(&hp["pagefail-lean"]["ratio"]);
@@ -108,21 +137,21 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
     };
     let opt = |v: Option<f64>, fmt: &dyn Fn(f64) -> String| v.map_or("-".to_owned(), fmt);
     row(
-        &mut s,
+        s,
         "hot-path overhead (page-fault storm, `watch`)",
         "ratio <= 1.02",
         opt(pf, &|v| format!("{v:.3}")),
         pf.map(|v| v <= 1.02),
     );
     row(
-        &mut s,
+        s,
         "hot-path overhead, `watch --lean` (main program alone, nested events counted as unseen)",
         "ratio <= 1.02",
         opt(lean, &|v| format!("{v:.3}")),
         lean.map(|v| v <= 1.02),
     );
     row(
-        &mut s,
+        s,
         "overhead against bpftrace's, same run",
         "<= 1/10",
         opt(share, &|v| {
@@ -131,7 +160,7 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
         share.map(|v| v <= 0.1),
     );
     row(
-        &mut s,
+        s,
         "overhead against bpftrace's, same run, `--lean`",
         "<= 1/10",
         opt(lean_share, &|v| {
@@ -140,14 +169,14 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
         lean_share.map(|v| v <= 0.1),
     );
     row(
-        &mut s,
+        s,
         "program-only net time per successful allocation",
         "<= 5 ns",
         opt(net, &|v| format!("{v:.1} ns")),
         net.map(|v| v <= 5.0),
     );
     row(
-        &mut s,
+        s,
         "no lost events up to 200k failures/s for 10 s",
         "0 lost",
         if upto.is_empty() {
@@ -158,7 +187,7 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
         zero_lost,
     );
     row(
-        &mut s,
+        s,
         "above that: produced = delivered + lost",
         "exact",
         exact.map_or("-".to_owned(), |e| {
@@ -167,27 +196,31 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
         exact,
     );
     row(
-        &mut s,
+        s,
         "collector throughput, one core (warm symbol cache)",
         ">= 2M events/s",
         opt(coll, &|v| format!("{:.2}M events/s", v / 1e6)),
         coll.map(|v| v >= 2e6),
     );
     row(
-        &mut s,
+        s,
         "start to attached (exec to the `attached` line)",
         "<= 50 ms",
         opt(st, &|v| format!("{v:.1} ms")),
         st.map(|v| v <= 50.0),
     );
     row(
-        &mut s,
+        s,
         "peak RSS of `watch` (storm and start-up runs)",
         "<= 30 MB",
         opt(rss, &|k| format!("{:.1} MB", k * 1024.0 / 1e6)),
         rss.map(|k| k * 1024.0 <= 30e6),
     );
+}
 
+/// The page-fault storm: CPU-time ratios per tracer.
+fn hotpath(s: &mut String, r: &Value) {
+    let hp = &r["hotpath"]["variants"];
     if let Some(vars) = hp.as_object() {
         let _ = writeln!(
             s,
@@ -225,7 +258,11 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
             );
         }
     }
+}
 
+/// Program time per allocation from BPF statistics.
+fn program_time(s: &mut String, r: &Value) {
+    let pt = &r["progtime"];
     if pt.is_object() {
         let _ = writeln!(
             s,
@@ -284,7 +321,11 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
             );
         }
     }
+}
 
+/// The failure storm: produced, delivered, lost per target rate.
+fn failure_storm(s: &mut String, r: &Value) {
+    let storms = r["storm"].as_array().cloned().unwrap_or_default();
     if !storms.is_empty() {
         let _ = writeln!(
             s,
@@ -312,7 +353,10 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
             );
         }
     }
+}
 
+/// Start-up times and their parts.
+fn startup(s: &mut String, r: &Value) {
     let su = &r["startup"];
     if su.is_object() {
         let _ = writeln!(s, "\n## Start-up (medians of {} rounds)\n", su["rounds"]);
@@ -357,7 +401,10 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
             let _ = writeln!(s, "| {label} | {:.1} |", f(&p[k]).unwrap_or(0.0));
         }
     }
+}
 
+/// Collector benches (criterion).
+fn collector(s: &mut String, r: &Value) {
     if let Some(b) = r["collector"]["benches"].as_object() {
         let _ = writeln!(
             s,
@@ -374,18 +421,6 @@ pub fn markdown(r: &Value, notes: Option<&str>) -> String {
             );
         }
     }
-
-    let _ = writeln!(
-        s,
-        "\n## Raw results\n\n```json\n{}\n```\n",
-        serde_json::to_string_pretty(r).unwrap_or_default()
-    );
-    let _ = writeln!(s, "{NOTES_MARK}");
-    match notes {
-        Some(n) => s.push_str(n.trim_start_matches('\n')),
-        None => s.push_str("\n## Analysis\n\n(to be written)\n"),
-    }
-    s
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! For each kernel the initramfs holds `pagefail` and the guest program
 //! `vm-scenario` (crate `pagefail-tests`), both built static as `cargo xtask
 //! dist` builds pagefail, iproute2 (with its shared libraries),
-//! and the `veth` and `bonding` modules. `/init` builds the topology of
-//! docs/KERNEL.md (bond0, balance-xor layer3+4 over v0 and v2, to bond1 in the
+//! and the `veth` and `bonding` modules. `/init` builds the guest topology
+//! (bond0, balance-xor layer3+4 over v0 and v2, to bond1 in the
 //! netns `peer`; MTU 9000; RPS on both CPUs) and runs `vm-scenario run`, which:
 //!
 //! 1. starts `pagefail -v watch --min-order 1 --csv ...` (atomic only, the
@@ -419,7 +419,7 @@ fn init_script(modules: &[String], attach: Option<&str>) -> String {
         };
         let _ = writeln!(s, "insmod {m}{opts} || echo insmod-failed {m}");
     }
-    // The topology of docs/KERNEL.md. /sbin/ip is iproute2 (busybox's lacks
+    // The guest topology (see the module comment). /sbin/ip is iproute2 (busybox's lacks
     // bonding and netns); the full path avoids busybox's applet.
     s.push_str(
         r"I=/sbin/ip

@@ -1,4 +1,5 @@
-//! Memory snapshot summaries as CSV rows and JSON.
+//! The memory CSV (`--memory-csv`, `<stem>.memory.csv` of `record`):
+//! memory snapshot summaries as CSV rows and JSON, written and read here.
 //!
 //! CSV columns ([`MEMORY_CSV_HEADER`]), one row per populated zone per snapshot;
 //! sizes in pages:
@@ -17,11 +18,11 @@
 //! | `highatomic_blocks` | pageblocks in the high-order atomic reserve; empty when unknown |
 //! | `min_free_kbytes`, `watermark_scale_factor` | the sysctls at that moment |
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use thiserror::Error;
 
-use super::SnapshotSummary;
+use crate::memory::SnapshotSummary;
 
 /// The memory CSV columns, in order: a stable contract.
 pub const MEMORY_CSV_HEADER: [&str; 15] = [
@@ -45,6 +46,20 @@ pub const MEMORY_CSV_HEADER: [&str; 15] = [
 /// Writing summaries failed.
 #[derive(Debug, Error)]
 pub enum ExportError {
+    #[error(
+        "{name}: not a pagefail memory CSV: the header must start with\n  {expected}\nbut is\n  {found}"
+    )]
+    Header {
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{name}: row {line} does not parse: {source}")]
+    Row {
+        name: String,
+        line: usize,
+        source: csv::Error,
+    },
     #[error("writing memory CSV: {0}")]
     Csv(#[from] csv::Error),
     #[error("writing memory JSON: {0}")]
@@ -89,4 +104,34 @@ pub fn write_memory_json_lines<W: Write>(
     }
     out.flush()?;
     Ok(())
+}
+
+/// Read a memory CSV. Columns appended after [`MEMORY_CSV_HEADER`] are
+/// ignored, so files of later versions still read.
+///
+/// # Errors
+/// When the header does not start with the contract's columns, or a row
+/// does not parse (the error names the line).
+pub fn read_memory_csv(name: &str, input: impl Read) -> Result<Vec<SnapshotSummary>, ExportError> {
+    let mut reader = csv::Reader::from_reader(input);
+    let header = reader.headers()?.clone();
+    let found: Vec<&str> = header.iter().collect();
+    if !found.starts_with(&MEMORY_CSV_HEADER) {
+        return Err(ExportError::Header {
+            name: name.to_owned(),
+            expected: MEMORY_CSV_HEADER.join(","),
+            found: found.join(","),
+        });
+    }
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| {
+            row.map_err(|source| ExportError::Row {
+                name: name.to_owned(),
+                line: i + 2,
+                source,
+            })
+        })
+        .collect()
 }
