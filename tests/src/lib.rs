@@ -2,6 +2,8 @@
 //! skip loudly (or fail in CI), a private tracefs instance as ground truth,
 //! and a memory cgroup that makes the kernel fail a real allocation.
 
+pub mod hist;
+
 use std::{
     fs,
     path::{Path, PathBuf},

@@ -210,12 +210,89 @@ pub mod global {
     pub const CG_OFF_CGROUP_KN: &str = "CG_OFF_CGROUP_KN";
     /// `u32`: byte offset of `kernfs_node.id`.
     pub const CG_OFF_KN_ID: &str = "CG_OFF_KN_ID";
+    /// `[u64; DROP_MASK_WORDS]`: bit `slot` set: count drops of that reason
+    /// slot (see `drop_slot`); all zero: count none.
+    pub const DROP_MASK: &str = "DROP_MASK";
 }
 
 /// Window in which a `warn_alloc` entry marks the same thread's next failure.
 /// `warn_alloc` runs at the end of the slow path, microseconds before the
 /// tracepoint fires for the same allocation.
 pub const WARN_MATCH_WINDOW_NS: u64 = 10_000_000;
+
+// ---- packet drops (`skb:kfree_skb` drop reasons, kernel 5.17+) ----
+
+/// Slots of the per-reason drop counters ([`MAP_DROP_COUNTS`]): reasons
+/// `0..DROP_SLOTS-1` have a slot each; the last collects every larger value
+/// (the subsystem-coded reasons, `subsystem << 16 | n`, of 6.4+).
+pub const DROP_SLOTS: u32 = 256;
+/// `u64` words of the reason bit mask ([`global::DROP_MASK`]), one bit per slot.
+pub const DROP_MASK_WORDS: usize = (DROP_SLOTS / 64) as usize;
+
+/// The counter slot of a drop reason.
+#[expect(
+    clippy::inline_always,
+    reason = "the kernel program calls it per dropped packet; a BPF-to-BPF call costs more than the body"
+)]
+#[inline(always)]
+#[must_use]
+pub const fn drop_slot(reason: u32) -> u32 {
+    if reason < DROP_SLOTS - 1 {
+        reason
+    } else {
+        DROP_SLOTS - 1
+    }
+}
+
+/// Key of the per-CPU drop attribution map ([`MAP_DROP_SITES`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DropKey {
+    /// The drop reason as the kernel passed it.
+    pub reason: u32,
+    /// Thread-group id of the task the drop ran in (0: idle or an interrupt of it).
+    pub tgid: u32,
+    /// Id in [`MAP_DROP_STACKS`], or a negative errno from `bpf_get_stackid`.
+    pub stack_id: i32,
+    /// Explicit padding so the struct has no implicit holes.
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "ABI padding: public so both sides can build the struct, named so it reads as padding"
+    )]
+    pub _pad: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integer fields and arrays of integers, no padding.
+unsafe impl aya::Pod for DropKey {}
+
+/// Slots of the per-CPU [`MAP_DROP_STATS`] array.
+pub mod drop_stat {
+    /// Drops of a counted reason that found the attribution map full (they
+    /// are in the per-reason counts, without comm or stack).
+    pub const SITE_LOST: u32 = 0;
+    /// Drops of a counted reason whose stack could not be stored
+    /// (`bpf_get_stackid` failed: stack map full or a hash collision).
+    pub const STACK_ERROR: u32 = 1;
+    /// Number of slots.
+    pub const COUNT: u32 = 2;
+}
+
+/// Per-CPU `u64[DROP_SLOTS]`: drops by reason slot, counted reasons only.
+pub const MAP_DROP_COUNTS: &str = "DROP_COUNTS";
+/// Per-CPU hash [`DropKey`] -> drops.
+pub const MAP_DROP_SITES: &str = "DROP_SITES";
+/// Stack traces of the drops ([`DropKey::stack_id`]).
+pub const MAP_DROP_STACKS: &str = "DROP_STACKS";
+/// Per-CPU `u64[drop_stat::COUNT]`.
+pub const MAP_DROP_STATS: &str = "DROP_STATS";
+/// Entries of [`MAP_DROP_SITES`].
+pub const DROP_SITE_ENTRIES: u32 = 4096;
+/// Entries of [`MAP_DROP_STACKS`].
+pub const DROP_STACK_ENTRIES: u32 = 2048;
+/// Raw tracepoint program on `kfree_skb`.
+pub const PROG_KFREE_SKB: &str = "pagefail_kfree_skb";
 
 #[cfg(test)]
 mod tests {
@@ -250,6 +327,7 @@ mod tests {
             b3,
             PROG_CLASSIC_TP,
             PROG_WARN_ALLOC,
+            PROG_KFREE_SKB,
         ];
         let kernel = |n: &'static str| &n[..n.len().min(15)];
         for (i, a) in all.iter().enumerate() {
@@ -258,6 +336,15 @@ mod tests {
                 assert_ne!(kernel(a), kernel(b), "{a} and {b} collide once truncated");
             }
         }
+    }
+
+    #[test]
+    fn drop_key_has_no_padding() {
+        assert_eq!(core::mem::size_of::<DropKey>(), 4 * 4 + TASK_COMM_LEN);
+        assert_eq!(drop_slot(3), 3);
+        assert_eq!(drop_slot(DROP_SLOTS - 1), DROP_SLOTS - 1);
+        assert_eq!(drop_slot(3 << 16), DROP_SLOTS - 1);
+        assert_eq!(DROP_MASK_WORDS * 64, DROP_SLOTS as usize);
     }
 
     #[test]

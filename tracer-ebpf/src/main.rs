@@ -18,6 +18,8 @@
     reason = "aya's program macros hand each entry point its context by value"
 )]
 
+mod drops;
+
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},

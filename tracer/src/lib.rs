@@ -21,6 +21,8 @@ pub mod cgroup;
 pub mod classify;
 /// The subcommands, one file each.
 pub mod cli;
+/// What the failures cost: packet drops beside the failures.
+pub mod drops;
 /// Ring buffer records and the boot clock.
 pub mod events;
 /// The files' contract: summary, totals and memory CSVs, JSON lines.

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 
 use crate::{
     aggregate::OTHER,
+    drops::DropReport,
     memory::{Snapshot, Sources},
     probe::Counters,
 };
@@ -252,6 +253,34 @@ impl MemoryGauges {
     }
 }
 
+/// Labels of the per-reason drop series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: String,
+}
+
+/// Labels of the attributed drop series (no comm, no pid: the cardinality
+/// stays reasons x contexts x paths).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropSiteLabels {
+    pub reason: String,
+    pub context: String,
+    pub path: String,
+}
+
+/// Labels of the TCP and backlog drop counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CounterLabels {
+    pub counter: String,
+}
+
+/// Labels of the per-queue receive allocation failures.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub ifname: String,
+    pub queue: String,
+}
+
 /// The metrics pagefail exposes.
 pub struct Metrics {
     registry: Registry,
@@ -261,6 +290,11 @@ pub struct Metrics {
     lost: Counter,
     warn_alloc: Counter,
     unseen: Counter,
+    drops: Family<DropLabels, Counter>,
+    drop_sites: Family<DropSiteLabels, Counter>,
+    drops_unattributed: Counter,
+    tcp_drops: Family<CounterLabels, Counter>,
+    rx_alloc_fail: Family<QueueLabels, Counter>,
     series: HashSet<FailureLabels>,
     cap: usize,
     memory: Option<MemoryGauges>,
@@ -308,6 +342,38 @@ impl Metrics {
              running on the CPU (with --lean: all nested ones; else an upper bound, normally 0)",
             unseen.clone(),
         );
+        let drops = Family::<DropLabels, Counter>::default();
+        registry.register(
+            "drops",
+            "Packet drops by skb drop reason (skb:kfree_skb; by default only the reasons the \
+             kernel attributes to memory)",
+            drops.clone(),
+        );
+        let drop_sites = Family::<DropSiteLabels, Counter>::default();
+        registry.register(
+            "drops_attributed",
+            "Packet drops by reason, context and network path of the dropping stack (all but \
+             the unattributed ones)",
+            drop_sites.clone(),
+        );
+        let drops_unattributed = Counter::default();
+        registry.register(
+            "drops_unattributed",
+            "Packet drops counted by reason that found the attribution map full",
+            drops_unattributed.clone(),
+        );
+        let tcp_drops = Family::<CounterLabels, Counter>::default();
+        registry.register(
+            "tcp_drops",
+            "TCP and input backlog drop counters (/proc/net/netstat, softnet_stat)",
+            tcp_drops.clone(),
+        );
+        let rx_alloc_fail = Family::<QueueLabels, Counter>::default();
+        registry.register(
+            "rx_alloc_fail",
+            "Receive buffer allocation failures per queue (netdev netlink qstats, 6.9+)",
+            rx_alloc_fail.clone(),
+        );
         let info = Info::new(vec![
             ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
             ("kernel".to_owned(), kernel.to_owned()),
@@ -322,6 +388,11 @@ impl Metrics {
             lost,
             warn_alloc,
             unseen,
+            drops,
+            drop_sites,
+            drops_unattributed,
+            tcp_drops,
+            rx_alloc_fail,
             series: HashSet::new(),
             cap: cap.max(1),
             memory: None,
@@ -380,6 +451,54 @@ impl Metrics {
         self.lost.inc_by(delta.lost);
         self.warn_alloc.inc_by(delta.warn_alloc);
         self.unseen.inc_by(delta.unseen.unwrap_or(0));
+    }
+
+    /// Add the drops of a window.
+    pub fn add_drops(&self, r: &DropReport) {
+        for (reason, n) in &r.reasons {
+            // Created at 0 too, so every counted reason has a series.
+            self.drops
+                .get_or_create(&DropLabels {
+                    reason: reason.clone(),
+                })
+                .inc_by(*n);
+        }
+        for d in &r.sites {
+            self.drop_sites
+                .get_or_create(&DropSiteLabels {
+                    reason: d.reason.clone(),
+                    context: d.context.to_string(),
+                    path: d.path.clone(),
+                })
+                .inc_by(d.drops);
+        }
+        self.drops_unattributed.inc_by(r.site_lost);
+        if let Some(tcp) = &r.tcp {
+            for (name, v) in [
+                ("ListenDrops", tcp.listen_drops),
+                ("ListenOverflows", tcp.listen_overflows),
+                ("TCPBacklogDrop", tcp.backlog_drops),
+                ("softnet_dropped", Some(tcp.softnet_dropped)),
+            ] {
+                if let Some(n) = v {
+                    self.tcp_drops
+                        .get_or_create(&CounterLabels {
+                            counter: name.to_owned(),
+                        })
+                        .inc_by(n);
+                }
+            }
+        }
+        if let Ok(queues) = &r.rx_alloc_fail {
+            for q in queues {
+                self.rx_alloc_fail
+                    .get_or_create(&QueueLabels {
+                        ifname: q.ifname.clone(),
+                        queue: q.queue.to_string(),
+                    })
+                    .inc_by(q.count);
+            }
+        }
     }
 
     /// The `OpenMetrics` text exposition.
@@ -450,6 +569,55 @@ mod tests {
             gfp_flags: "GFP_ATOMIC".into(),
             atomic: "true".into(),
         }
+    }
+
+    #[test]
+    fn drops_add_up_per_reason_and_per_site() {
+        use crate::{
+            classify::Context,
+            drops::{DropSite, Status},
+        };
+        let m = Metrics::new(10, "6.12.0", "raw_tp");
+        let report = |nomem: u64| DropReport {
+            status: Status::Counting("memory".to_owned()),
+            reasons: vec![("NOMEM".to_owned(), nomem), ("PROTO_MEM".to_owned(), 0)],
+            site_lost: 1,
+            stack_errors: 0,
+            unseen: Some(0),
+            sites: vec![DropSite {
+                reason: "NOMEM".to_owned(),
+                comm: "x".to_owned(),
+                tgid: 1,
+                context: Context::Softirq,
+                path: "net-rx".to_owned(),
+                site: "f".to_owned(),
+                drops: nomem - 1,
+            }],
+            tcp: Some(crate::memory::netdrops::NetDrops {
+                softnet_dropped: 2,
+                listen_drops: Some(3),
+                listen_overflows: None,
+                backlog_drops: Some(0),
+            }),
+            rx_alloc_fail: Err("none".to_owned()),
+        };
+        m.add_drops(&report(4));
+        m.add_drops(&report(6));
+        let text = m.render();
+        for want in [
+            "pagefail_drops_total{reason=\"NOMEM\"} 10",
+            "pagefail_drops_total{reason=\"PROTO_MEM\"} 0",
+            "pagefail_drops_attributed_total{reason=\"NOMEM\",context=\"softirq\",path=\"net-rx\"} 8",
+            "pagefail_drops_unattributed_total 2",
+            "pagefail_tcp_drops_total{counter=\"ListenDrops\"} 6",
+            "pagefail_tcp_drops_total{counter=\"softnet_dropped\"} 4",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        assert!(
+            !text.contains("ListenOverflows"),
+            "an unknown counter is no series"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::{
     aggregate::{Aggregator, GroupBy, Window},
     cgroup::CgroupResolver,
     classify::Classifier,
+    drops::{self, DropReport},
     events::EventStream,
     privilege,
     probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},
@@ -58,6 +59,8 @@ pub struct Session {
     pub agg: Aggregator,
     /// Counter values at attach time.
     pub baseline: Counters,
+    /// Drop counters at attach time.
+    pub drops_baseline: drops::Mark,
     pub window: Window,
     signals: Signals,
     /// The kallsyms parse, until the first record needs it.
@@ -142,6 +145,7 @@ impl Session {
         let ksyms = std::thread::spawn(Kallsyms::load);
         let window = Window::starting_now();
         let baseline = tracer.counters()?;
+        let drops_baseline = drops::Mark::take(&tracer)?;
         let ring = tracer.take_ring()?;
         let stream = EventStream::new(ring).context("registering the ring buffer with tokio")?;
         let agg = Aggregator::new(
@@ -174,6 +178,7 @@ impl Session {
             stream,
             agg,
             baseline,
+            drops_baseline,
             window,
             signals,
             ksyms: Some(ksyms),
@@ -264,6 +269,21 @@ impl Session {
         self.totals()
     }
 
+    /// The drops between `from` and now, attributed with the failures'
+    /// symbols and rules; returns the mark taken now, for the next report.
+    ///
+    /// # Errors
+    /// When a drop map cannot be read.
+    pub fn drop_report(&mut self, from: &drops::Mark) -> anyhow::Result<(DropReport, drops::Mark)> {
+        symbols_ready(&mut self.ksyms, &mut self.agg);
+        let now = drops::Mark::take(&self.tracer)?;
+        let (ksyms, classifier) = self.agg.attribution();
+        Ok((
+            drops::report(&self.tracer, from, &now, ksyms, classifier),
+            now,
+        ))
+    }
+
     /// One line about the attach, and one about `warn_alloc` when it matters.
     #[must_use]
     pub fn setup_report(&self, verbose: u8) -> String {
@@ -295,6 +315,7 @@ impl Session {
             )),
             _ => {}
         }
+        s.push_str(&drops::render::setup_line(&t.drops, verbose));
         s
     }
 }

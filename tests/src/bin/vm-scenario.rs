@@ -42,6 +42,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use pagefail_tests::hist::FieldCount;
+use tracer::drops::reasons::{DropReasons, ReasonTable};
+
 const TRACEFS: &str = "/sys/kernel/tracing";
 const INSTANCE: &str = "/sys/kernel/tracing/instances/pfcheck";
 /// `__GFP_HIGH` and `__GFP_DIRECT_RECLAIM` on 4.10+ kernels (5.10, 6.1 and
@@ -179,6 +182,10 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
 
     // The ground-truth window opens: after pagefail's, before fragmenting.
     write_file(&format!("{INSTANCE}/tracing_on"), "1")?;
+    let drop_count = DropCount::start();
+    // Made now, before memory is fragmented: the socket of the neighbour
+    // table phase.
+    let neigh_sock = drop_count.as_ref().ok().map(|_| udp_socket()).transpose()?;
 
     // Every thread and process is made now, before memory is fragmented.
     let go = Arc::new(AtomicBool::new(false));
@@ -257,6 +264,10 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     for w in workers {
         let _ = w.join();
     }
+    // Memory drops on purpose: a full neighbour table (see neigh_table_full).
+    let neigh_full = neigh_sock
+        .as_ref()
+        .map_or_else(|| "skipped: no drop reasons".to_owned(), neigh_table_full);
     stop.store(true, Ordering::SeqCst);
     let _ = server.join();
     let traffic_secs = go_at.elapsed().as_secs_f64();
@@ -277,6 +288,9 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     };
     thread::sleep(Duration::from_secs(2));
     let buddy_after = fs::read_to_string("/proc/buddyinfo").unwrap_or_default();
+    if let Ok(d) = &drop_count {
+        d.count.stop();
+    }
     write_file(&format!("{INSTANCE}/tracing_on"), "0")?;
 
     // SAFETY: plain kill(2) on our own child's pid.
@@ -320,12 +334,21 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     }
     section("tracefs-comm", &comms);
     section("traffic", &counters.report());
+    section("neigh-table-full", &neigh_full);
+    let (drops_text, drops_method, drops_kernel_lost) = match &drop_count {
+        Ok(d) => match d.read() {
+            Ok((text, lost)) => (text, d.count.method_name(), lost.to_string()),
+            Err(e) => (format!("error: {e}\n"), "error", String::new()),
+        },
+        Err(why) => (format!("unavailable: {why}\n"), "none", String::new()),
+    };
+    section("tracefs-drops", &drops_text);
 
     println!(
         "PAGEFAIL-RESULT fragmented={} frag_secs={frag_secs:.1} attach_secs={attach_secs:.1} \
          traffic_secs={traffic_secs:.1} fragmenter_exit={} pagefail_exit={} \
          tracefs_failures={} tracefs_warn_alloc={} tracefs_overrun={} tracefs_dropped={} \
-         tracefs_unparsed={}",
+         tracefs_unparsed={} drops_method={drops_method} drops_kernel_lost={drops_kernel_lost}",
         u8::from(fragmented),
         frag_status.map_or_else(|| "none".to_owned(), |s| s.to_string().replace(' ', "_")),
         pf_status.map_or_else(|| "killed".to_owned(), |s| s.to_string().replace(' ', "_")),
@@ -336,6 +359,153 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
         trace.unparsed,
     );
     Ok(())
+}
+
+// ---------------------------------------------------------------- drops
+
+/// The kernel's own count of the memory-reason drops (`skb:kfree_skb` by
+/// reason), in its own tracefs instance, over the same window as the
+/// failures' count.
+struct DropCount {
+    count: FieldCount,
+    table: ReasonTable,
+    counted: Vec<(u32, String)>,
+}
+
+impl DropCount {
+    /// Start counting; `Err` says why the kernel has no drop reasons.
+    fn start() -> Res<Self> {
+        let path = format!("{TRACEFS}/events/skb/kfree_skb/format");
+        let format = fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let table = ReasonTable::from_format(&format).map_err(|e| e.to_string())?;
+        let counted = table.counted(DropReasons::Memory);
+        if counted.is_empty() {
+            return Err("no memory reason in this kernel's enum".to_owned());
+        }
+        let filter = counted
+            .iter()
+            .map(|(n, _)| format!("reason == {n}"))
+            .collect::<Vec<_>>()
+            .join(" || ");
+        let count = FieldCount::start(
+            Path::new(TRACEFS),
+            "pfdrops",
+            "skb/kfree_skb",
+            "reason",
+            &filter,
+        )
+        .map_err(|e| format!("tracefs count of skb:kfree_skb: {e}"))?;
+        Ok(Self {
+            count,
+            table,
+            counted,
+        })
+    }
+
+    /// `NAME\tcount` for every memory reason, and the events the kernel's
+    /// count lost.
+    fn read(&self) -> Res<(String, u64)> {
+        let (hits, lost) = self
+            .count
+            .read(&|name| self.table.number(name).map(u64::from))
+            .map_err(|e| format!("reading the drop count: {e}"))?;
+        let mut text = String::new();
+        for (n, name) in &self.counted {
+            let c = hits.get(&u64::from(*n)).copied().unwrap_or(0);
+            text.push_str(&format!("{name}\t{c}\n"));
+        }
+        Ok((text, lost))
+    }
+}
+
+fn udp_socket() -> Res<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(format!("udp socket: {}", errno()));
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+const NEIGH_SYSCTL: &str = "/proc/sys/net/ipv4/neigh/default";
+
+/// Drops the kernel attributes to memory, made on purpose: with the
+/// neighbour table's limits (`gc_thresh1..3`) at 1, one datagram to each of
+/// 1250 absent on-link hosts (10.9.250.1-10.9.254.250, used by nothing else).
+/// `neigh_alloc` frees what the forced collection may (entries older than
+/// 5 s), then refuses: the fresh, unresolved entries hold a timer reference.
+/// Each refused datagram is freed by `ip_finish_output2` with
+/// `NEIGH_CREATEFAIL` (UDP's `sendto` may still report success; the kernel's
+/// `table_fulls` counter of `/proc/net/stat/arp_cache` is printed). The
+/// limits are restored after.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "i < 1250 makes the address bytes fit; libc ABI: sockaddr_in's size fits socklen_t"
+)]
+fn neigh_table_full(sock: &OwnedFd) -> String {
+    let names = ["gc_thresh1", "gc_thresh2", "gc_thresh3"];
+    let saved: Vec<String> = names
+        .iter()
+        .map(|n| fs::read_to_string(format!("{NEIGH_SYSCTL}/{n}")).unwrap_or_default())
+        .collect();
+    for n in names {
+        let _ = fs::write(format!("{NEIGH_SYSCTL}/{n}"), "1");
+    }
+    let (mut sent, mut refused, mut other) = (0u64, 0u64, 0u64);
+    let end = Instant::now() + Duration::from_secs(5);
+    for i in 0..1250u32 {
+        if Instant::now() >= end {
+            break;
+        }
+        let ip = [10, 9, 250 + (i / 250) as u8, 1 + (i % 250) as u8];
+        let addr = sockaddr(ip, 9);
+        // SAFETY: sendto(2) of a small buffer to a valid sockaddr_in.
+        let r = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                b"pagefail".as_ptr().cast(),
+                8,
+                0,
+                std::ptr::from_ref(&addr).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if r >= 0 {
+            sent += 1;
+        } else if errno().raw_os_error() == Some(libc::EINVAL) {
+            refused += 1;
+        } else {
+            other += 1;
+        }
+    }
+    // Restore in reverse, so thresh1 <= thresh2 <= thresh3 holds throughout.
+    for (n, v) in names.iter().zip(&saved).rev() {
+        let _ = fs::write(format!("{NEIGH_SYSCTL}/{n}"), v.trim());
+    }
+    let table_fulls = fs::read_to_string("/proc/net/stat/arp_cache")
+        .ok()
+        .and_then(|t| {
+            let mut lines = t.lines();
+            let head: Vec<&str> = lines.next()?.split_whitespace().collect();
+            let col = head.iter().position(|h| *h == "table_fulls")?;
+            Some(
+                lines
+                    .filter_map(|l| l.split_whitespace().nth(col))
+                    .filter_map(|v| u64::from_str_radix(v, 16).ok())
+                    .sum::<u64>(),
+            )
+        })
+        .map_or_else(|| "?".to_owned(), |n| n.to_string());
+    format!(
+        "sent={sent} refused_einval={refused} other_errors={other} arp_table_fulls_since_boot={table_fulls}\n"
+    )
 }
 
 fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> thread::JoinHandle<()> {

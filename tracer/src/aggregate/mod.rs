@@ -275,6 +275,13 @@ impl Aggregator {
         }
     }
 
+    /// The kernel symbols and the path rules, for attributing other stacks
+    /// (packet drops) the same way as failures.
+    #[must_use]
+    pub fn attribution(&self) -> (&Kallsyms, &Classifier) {
+        (&self.ksyms, &self.classifier)
+    }
+
     /// The attribution of a stack id.
     #[must_use]
     pub fn stack(&self, id: u32) -> Option<&StackInfo> {

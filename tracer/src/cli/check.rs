@@ -11,8 +11,10 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
+use super::logs::LogAdviceRead;
 use crate::{
-    export,
+    export::{self, CSV_HEADER, SummaryRow},
+    logs::summary::{GroupAdvice, render_advice},
     memory::{
         NetDrops, Snapshot, SnapshotSummary, VmStat,
         advice::{self, Advice},
@@ -34,10 +36,16 @@ use crate::{
 /// fragmentation, exhaustion or a memory cgroup limit, and which
 /// `min_free_kbytes` / `watermark_scale_factor` values would have kept a reserve.
 ///
+/// `--from` takes a CSV summary of this machine (judged against its memory
+/// now) or a kernel log (judged against the memory each report printed, at
+/// the failure). A CSV from another host or kernel is not judged against
+/// this machine's memory: check says so in one line.
+///
 /// Examples:
 ///   sudo pagefail check
 ///   sudo pagefail check --sample 10s
 ///   pagefail check --from failures.csv --no-probe
+///   pagefail check --from /var/log/kern.log --no-probe
 ///   sudo pagefail check --json --from failures.csv
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -53,9 +61,14 @@ pub struct CheckArgs {
     /// Do not load anything: report what the kernel advertises only.
     #[arg(long)]
     pub no_probe: bool,
-    /// Explain the failures of this CSV summary (`pagefail watch --csv`, `pagefail logs`).
+    /// Explain the failures of this CSV summary (`pagefail watch --csv`,
+    /// `pagefail logs --csv`) or of this kernel log (dmesg, syslog, journal).
     #[arg(long, value_name = "FILE", conflicts_with = "sample")]
     pub from: Option<PathBuf>,
+    /// With --from LOG: decode gfp masks with this kernel's table when the
+    /// reports lost their `Not tainted` line.
+    #[arg(long, value_name = "VERSION", requires = "from")]
+    pub kernel: Option<String>,
     /// Trace failures live for this long (e.g. 10s), then explain them.
     #[arg(long, value_name = "DURATION", value_parser = crate::session::parse_duration)]
     pub sample: Option<Duration>,
@@ -299,6 +312,45 @@ fn cgroup_line(source: &crate::cgroup::CgroupSource) -> SupportLine {
     )
 }
 
+/// Whether the kernel names packet drop reasons (`skb:kfree_skb`, 5.17+),
+/// read from the tracepoint's format file.
+fn drop_reasons_line(tracefs: Option<&str>) -> SupportLine {
+    let name = "drop reasons (skb:kfree_skb)";
+    let Some(tracefs) = tracefs else {
+        return line(
+            name,
+            Status::Unknown,
+            "tracefs not mounted".to_owned(),
+            "pagefail reads the reasons when it starts",
+        );
+    };
+    match crate::probe::drops::reason_table(tracefs) {
+        Ok(table) => {
+            let memory: Vec<String> = table
+                .counted(crate::drops::reasons::DropReasons::Memory)
+                .iter()
+                .map(|(n, name)| format!("{name}={n}"))
+                .collect();
+            line(
+                name,
+                Status::Ok,
+                format!(
+                    "{} reasons; memory reasons here: {}",
+                    table.counted(crate::drops::reasons::DropReasons::All).len(),
+                    memory.join(" ")
+                ),
+                "drops the kernel attributes to memory are counted beside the failures",
+            )
+        }
+        Err(why) => line(
+            name,
+            Status::No,
+            why,
+            "drop reasons not available: only the TCP drop counters are shown",
+        ),
+    }
+}
+
 /// Load and attach each style on its own; the first success also tries the kprobe.
 fn probe_styles() -> Vec<(AttachStyle, Result<WarnAllocProbe, String>)> {
     let mut kprobe_tried = false;
@@ -337,8 +389,45 @@ pub struct Report {
     pub vmstat_over_sample: bool,
     pub pagetypeinfo_note: Option<String>,
     pub advice: Option<Advice>,
+    /// Why the failures of `--from` were not judged against this machine's memory.
+    pub advice_refused: Option<String>,
+    /// `--from LOG`: advice per order from the memory each report printed.
+    pub log_advice: Option<Vec<GroupAdvice>>,
     /// Failures seen by `--sample`, by order (index = order).
     pub sampled_failures_by_order: Option<Vec<u64>>,
+}
+
+/// This machine's host name, as `pagefail watch` writes it in the CSV.
+fn this_host() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// One line saying why `rows` cannot be judged against this machine's
+/// memory: they name another host, or (without a host) another kernel.
+fn foreign(rows: &[SummaryRow], path: &Path, host: &str, release: &str) -> Option<String> {
+    let other = |pick: fn(&SummaryRow) -> &str, mine: &str| {
+        rows.iter()
+            .map(pick)
+            .find(|v| !v.is_empty() && *v != mine)
+            .map(str::to_owned)
+    };
+    let hosts_known = rows.iter().any(|r| !r.host.is_empty());
+    let (what, theirs, mine) = if let Some(h) = other(|r| &r.host, host) {
+        ("host", h, host)
+    } else if !hosts_known && let Some(k) = other(|r| &r.kernel, release) {
+        ("kernel", k, release)
+    } else {
+        return None;
+    };
+    Some(format!(
+        "cannot judge the memory for {}: its failures were recorded on {what} {theirs}, not on \
+         this machine's {what} ({mine}), so the memory here says nothing about them; pass that \
+         machine's kernel log instead (`pagefail check --from kern.log` or `pagefail logs \
+         --advice`), which judges each failure by the memory it printed",
+        path.display()
+    ))
 }
 
 fn vmstat_list(v: &VmStat) -> Vec<(String, u64)> {
@@ -361,13 +450,32 @@ pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
     let probed = probe.then(probe_styles);
     let mut support = support_lines(&features, tracefs_before.as_deref(), eff, probed.as_deref());
     support.push(cgroup_line(&crate::cgroup::CgroupSource::detect()));
+    support.push(drop_reasons_line(tracefs_before.as_deref()));
 
     let before = Snapshot::take().context("reading the memory state")?;
     let drops_before = NetDrops::read().ok();
+    let mut refused = None;
+    let mut from_log = None;
     let (rows, sampled, snap, vmstat, drops) = if let Some(path) = &args.from {
-        let rows = export::read_csv_file(path)?;
         let vm = vmstat_list(&before.vmstat);
-        (Some(rows), None, before, vm, None)
+        if super::logs::is_summary_csv(path)? {
+            let rows = export::read_csv_file(path)?;
+            refused = foreign(&rows, path, &this_host(), &features.release);
+            let rows = refused.is_none().then_some(rows);
+            (rows, None, before, vm, None)
+        } else {
+            let read = super::logs::advice_of_log(path, args.kernel.clone())?;
+            if read.reports == 0 {
+                anyhow::bail!(
+                    "{} is neither a pagefail CSV summary (header `{}`) nor a kernel log with \
+                     page allocation failure reports",
+                    path.display(),
+                    CSV_HEADER.join(",")
+                );
+            }
+            from_log = Some(read);
+            (None, None, before, vm, None)
+        }
     } else if let Some(d) = args.sample {
         if !args.json {
             crate::note!(
@@ -414,12 +522,20 @@ pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
         vmstat_over_sample: args.sample.is_some(),
         pagetypeinfo_note: snap.pagetype_note.clone(),
         advice,
+        advice_refused: refused,
+        log_advice: from_log.as_ref().map(|l| l.groups.clone()),
         sampled_failures_by_order: sampled,
     };
     let out = if args.json {
         serde_json::to_string_pretty(&report).context("encoding the report")? + "\n"
     } else {
-        text(&report, &snap, args.from.as_deref(), verbose)
+        text(
+            &report,
+            &snap,
+            args.from.as_deref(),
+            from_log.as_ref(),
+            verbose,
+        )
     };
     // `print!` panics on a closed pipe; an error here is quiet in main.
     let mut stdout = std::io::stdout().lock();
@@ -428,7 +544,13 @@ pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
         .context("cannot write to standard output")
 }
 
-fn text(r: &Report, snap: &Snapshot, from: Option<&Path>, verbose: u8) -> String {
+fn text(
+    r: &Report,
+    snap: &Snapshot,
+    from: Option<&Path>,
+    log: Option<&LogAdviceRead>,
+    verbose: u8,
+) -> String {
     let mut s = format!(
         "pagefail check on kernel {}\n\nkernel support{}:\n",
         r.kernel,
@@ -506,11 +628,21 @@ fn text(r: &Report, snap: &Snapshot, from: Option<&Path>, verbose: u8) -> String
         },
         counters.join(", ")
     ));
-    match &r.advice {
-        None => s.push_str(
+    match (&r.advice, &r.advice_refused, log) {
+        (_, Some(why), _) => s.push_str(&format!("\nadvice: {why}\n")),
+        (_, _, Some(l)) => {
+            s.push_str(&format!(
+                "\nadvice for {} (a kernel log with {} report(s)): judged against the memory \
+                 each report printed, not this machine's\n",
+                from.map_or_else(String::new, |p| p.display().to_string()),
+                l.reports
+            ));
+            s.push_str(&render_advice(&l.groups, l.overflow, l.suppressed, true));
+        }
+        (None, _, _) => s.push_str(
             "\nadvice: pass --from FILE.csv (from `pagefail watch --csv`) or --sample 10s to explain failures\n",
         ),
-        Some(a) => {
+        (Some(a), _, _) => {
             s.push_str("\nadvice");
             if let Some(p) = from {
                 s.push_str(&format!(

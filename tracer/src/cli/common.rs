@@ -53,6 +53,11 @@ pub struct FilterArgs {
     /// counts them as "unseen" instead (failures among them unknown).
     #[arg(long)]
     pub lean: bool,
+    /// Which packet drop reasons (`skb:kfree_skb`, Linux 5.17+) to count and
+    /// show beside the failures: `memory` (`NOMEM`, `NEIGH_CREATEFAIL`,
+    /// `PROTO_MEM`, `PFMEMALLOC`), `all`, or `off`.
+    #[arg(long, value_enum, default_value = "memory", value_name = "WHICH")]
+    pub drop_reasons: crate::drops::reasons::DropReasons,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -84,6 +89,7 @@ impl FilterArgs {
             batch_wakeups: false,
             keep_caps: self.keep_caps,
             lean: self.lean,
+            drops: self.drop_reasons,
         })
     }
 }

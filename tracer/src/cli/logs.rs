@@ -12,11 +12,12 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
+    export::memory::MEMORY_CSV_HEADER,
     export::{write_atomically, write_csv, write_json_lines},
     logs::{
         Event, Parser, Report,
         analyze::{Analysis, Analyzer},
-        summary::{Summary, diagnosis},
+        summary::{GroupAdvice, LogAdvice, Summary, diagnosis, render_advice},
     },
     timestamp::rfc3339_us as rfc3339,
 };
@@ -37,7 +38,19 @@ use crate::{
 /// Example: journalctl -k -o short-iso --since yesterday | pagefail logs --csv failures.csv
 ///
 /// Example: pagefail logs --kernel 3.4.2-1-amd64 --atomic-only old-messages.txt
+///
+/// Example: dmesg | pagefail logs --advice
+///
+/// Example: pagefail logs --memory-csv memory.csv /var/log/kern.log
+///
+/// The summary ends with one verdict per order (fragmentation, exhaustion,
+/// memcg limit, expected) judged against the memory each report printed
+/// (its Mem-Info), not this machine's; --advice adds the sysctl values.
 #[derive(Debug, Clone, clap::Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "clap flags, each independent of the others"
+)]
 pub struct LogsArgs {
     /// Log files; none or `-` reads standard input.
     #[arg(value_name = "FILE")]
@@ -68,6 +81,20 @@ pub struct LogsArgs {
     /// Only atomic requests (could not sleep: `GFP_ATOMIC`, `GFP_NOWAIT`).
     #[arg(long)]
     pub atomic_only: bool,
+
+    /// Print the full advice per order: the verdict, the `vm.watermark_scale_factor`
+    /// and `vm.min_free_kbytes` values that would have kept a block of that
+    /// order, their cost and the cautions, from each report's own Mem-Info.
+    #[arg(long, conflicts_with_all = ["json", "json_reports"])]
+    pub advice: bool,
+
+    /// Write the memory each report printed (Mem-Info: per-zone free pages,
+    /// watermarks, free blocks per order) to FILE in the memory CSV columns,
+    /// one row per zone per report; `taken` is the report's time, or its
+    /// line when the log has no wall-clock time. Values a kernel log does not
+    /// print are left empty.
+    #[arg(long, value_name = "FILE")]
+    pub memory_csv: Option<PathBuf>,
 
     /// Year of syslog stamps, which carry none (default: this year).
     #[arg(long, value_name = "YEAR", value_parser = clap::value_parser!(i32).range(1..=9999))]
@@ -102,6 +129,8 @@ pub fn run_to(args: &LogsArgs, mut out: &mut dyn Write) -> anyhow::Result<()> {
     let year = args.year.unwrap_or_else(this_year);
     let mut analyzer = Analyzer::new(args.kernel.clone());
     let mut summary = Summary::new();
+    let mut advice = LogAdvice::new();
+    let mut memory_rows: Vec<MemoryRow> = Vec::new();
     let mut write_err: Option<io::Error> = None;
 
     let inputs: Vec<PathBuf> = if args.files.is_empty() {
@@ -111,6 +140,7 @@ pub fn run_to(args: &LogsArgs, mut out: &mut dyn Write) -> anyhow::Result<()> {
     };
     for path in &inputs {
         let reader = open(path)?;
+        let input = path.display().to_string();
         let mut parser = Parser::new(year);
         let mut on_event = |ev: Event| {
             let r = match ev {
@@ -147,6 +177,10 @@ pub fn run_to(args: &LogsArgs, mut out: &mut dyn Write) -> anyhow::Result<()> {
                 }
             }
             summary.add_report(&r, &a);
+            advice.add(&r, &a, &input);
+            if args.memory_csv.is_some() {
+                memory_rows.extend(memory_rows_of(&r, &a, &input));
+            }
         };
         parser
             .parse_reader(reader, &mut on_event)
@@ -161,18 +195,168 @@ pub fn run_to(args: &LogsArgs, mut out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(csv) = &args.csv {
         write_atomically(csv, |w| write_csv(w, &rows))?;
     }
+    if let Some(path) = &args.memory_csv {
+        write_atomically(path, |w| Ok(write_memory_rows(w, &memory_rows)?))?;
+    }
     if args.json {
         write_json_lines(&mut out, &rows).context("cannot write to standard output")?;
     } else if !args.json_reports {
-        out.write_all(summary.render().as_bytes())
+        let mut text = summary.render();
+        text.push_str(&render_advice(
+            &advice.advise(&rows),
+            advice.overflow(),
+            summary.suppressed(),
+            args.advice,
+        ));
+        out.write_all(text.as_bytes())
             .context("cannot write to standard output")?;
     }
     out.flush().context("cannot write to standard output")?;
     Ok(())
 }
 
+/// What `pagefail check --from LOG` needs from a kernel log.
+#[derive(Debug)]
+pub struct LogAdviceRead {
+    pub reports: u64,
+    pub suppressed: u64,
+    pub overflow: u64,
+    pub groups: Vec<GroupAdvice>,
+}
+
+/// Whether `path` starts like the CSV summary header (else it is read as a log).
+///
+/// # Errors
+/// When the file cannot be opened or read.
+pub fn is_summary_csv(path: &Path) -> anyhow::Result<bool> {
+    let mut first = String::new();
+    open(path)?
+        .take(64 * 1024)
+        .read_line(&mut first)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    // The first columns decide; the CSV owner's reader checks the rest.
+    Ok(first.starts_with(&crate::export::CSV_HEADER[..3].join(",")))
+}
+
+/// Parse a kernel log and judge its failures against the memory each
+/// report printed, as `pagefail logs --advice` does.
+///
+/// # Errors
+/// When the log cannot be read.
+pub fn advice_of_log(path: &Path, kernel: Option<String>) -> anyhow::Result<LogAdviceRead> {
+    let mut analyzer = Analyzer::new(kernel);
+    let mut summary = Summary::new();
+    let mut advice = LogAdvice::new();
+    let input = path.display().to_string();
+    let mut parser = Parser::new(this_year());
+    parser
+        .parse_reader(open(path)?, &mut |ev: Event| {
+            let Event::Report(r) = ev else { return };
+            let a = analyzer.analyze(&r);
+            summary.add_report(&r, &a);
+            advice.add(&r, &a, &input);
+        })
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    summary.add_stats(parser.stats());
+    Ok(LogAdviceRead {
+        reports: summary.reports(),
+        suppressed: summary.suppressed(),
+        overflow: advice.overflow(),
+        groups: advice.advise(&summary.rows()),
+    })
+}
+
+/// One zone of one report's Mem-Info, in the memory CSV columns
+/// ([`MEMORY_CSV_HEADER`]); sizes in pages; `None` (an empty cell) where a
+/// kernel log does not tell.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryRow {
+    pub taken: String,
+    pub node: u32,
+    pub zone: String,
+    /// Empty before about 3.10 (no `managed:` printed).
+    pub managed: Option<u64>,
+    pub free: u64,
+    pub min: u64,
+    pub low: u64,
+    pub high: u64,
+    /// Empty where the kernel does not print `boost:`.
+    pub boost: Option<u64>,
+    pub free_above_min: i64,
+    pub largest_free_order: Option<u32>,
+    pub free_blocks: String,
+    /// Never in a kernel log.
+    pub highatomic_blocks: Option<u64>,
+    /// Derived from the lowmem zones' min watermarks (not printed by the kernel).
+    pub min_free_kbytes: Option<u64>,
+    /// Derived from a zone's low-min gap when it shows, else empty.
+    pub watermark_scale_factor: Option<u64>,
+}
+
+/// The memory CSV rows of one report: one per zone with watermarks.
+fn memory_rows_of(r: &Report, a: &Analysis, input: &str) -> Vec<MemoryRow> {
+    let Some(mem) = &r.mem else {
+        return Vec::new();
+    };
+    let taken = r
+        .wall_us
+        .map_or_else(|| format!("line {} of {input}", r.line), rfc3339);
+    let kernel = (!a.kernel.is_empty()).then_some(a.kernel.as_str());
+    let Some((snap, rec)) = mem.memory_state(kernel, r.host.as_deref(), &taken) else {
+        return Vec::new();
+    };
+    snap.zones
+        .iter()
+        .map(|z| {
+            let printed = mem
+                .zones
+                .iter()
+                .find(|m| m.node == z.node && m.name == z.zone);
+            let buddy = snap.buddy_of(z.node, &z.zone);
+            MemoryRow {
+                taken: taken.clone(),
+                node: z.node,
+                zone: z.zone.clone(),
+                managed: printed
+                    .and_then(|m| m.managed_kb)
+                    .map(|kb| kb / snap.page_kb),
+                free: z.free,
+                min: z.min,
+                low: z.low,
+                high: z.high,
+                boost: z.boost,
+                free_above_min: z.free_above_min(),
+                largest_free_order: buddy.and_then(crate::memory::BuddyZone::largest_free_order),
+                free_blocks: buddy
+                    .map(|b| {
+                        b.free
+                            .iter()
+                            .map(u64::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default(),
+                highatomic_blocks: None,
+                min_free_kbytes: rec.min_free_kbytes,
+                watermark_scale_factor: rec.watermark_scale_factor,
+            }
+        })
+        .collect()
+}
+
+fn write_memory_rows(out: &mut dyn Write, rows: &[MemoryRow]) -> io::Result<()> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(out);
+    w.write_record(MEMORY_CSV_HEADER)?;
+    for row in rows {
+        w.serialize(row)?;
+    }
+    w.flush()
+}
+
 /// Open a log: `-` is stdin; gzip is recognized by its magic bytes.
-fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
+pub fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     let raw: Box<dyn Read> = if path.as_os_str() == "-" {
         Box::new(io::stdin())
     } else {
@@ -225,6 +409,8 @@ mod tests {
             kernel: None,
             min_order: 0,
             atomic_only: false,
+            advice: false,
+            memory_csv: None,
             year: Some(2026),
         }
     }
@@ -307,6 +493,77 @@ mod tests {
                 .unwrap()
                 .starts_with("order-4 request;")
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn memory_csv_has_each_reports_zones_and_leaves_the_unknown_empty() {
+        let dir = tmpdir("memcsv");
+        let old = dir.join("lkml.txt");
+        fs::write(
+            &old,
+            include_str!("../../../tests/fixtures/logs/meminfo/v2.6.28-lkml-bug14403.txt"),
+        )
+        .unwrap();
+        let syslog = dir.join("kern.log");
+        fs::write(
+            &syslog,
+            include_str!("../../../tests/fixtures/logs/v3.4-kern.log"),
+        )
+        .unwrap();
+        let guest = dir.join("dmesg.txt");
+        fs::write(
+            &guest,
+            include_str!("../../../tests/fixtures/logs/dmesg-01-neigh_hash-tcp_connect-bond0.txt"),
+        )
+        .unwrap();
+        let mut a = args(vec![old.clone(), syslog, guest]);
+        a.memory_csv = Some(dir.join("memory.csv"));
+        run_to(&a, &mut Vec::new()).unwrap();
+        let text = fs::read_to_string(dir.join("memory.csv")).unwrap();
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        assert_eq!(r.headers().unwrap(), MEMORY_CSV_HEADER.as_slice());
+        let rows: Vec<csv::StringRecord> = r.records().collect::<Result<_, _>>().unwrap();
+        let get = |taken: &str, zone: &str| {
+            rows.iter()
+                .find(|row| row[0].starts_with(taken) && &row[2] == zone)
+                .unwrap_or_else(|| panic!("no {zone} row taken {taken}:\n{text}"))
+                .clone()
+        };
+        // 2.6.28, no wall-clock time: the report's line; no managed, boost or factor printed.
+        let dma32 = get("line 1 of ", "DMA32");
+        assert!(dma32[0].ends_with("lkml.txt"), "{dma32:?}");
+        let cells: Vec<&str> = dma32.iter().collect();
+        assert_eq!(
+            cells[1..],
+            [
+                "0",
+                "DMA32",
+                "",
+                "532",
+                "1428",
+                "1785",
+                "2142",
+                "",
+                "-896",
+                "8",
+                "8 6 0 4 8 1 1 0 1 0 0",
+                "",
+                "5736",
+                ""
+            ]
+        );
+        // 3.4 syslog: the report's time.
+        let normal = get("2026-11-22T03:00:05", "Normal");
+        assert_eq!(&normal[4], &(22176 / 4).to_string());
+        // 6.1: boost and managed printed.
+        assert_eq!(rows.iter().filter(|r| &r[2] == "DMA32").count(), 3);
+        let guest_dma32 = rows
+            .iter()
+            .find(|r| r[0].ends_with("dmesg.txt") && &r[2] == "DMA32")
+            .unwrap();
+        assert_eq!((&guest_dma32[3], &guest_dma32[8]), ("52007", "981"));
+        assert_eq!(&guest_dma32[13], "1872");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -15,6 +15,7 @@ use clap::Args;
 use crate::{
     aggregate::{OTHER, Window},
     cli::common::{FilterArgs, GroupArgs, MemoryTracker},
+    drops::{self, DropReport},
     export,
     metrics::{FailureLabels, Metrics},
     probe::Counters,
@@ -163,6 +164,8 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         metrics_base: session.baseline.clone(),
         interval_base: session.baseline.clone(),
         map_retries: 0,
+        drops_metrics_base: session.drops_baseline.clone(),
+        drops_interval_base: session.drops_baseline.clone(),
     };
     let memory = RefCell::new(MemoryTracker::default());
     let mut on_record =
@@ -293,6 +296,10 @@ struct Books {
     interval_base: Counters,
     /// Counter reads that failed for want of memory and were retried.
     map_retries: u64,
+    /// Drop counters when the metrics were last updated.
+    drops_metrics_base: drops::Mark,
+    /// Drop counters when the open window started.
+    drops_interval_base: drops::Mark,
 }
 
 impl Books {
@@ -349,16 +356,24 @@ impl Books {
         }
         update_metrics(metrics, session, &now.since(&self.metrics_base));
         self.metrics_base = now.clone();
+        let (drops, drops_now) = session.drop_report(&self.drops_metrics_base)?;
+        if let Ok(m) = metrics.lock() {
+            m.add_drops(&drops);
+        }
+        self.drops_metrics_base = drops_now.clone();
         if close {
             let delta = now.since(&self.interval_base);
+            let (drops, interval_now) = session.drop_report(&self.drops_interval_base)?;
             close_interval(
                 session,
                 &mut self.window,
                 &mut self.recorder,
                 memory,
                 &delta,
+                &drops,
             )?;
             self.interval_base = now;
+            self.drops_interval_base = interval_now;
         }
         Ok(true)
     }
@@ -429,12 +444,19 @@ fn close_interval(
     recorder: &mut Recorder,
     memory: &RefCell<MemoryTracker>,
     delta: &Counters,
+    drops: &DropReport,
 ) -> anyhow::Result<()> {
     window.end = SystemTime::now();
     let rows = session.agg.summary_rows(window);
     let mut csv = Vec::new();
     export::write_csv(&mut csv, &rows)?;
-    let totals = export::totals::csv_bytes(window, delta, session.agg.events);
+    let mut totals_rows = export::totals::rows(window, delta, session.agg.events);
+    totals_rows.extend(export::totals::extra_rows(
+        window,
+        &drops::render::totals_rows(drops),
+    ));
+    let mut totals = Vec::new();
+    export::totals::write_csv(&mut totals, &totals_rows)?;
     let snapshots = std::mem::take(&mut memory.borrow_mut().rows);
     let memory_csv = if snapshots.is_empty() {
         None

@@ -13,7 +13,7 @@ use tracer_common::{FailureEvent, ORDER_SLOTS};
 use crate::{
     aggregate::Aggregator,
     cli::common::{ExportArgs, FilterArgs, GroupArgs, MemoryTracker},
-    events,
+    drops, events,
     memory::{Snapshot, one_line},
     probe::{Counters, WarnAllocProbe},
     session::{Session, Signals, Step, parse_duration},
@@ -102,6 +102,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
     let mut tick =
         tokio::time::interval_at(tokio::time::Instant::now() + args.interval, args.interval);
     let mut last = session.baseline.clone();
+    let mut drops_last = session.drops_baseline.clone();
     let mut closed = false;
     let memory = RefCell::new(MemoryTracker::default());
     let mut on_record = |agg: &Aggregator, ev: &FailureEvent, sid: u32, new: bool| {
@@ -125,6 +126,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
                     session.tracer.lean,
                 );
                 text.push_str(&memory_line(&session.agg, args.filter.min_order));
+                text.push_str(&drops_live(&session, &mut drops_last)?);
                 session.agg.start_interval();
                 last = now;
                 if live
@@ -146,6 +148,8 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
         crate::note!("pagefail: stopped: {stop_reason}");
     }
     let rows = session.agg.summary_rows(&session.window);
+    let drops_from = session.drops_baseline.clone();
+    let (drops, _) = session.drop_report(&drops_from)?;
     if !closed && !args.output.json {
         let text = final_summary(
             &session.agg,
@@ -155,11 +159,28 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
             session.stream.malformed,
             &session.tracer.warn_alloc,
         );
+        let text = text + &drops::render::summary_text(&drops);
         // A closed pipe (`pagefail watch | head`) is not an error.
         let _ = io::stdout().write_all(text.as_bytes());
     }
     args.output.write_exports(&session.agg, &rows)?;
     args.output.write_memory(&memory.borrow())
+}
+
+/// The drop line under the live table: counters only (no stack lookups).
+fn drops_live(session: &Session, last: &mut drops::Mark) -> anyhow::Result<String> {
+    let now = drops::Mark::take_counts(&session.tracer)?;
+    let (ksyms, classifier) = session.agg.attribution();
+    let total = drops::report(
+        &session.tracer,
+        &session.drops_baseline,
+        &now,
+        ksyms,
+        classifier,
+    );
+    let delta = drops::report(&session.tracer, last, &now, ksyms, classifier);
+    *last = now;
+    Ok(drops::render::live_text(&total, &delta))
 }
 
 /// The memory state under the live table, for the largest order that failed

@@ -29,7 +29,9 @@ pub struct TotalsRow {
     pub host: String,
     pub kernel: String,
     /// `allocations` and `failed` (per order), `matched`, `recorded`,
-    /// `lost`, `warn_alloc`, `unseen`.
+    /// `lost`, `warn_alloc`, `unseen`; then the packet drops
+    /// (`drops:<REASON>`, `drops_unattributed`, `drops_unseen`, the TCP
+    /// counters, `rx_alloc_fail:<ifname>:<queue>`: see [`extra_rows`]).
     pub metric: String,
     /// Set for the per-order metrics only.
     pub order: Option<u32>,
@@ -68,6 +70,24 @@ pub fn rows(window: &Window, delta: &Counters, recorded: u64) -> Vec<TotalsRow> 
     }
     out.push(row("unseen", None, delta.unseen));
     out
+}
+
+/// Rows of further per-interval metrics without an order (the packet drops
+/// of `crate::drops::render::totals_rows`); `None`: not known.
+#[must_use]
+pub fn extra_rows(window: &Window, metrics: &[(String, Option<u64>)]) -> Vec<TotalsRow> {
+    metrics
+        .iter()
+        .map(|(metric, value)| TotalsRow {
+            window_start: rfc3339(window.start),
+            window_end: rfc3339(window.end),
+            host: window.host.clone(),
+            kernel: window.kernel.clone(),
+            metric: metric.clone(),
+            order: None,
+            value: *value,
+        })
+        .collect()
 }
 
 /// Write totals rows as CSV, header first.

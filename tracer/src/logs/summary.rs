@@ -1,13 +1,18 @@
 //! Aggregation of parsed reports into the CSV rows and the human summary.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Write as _,
 };
 
+use serde::Serialize;
+
 use super::{Report, Stats, analyze::Analysis, meminfo::MemInfo};
-use crate::export::SummaryRow;
-use crate::timestamp::rfc3339_us as rfc3339;
+use crate::{
+    export::SummaryRow,
+    memory::advice::{self, Advice, Cause, Source},
+    timestamp::rfc3339_us as rfc3339,
+};
 
 /// Reports described one by one in the human summary.
 const MAX_DETAILS: usize = 20;
@@ -191,6 +196,12 @@ impl Summary {
     #[must_use]
     pub fn reports(&self) -> u64 {
         self.reports
+    }
+
+    /// Failures the kernel's rate limit hid (`callbacks suppressed`).
+    #[must_use]
+    pub fn suppressed(&self) -> u64 {
+        self.stats.suppressed
     }
 
     /// The CSV rows: atomic first, then by failures, then first seen.
@@ -488,3 +499,279 @@ fn who(r: &Report) -> String {
     }
     s
 }
+
+/// Groups of failures judged for advice; more are counted, not judged.
+const MAX_ADVICE_GROUPS: usize = 256;
+
+/// Failures of one host, kernel and order, for advice.
+#[derive(Debug, Clone)]
+struct AdviceGroup {
+    host: String,
+    kernel: String,
+    order: u32,
+    reports: u64,
+    with_mem: u64,
+    /// Each report judged against its own Mem-Info.
+    causes: BTreeMap<Cause, u64>,
+    /// The last report that printed Mem-Info, and which report it was.
+    last: Option<(MemInfo, String)>,
+}
+
+/// Advice from the memory each report recorded: failures grouped by host,
+/// kernel and order, each group judged (with the same rules and numbers as
+/// `pagefail check`) against the Mem-Info of its last report that printed
+/// one; every report is also judged against its own, and the tally shown.
+#[derive(Debug, Default)]
+pub struct LogAdvice {
+    groups: Vec<AdviceGroup>,
+    overflow: u64,
+}
+
+/// The advice for one group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupAdvice {
+    pub host: String,
+    pub kernel: String,
+    pub order: u32,
+    pub reports: u64,
+    /// Reports of the group that printed a usable Mem-Info.
+    pub with_mem: u64,
+    /// Causes when each report is judged against its own Mem-Info.
+    pub one_by_one: BTreeMap<Cause, u64>,
+    /// `None` when no report of the group printed a usable Mem-Info.
+    pub advice: Option<Advice>,
+    /// Why there is no advice.
+    pub unknown: Option<String>,
+}
+
+/// A summary row for one report (one failure), for judging it alone.
+fn row_of(r: &Report, a: &Analysis) -> SummaryRow {
+    let t = r.wall_us.map(rfc3339).unwrap_or_default();
+    SummaryRow {
+        window_start: t.clone(),
+        window_end: t.clone(),
+        host: r.host.clone().unwrap_or_default(),
+        kernel: a.kernel.clone(),
+        comm: r.comm.clone(),
+        pid: r.pid.map(|p| p.to_string()).unwrap_or_default(),
+        cgroup: String::new(),
+        context: a.context.as_str().to_owned(),
+        path: a.path.clone(),
+        order: Some(r.order),
+        gfp: format!("{:#x}", r.gfp),
+        gfp_flags: a.gfp_names.clone(),
+        atomic: Some(a.atomic),
+        failures: 1,
+        warned: 1,
+        first_seen: t.clone(),
+        last_seen: t,
+        top_stack: a.stack.clone(),
+    }
+}
+
+/// Which report: `2026-11-22T03:00:05Z, line 4 of kern.log`.
+#[must_use]
+pub fn report_label(r: &Report, input: &str) -> String {
+    let place = format!("line {} of {input}", r.line);
+    match (r.wall_us, r.mono) {
+        (Some(t), _) => format!("{}, {place}", rfc3339(t)),
+        (None, Some(m)) => format!("[{m:.6}], {place}"),
+        (None, None) => place,
+    }
+}
+
+impl LogAdvice {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add one report read from `input` (a file name, or `-`).
+    pub fn add(&mut self, r: &Report, a: &Analysis, input: &str) {
+        let host = r.host.clone().unwrap_or_default();
+        let i = match self
+            .groups
+            .iter()
+            .position(|g| g.order == r.order && g.host == host && g.kernel == a.kernel)
+        {
+            Some(i) => i,
+            None if self.groups.len() >= MAX_ADVICE_GROUPS => {
+                self.overflow += 1;
+                return;
+            }
+            None => {
+                self.groups.push(AdviceGroup {
+                    host: host.clone(),
+                    kernel: a.kernel.clone(),
+                    order: r.order,
+                    reports: 0,
+                    with_mem: 0,
+                    causes: BTreeMap::new(),
+                    last: None,
+                });
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[i];
+        g.reports += 1;
+        let Some(mem) = &r.mem else { return };
+        let label = report_label(r, input);
+        let kernel = (!a.kernel.is_empty()).then_some(a.kernel.as_str());
+        let Some((snap, rec)) = mem.memory_state(kernel, r.host.as_deref(), &label) else {
+            return;
+        };
+        g.with_mem += 1;
+        let cause = advice::cause_of(&row_of(r, a), r.order, &snap, &Source::Report(rec));
+        *g.causes.entry(cause).or_default() += 1;
+        g.last = Some((mem.clone(), label));
+    }
+
+    /// Whether any report was added.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Groups beyond the bound, not judged.
+    #[must_use]
+    pub fn overflow(&self) -> u64 {
+        self.overflow
+    }
+
+    /// Judge each group; `rows` are the summary's rows (failure counts and
+    /// times per row, for the demand).
+    #[must_use]
+    pub fn advise(&self, rows: &[SummaryRow]) -> Vec<GroupAdvice> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let mine: Vec<SummaryRow> = rows
+                    .iter()
+                    .filter(|r| {
+                        r.order == Some(g.order) && r.host == g.host && r.kernel == g.kernel
+                    })
+                    .cloned()
+                    .collect();
+                let kernel = (!g.kernel.is_empty()).then_some(g.kernel.as_str());
+                let host = (!g.host.is_empty()).then_some(g.host.as_str());
+                let state = g
+                    .last
+                    .as_ref()
+                    .and_then(|(m, at)| m.memory_state(kernel, host, at));
+                let (advice, unknown) = match state {
+                    Some((snap, rec)) => (
+                        Some(advice::advise_from(&mine, &snap, Source::Report(rec), None)),
+                        None,
+                    ),
+                    None => (
+                        None,
+                        Some(format!(
+                            "cannot judge the memory: none of the {} report(s) printed a Mem-Info \
+                             with zone watermarks (rate-limited, cut off, or filtered out of the \
+                             log)",
+                            g.reports
+                        )),
+                    ),
+                };
+                GroupAdvice {
+                    host: g.host.clone(),
+                    kernel: g.kernel.clone(),
+                    order: g.order,
+                    reports: g.reports,
+                    with_mem: g.with_mem,
+                    one_by_one: g.causes.clone(),
+                    advice,
+                    unknown,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The advice as text: with `full`, every finding, sysctl value and
+/// caution; otherwise one verdict line per group.
+#[must_use]
+pub fn render_advice(groups: &[GroupAdvice], overflow: u64, suppressed: u64, full: bool) -> String {
+    let mut o = String::new();
+    if groups.is_empty() {
+        return o;
+    }
+    let _ = writeln!(
+        o,
+        "\nAdvice from the memory each report recorded{}:",
+        if full {
+            ""
+        } else {
+            " (--advice for the sysctl values, their cost and the cautions)"
+        }
+    );
+    for g in groups {
+        let mut title = format!("order {}", g.order);
+        if !g.host.is_empty() {
+            let _ = write!(title, " on {}", g.host);
+        }
+        if !g.kernel.is_empty() {
+            let _ = write!(title, " (kernel {})", g.kernel);
+        }
+        let tally: Vec<String> = g
+            .one_by_one
+            .iter()
+            .map(|(c, n)| format!("{n} {}", c.as_str()))
+            .collect();
+        let _ = writeln!(
+            o,
+            "\n  {title}: {} report(s), {} with Mem-Info{}",
+            g.reports,
+            g.with_mem,
+            if tally.is_empty() {
+                String::new()
+            } else {
+                format!("; each judged against its own: {}", tally.join(", "))
+            }
+        );
+        match (&g.advice, &g.unknown) {
+            (Some(a), _) if full => {
+                for line in a.to_text().lines() {
+                    if line.is_empty() {
+                        o.push('\n');
+                    } else {
+                        let _ = writeln!(o, "    {line}");
+                    }
+                }
+            }
+            (Some(a), _) => {
+                let _ = writeln!(o, "    verdict: {}", a.verdict);
+                for r in &a.recommendations {
+                    let _ = writeln!(
+                        o,
+                        "    {} in {}: see --advice for vm.watermark_scale_factor / vm.min_free_kbytes",
+                        r.cause.as_str(),
+                        r.zone
+                    );
+                }
+            }
+            (None, Some(why)) => {
+                let _ = writeln!(o, "    {why}");
+            }
+            (None, None) => {}
+        }
+    }
+    if suppressed > 0 {
+        let _ = writeln!(
+            o,
+            "\n  the kernel hid {suppressed} more failure(s) (\"callbacks suppressed\"): the \
+             failures per second above count printed reports only, so each demand is a lower bound"
+        );
+    }
+    if overflow > 0 {
+        let _ = writeln!(
+            o,
+            "\n  ... {overflow} report(s) beyond {MAX_ADVICE_GROUPS} groups not judged"
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+#[path = "advice_tests.rs"]
+mod advice_tests;

@@ -55,6 +55,95 @@ pub fn default_min_free_kbytes(lowmem_kb: u64) -> u64 {
     )
 }
 
+/// `vm.watermark_scale_factor` appeared in Linux 4.6.
+const WSF_SINCE: (u32, u32) = (4, 6);
+/// Before about Linux 5.18 the sysctl accepted at most 1000.
+const WSF_MAX_BEFORE_5_18: u64 = 1000;
+
+/// Where the memory state the advice judges came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// Read from `/proc` on this machine (now, or at the end of a sample).
+    Live,
+    /// Printed by the kernel with a failure report (`Mem-Info:`).
+    Report(Recorded),
+}
+
+/// What a report's `Mem-Info:` told, and what it did not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Recorded {
+    /// Which report: `2026-11-22T03:00:05Z, line 4 of kern.log`.
+    pub at: String,
+    pub host: Option<String>,
+    /// The report's kernel release (or `--kernel`).
+    pub kernel: Option<String>,
+    /// `vm.min_free_kbytes` derived from the lowmem zones' min watermarks
+    /// (the kernel does not print it).
+    pub min_free_kbytes: Option<u64>,
+    /// `vm.watermark_scale_factor` derived from a zone's low-min gap, when
+    /// the gap shows it (not when min/4 dominates, nor before 4.6).
+    pub watermark_scale_factor: Option<u64>,
+    /// What the report does not tell, one sentence each.
+    pub unknown: Vec<String>,
+}
+
+impl Source {
+    fn recorded(&self) -> Option<&Recorded> {
+        match self {
+            Self::Live => None,
+            Self::Report(r) => Some(r),
+        }
+    }
+
+    fn version(&self) -> Option<crate::kernel_version::KernelVersion> {
+        self.recorded()
+            .and_then(|r| r.kernel.as_deref())
+            .and_then(crate::kernel_version::KernelVersion::parse)
+    }
+
+    /// `Some(false)` when the report's kernel predates the sysctl, `None`
+    /// when its kernel is unknown.
+    fn has_scale_factor(&self) -> Option<bool> {
+        match self {
+            Self::Live => Some(true),
+            Self::Report(_) => self.version().map(|v| v.at_least(WSF_SINCE.0, WSF_SINCE.1)),
+        }
+    }
+
+    fn scale_factor_max(&self) -> u64 {
+        match self {
+            Self::Live => WATERMARK_SCALE_FACTOR_MAX,
+            Self::Report(_) => match self.version() {
+                Some(v) if v.at_least(5, 18) => WATERMARK_SCALE_FACTOR_MAX,
+                _ => WSF_MAX_BEFORE_5_18,
+            },
+        }
+    }
+
+    fn scale_factor_now(&self, snap: &Snapshot) -> Option<u64> {
+        match self {
+            Self::Live => Some(snap.sysctls.watermark_scale_factor),
+            Self::Report(r) => r.watermark_scale_factor,
+        }
+    }
+
+    fn min_free_now(&self, snap: &Snapshot) -> Option<u64> {
+        match self {
+            Self::Live => Some(snap.sysctls.min_free_kbytes),
+            Self::Report(r) => r.min_free_kbytes,
+        }
+    }
+
+    /// "now" or "at the report".
+    fn when(&self) -> &'static str {
+        match self {
+            Self::Live => "now",
+            Self::Report(_) => "at the report",
+        }
+    }
+}
+
 /// Why failures happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -74,7 +163,7 @@ impl Cause {
             Self::ExpectedFallback => "expected (caller has a fallback)",
             Self::Exhaustion => "exhaustion",
             Self::Fragmentation => "fragmentation",
-            Self::NotExplainedNow => "not explained by the memory state now",
+            Self::NotExplainedNow => "not explained by the memory state",
         }
     }
 }
@@ -116,7 +205,8 @@ pub struct Finding {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Setting {
     pub name: &'static str,
-    pub current: u64,
+    /// `None` when the value is unknown (a kernel log does not print it).
+    pub current: Option<u64>,
     /// Equal to `current` when no change is advised.
     pub suggested: u64,
     /// Extra memory kept free by the change, KiB.
@@ -137,13 +227,16 @@ pub struct Recommendation {
     pub blocks_per_second: u64,
     /// Pages the reserve must hold: blocks per second times `2^order`.
     pub demand_pages: u64,
-    pub watermark_scale_factor: Setting,
+    /// `None` where the sysctl does not exist (kernels before 4.6).
+    pub watermark_scale_factor: Option<Setting>,
     pub min_free_kbytes: Setting,
 }
 
 /// The whole advice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Advice {
+    /// The memory state judged: this machine's, or a report's.
+    pub source: Source,
     pub findings: Vec<Finding>,
     pub recommendations: Vec<Recommendation>,
     pub cautions: Vec<String>,
@@ -198,7 +291,7 @@ fn zone_label(z: &ZoneInfo) -> String {
     format!("node{} {}", z.node, z.zone)
 }
 
-/// Whether the key zone could serve an order-`order` request now: above the
+/// Whether the key zone could serve an order-`order` request: above the
 /// high watermark with a free block of that order.
 fn zone_has_room(snap: &Snapshot, z: &ZoneInfo, order: u32) -> bool {
     z.free > z.high
@@ -207,7 +300,60 @@ fn zone_has_room(snap: &Snapshot, z: &ZoneInfo, order: u32) -> bool {
             .is_some_and(|b| b.blocks_at_least(order) > 0)
 }
 
-fn classify(row: &SummaryRow, order: u32, snap: &Snapshot, key: Option<&ZoneInfo>) -> Cause {
+/// The cause of one row's failures given the memory state `snap` (this
+/// machine's or a report's): the rules of the module documentation.
+#[must_use]
+pub fn cause_of(row: &SummaryRow, order: u32, snap: &Snapshot, source: &Source) -> Cause {
+    classify(row, order, snap, source, snap.key_zone())
+}
+
+/// Kernels before 4.4 checked high-order watermarks per order
+/// (`__zone_watermark_ok`): after the atomic allowances, the free pages in
+/// blocks of order >= o had to exceed `min >> o` for each `o` up to the
+/// request's order. `Some((o, pages in blocks >= o, min >> o))` for the
+/// first order `o` where that check fails.
+fn old_high_order_shortfall(
+    z: &ZoneInfo,
+    blocks: &super::BuddyZone,
+    order: u32,
+    marks: GfpSemantics,
+) -> Option<(u32, u64, u64)> {
+    let mut min = z.min;
+    if marks.high {
+        min -= min / 2;
+        if !marks.direct_reclaim {
+            min -= min / 4;
+        }
+    }
+    let mut free = z.free.saturating_sub((1 << order.min(20)) - 1);
+    for o in 0..order.min(20) {
+        let in_order = blocks
+            .free
+            .get(o as usize)
+            .copied()
+            .unwrap_or(0)
+            .saturating_mul(1 << o);
+        free = free.saturating_sub(in_order);
+        min >>= 1;
+        if free <= min {
+            return Some((o + 1, free, min));
+        }
+    }
+    None
+}
+
+/// Whether the per-order check of kernels before 4.4 applies to `source`.
+fn per_order_watermarks(source: &Source) -> bool {
+    source.version().is_some_and(|v| !v.at_least(4, 4))
+}
+
+fn classify(
+    row: &SummaryRow,
+    order: u32,
+    snap: &Snapshot,
+    source: &Source,
+    key: Option<&ZoneInfo>,
+) -> Cause {
     let m = semantics_of(row);
     let memcg = m.account || memcg_stack(row);
     if memcg && key.is_some_and(|z| zone_has_room(snap, z, order)) {
@@ -222,24 +368,41 @@ fn classify(row: &SummaryRow, order: u32, snap: &Snapshot, key: Option<&ZoneInfo
     if z.free <= z.low {
         return Cause::Exhaustion;
     }
-    let blocks = snap
-        .buddy_of(z.node, &z.zone)
-        .map_or(0, |b| b.blocks_at_least(order));
-    if blocks == 0 {
-        Cause::Fragmentation
-    } else {
-        Cause::NotExplainedNow
+    // Without free blocks per order (a report whose buddy lines were cut)
+    // fragmentation cannot be told.
+    match snap.buddy_of(z.node, &z.zone) {
+        Some(b) if b.blocks_at_least(order) == 0 => Cause::Fragmentation,
+        Some(b)
+            if per_order_watermarks(source)
+                && old_high_order_shortfall(z, b, order, m).is_some() =>
+        {
+            Cause::Fragmentation
+        }
+        _ => Cause::NotExplainedNow,
     }
 }
 
-fn explanation(cause: Cause, order: u32, snap: &Snapshot, key: Option<&ZoneInfo>) -> String {
+fn explanation(
+    cause: Cause,
+    order: u32,
+    snap: &Snapshot,
+    source: &Source,
+    key: Option<&ZoneInfo>,
+    rows: &[&SummaryRow],
+) -> String {
     let kb = snap.page_kb;
     let state = key.map_or_else(String::new, |z| {
-        let blocks = snap
-            .buddy_of(z.node, &z.zone)
-            .map_or(0, |b| b.blocks_at_least(order));
+        let blocks = snap.buddy_of(z.node, &z.zone).map_or_else(
+            || "free blocks per order not printed".to_owned(),
+            |b| {
+                format!(
+                    "{} free blocks of order >= {order}",
+                    b.blocks_at_least(order)
+                )
+            },
+        );
         format!(
-            " ({}: free {}, min {}, low {}, high {}; {blocks} free blocks of order >= {order})",
+            " ({}: free {}, min {}, low {}, high {}; {blocks})",
             zone_label(z),
             pages_text(z.free, kb),
             pages_text(z.min, kb),
@@ -247,9 +410,11 @@ fn explanation(cause: Cause, order: u32, snap: &Snapshot, key: Option<&ZoneInfo>
             pages_text(z.high, kb),
         )
     });
+    let log = matches!(source, Source::Report(_));
+    let (is, has) = if log { ("was", "had") } else { ("is", "has") };
     match cause {
         Cause::MemcgLimit => format!(
-            "the memory cgroup's limit refused the charge: the zone has free memory far above its \
+            "the memory cgroup's limit refused the charge: the zone {has} free memory far above its \
              watermarks and blocks of this order{state}. No sysctl change helps; raise the \
              cgroup's memory limit (memory.max / memory.limit_in_bytes) or reduce its usage."
         ),
@@ -261,12 +426,43 @@ fn explanation(cause: Cause, order: u32, snap: &Snapshot, key: Option<&ZoneInfo>
                 .to_owned()
         }
         Cause::Exhaustion => format!(
-            "free memory is at or below the low watermark{state}: kswapd cannot keep up and \
-             atomic requests are living on the reserve below min."
+            "free memory {is} at or below the low watermark{state}: kswapd could not keep up and \
+             atomic requests were living on the reserve below min."
         ),
-        Cause::Fragmentation => format!(
-            "free memory is above the watermarks but no free block of order >= {order} \
-             exists{state}: memory is fragmented; compaction has not rebuilt blocks of this order."
+        Cause::Fragmentation => {
+            // Blocks existed: the per-order check of kernels before 4.4 refused them.
+            let shortfall = key.filter(|_| per_order_watermarks(source)).and_then(|z| {
+                let b = snap.buddy_of(z.node, &z.zone)?;
+                let marks = GfpSemantics {
+                    high: rows.iter().all(|r| semantics_of(r).high),
+                    direct_reclaim: rows.iter().any(|r| semantics_of(r).direct_reclaim),
+                    ..GfpSemantics::default()
+                };
+                (b.blocks_at_least(order) > 0)
+                    .then(|| old_high_order_shortfall(z, b, order, marks))
+                    .flatten()
+            });
+            match shortfall {
+                Some((o, pages, needed)) => format!(
+                    "free memory {is} above the low watermark{state}, but the free blocks of \
+                     order >= {o} held only {}, not above {} (min, after the atomic allowances, \
+                     halved {o} time(s)): kernels before 4.4 require that for each order up to \
+                     the request's, so memory {is} too fragmented for order {order}.",
+                    pages_text(pages, kb),
+                    pages_text(needed, kb)
+                ),
+                None => format!(
+                    "free memory {is} above the low watermark but no free block of order >= \
+                     {order} existed{state}: memory {is} fragmented; compaction had not rebuilt \
+                     blocks of this order."
+                ),
+            }
+        }
+        Cause::NotExplainedNow if log => format!(
+            "the report's memory state does not explain it{state}: the zone {has} free memory above \
+             the low watermark and, if its buddy lines were printed, a block of this order; the \
+             request was probably kept from that zone (GFP_DMA/GFP_DMA32, a cpuset or mempolicy \
+             node, or lowmem_reserve), or the block appeared between the failure and the print."
         ),
         Cause::NotExplainedNow => format!(
             "the zone has room for this order now{state}: the failures came from a transient \
@@ -280,8 +476,17 @@ fn gap_with(z: &ZoneInfo, wsf: u64) -> u64 {
     (z.min / 4).max(z.managed.saturating_mul(wsf) / 10_000)
 }
 
-fn scale_factor_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64) -> Setting {
-    let current = snap.sysctls.watermark_scale_factor;
+fn scale_factor_setting(
+    snap: &Snapshot,
+    source: &Source,
+    z: &ZoneInfo,
+    demand: u64,
+) -> Option<Setting> {
+    if source.has_scale_factor() == Some(false) {
+        return None;
+    }
+    let current = source.scale_factor_now(snap);
+    let max = source.scale_factor_max();
     let gap_now = z.low.saturating_sub(z.min);
     let lowmem_zones = || {
         snap.zones
@@ -289,29 +494,29 @@ fn scale_factor_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64) -> Setting {
             .filter(|z| z.is_populated() && z.zone != "HighMem" && z.zone != "Movable")
     };
     if gap_now >= demand {
-        return Setting {
+        return Some(Setting {
             name: "vm.watermark_scale_factor",
             current,
-            suggested: current,
+            suggested: current.unwrap_or(0),
             cost_kb: 0,
             capped: false,
             note: format!(
-                "the low-min gap ({}) already covers the demand: no change",
+                "the low-min gap ({}) already covered the demand: no change",
                 pages_text(gap_now, snap.page_kb)
             ),
-        };
+        });
     }
     let needed = demand
         .saturating_mul(10_000)
         .div_ceil(z.managed.max(1))
-        .max(current + 1);
-    let suggested = needed.clamp(WATERMARK_SCALE_FACTOR_MIN, WATERMARK_SCALE_FACTOR_MAX);
-    let capped = needed > WATERMARK_SCALE_FACTOR_MAX;
+        .max(current.map_or(WATERMARK_SCALE_FACTOR_MIN, |c| c + 1));
+    let suggested = needed.clamp(WATERMARK_SCALE_FACTOR_MIN, max);
+    let capped = needed > max;
     // kswapd reclaims each zone up to high = min + 2 * gap.
     let extra_pages: u64 = lowmem_zones()
         .map(|zz| 2 * gap_with(zz, suggested).saturating_sub(zz.low.saturating_sub(zz.min)))
         .sum();
-    Setting {
+    Some(Setting {
         name: "vm.watermark_scale_factor",
         current,
         suggested,
@@ -323,20 +528,29 @@ fn scale_factor_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64) -> Setting {
             pages_text(gap_with(z, suggested).saturating_sub(gap_now), snap.page_kb),
             zone_label(z),
             if capped {
-                "; the demand needs more than the maximum 3000: watermarks alone cannot cover this burst"
+                format!(
+                    "; the demand needs more than the maximum {max}: watermarks alone cannot \
+                     cover this burst"
+                )
             } else {
-                ""
+                String::new()
             }
         ),
-    }
+    })
 }
 
-fn min_free_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64, marks: GfpSemantics) -> Setting {
-    let current = snap.sysctls.min_free_kbytes;
+fn min_free_setting(
+    snap: &Snapshot,
+    source: &Source,
+    z: &ZoneInfo,
+    demand: u64,
+    marks: GfpSemantics,
+) -> Setting {
+    let current = source.min_free_now(snap);
     let keep = |note: String| Setting {
         name: "vm.min_free_kbytes",
         current,
-        suggested: current,
+        suggested: current.unwrap_or(0),
         cost_kb: 0,
         capped: false,
         note,
@@ -354,7 +568,7 @@ fn min_free_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64, marks: GfpSemant
     let zone_min = demand.saturating_mul(den).div_ceil(num);
     if z.min >= zone_min {
         return keep(format!(
-            "the reserve under min ({}) already covers the demand: no change",
+            "the reserve under min ({}) already covered the demand: no change",
             pages_text(z.min * num / den, snap.page_kb)
         ));
     }
@@ -365,21 +579,22 @@ fn min_free_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64, marks: GfpSemant
     let capped = wanted_kb > cap_kb;
     let suggested = wanted_kb
         .min(cap_kb)
-        .max(current)
+        .max(current.unwrap_or(0))
         .max(MIN_FREE_KBYTES_DEFAULT_FLOOR);
     Setting {
         name: "vm.min_free_kbytes",
         current,
         suggested,
-        cost_kb: suggested - current,
+        cost_kb: suggested.saturating_sub(current.unwrap_or(0)),
         capped,
         note: format!(
             "memory below min is never used by ordinary allocations; low and high rise by as \
              much, so kswapd keeps that much more free too{}",
             if capped {
                 format!(
-                    "; the demand needs {wanted_kb} KiB, over pagefail's bound of {ADVISED_MAX_PERCENT}% \
-                     of lowmem ({cap_kb} KiB): watermarks alone cannot cover this burst"
+                    "; the demand needs {wanted_kb} KiB, over pagefail's bound of \
+                     {ADVISED_MAX_PERCENT}% of lowmem ({cap_kb} KiB): watermarks alone cannot \
+                     cover this burst"
                 )
             } else {
                 String::new()
@@ -388,18 +603,32 @@ fn min_free_setting(snap: &Snapshot, z: &ZoneInfo, demand: u64, marks: GfpSemant
     }
 }
 
-/// Work out the advice for `rows` given the memory state `snap` and, when
-/// sampled live, the packet drops over the same window. Rows without an
-/// order (summaries not grouped by order) cannot be judged and are left out.
+/// Work out the advice for `rows` given this machine's memory state `snap`
+/// and, when sampled live, the packet drops over the same window. Rows
+/// without an order (summaries not grouped by order) cannot be judged and
+/// are left out.
 #[must_use]
 pub fn advise(rows: &[SummaryRow], snap: &Snapshot, drops: Option<NetDrops>) -> Advice {
+    advise_from(rows, snap, Source::Live, drops)
+}
+
+/// [`advise`] for a memory state from any [`Source`]: this machine's, or
+/// the one a failure report printed (its kernel version decides which
+/// sysctls exist and their bounds; what the report does not tell is said).
+#[must_use]
+pub fn advise_from(
+    rows: &[SummaryRow],
+    snap: &Snapshot,
+    source: Source,
+    drops: Option<NetDrops>,
+) -> Advice {
     let key = snap.key_zone();
     let mut groups: std::collections::BTreeMap<(u32, Cause), Vec<&SummaryRow>> =
         std::collections::BTreeMap::new();
     for row in rows.iter().filter(|r| r.failures > 0) {
         let Some(order) = row.order else { continue };
         groups
-            .entry((order, classify(row, order, snap, key)))
+            .entry((order, classify(row, order, snap, &source, key)))
             .or_default()
             .push(row);
     }
@@ -414,7 +643,7 @@ pub fn advise(rows: &[SummaryRow], snap: &Snapshot, drops: Option<NetDrops>) -> 
             failures: group.iter().map(|r| r.failures).sum(),
             rows: group.len(),
             examples: sorted.iter().take(3).map(|r| example(r, *order)).collect(),
-            explanation: explanation(*cause, *order, snap, key),
+            explanation: explanation(*cause, *order, snap, &source, key, group),
         });
         if let (Cause::Exhaustion | Cause::Fragmentation, Some(z)) = (cause, key) {
             let per_sec = blocks_per_second(group);
@@ -431,14 +660,15 @@ pub fn advise(rows: &[SummaryRow], snap: &Snapshot, drops: Option<NetDrops>) -> 
                 zone: zone_label(z),
                 blocks_per_second: per_sec,
                 demand_pages: demand,
-                watermark_scale_factor: scale_factor_setting(snap, z, demand),
-                min_free_kbytes: min_free_setting(snap, z, demand, marks),
+                watermark_scale_factor: scale_factor_setting(snap, &source, z, demand),
+                min_free_kbytes: min_free_setting(snap, &source, z, demand, marks),
             });
         }
     }
-    let cautions = cautions(&findings, &recommendations, snap, drops);
-    let verdict = verdict(&findings);
+    let cautions = cautions(&findings, &recommendations, snap, &source, drops);
+    let verdict = verdict(&findings, &source);
     Advice {
+        source,
         findings,
         recommendations,
         cautions,
@@ -447,7 +677,7 @@ pub fn advise(rows: &[SummaryRow], snap: &Snapshot, drops: Option<NetDrops>) -> 
     }
 }
 
-fn verdict(findings: &[Finding]) -> String {
+fn verdict(findings: &[Finding], source: &Source) -> String {
     if findings.is_empty() {
         return "no failures to explain: nothing to change".to_owned();
     }
@@ -460,10 +690,13 @@ fn verdict(findings: &[Finding]) -> String {
         parts.push("exhaustion: free memory near the min watermark".to_owned());
     }
     if has(Cause::Fragmentation) {
-        parts.push("fragmentation: free memory but no block of the needed order".to_owned());
+        parts.push("fragmentation: free memory but too few blocks of the needed order".to_owned());
     }
     if has(Cause::NotExplainedNow) {
-        parts.push("some failures are not explained by the state now".to_owned());
+        parts.push(format!(
+            "some failures are not explained by the memory state {}",
+            source.when()
+        ));
     }
     if parts.is_empty() {
         return "all failures had a fallback (NOWARN/NORETRY/kvmalloc): no change needed"
@@ -479,10 +712,12 @@ fn cautions(
     findings: &[Finding],
     recs: &[Recommendation],
     snap: &Snapshot,
+    source: &Source,
     drops: Option<NetDrops>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     let lowmem_kb = snap.lowmem_pages() * snap.page_kb;
+    let log = matches!(source, Source::Report(_));
     if !recs.is_empty() {
         match drops {
             Some(d) if d.total() == 0 => out.push(
@@ -492,29 +727,63 @@ fn cautions(
                     .to_owned(),
             ),
             Some(_) => {}
+            None if log => out.push(
+                "a kernel log does not say whether packets were dropped: check \
+                 /proc/net/softnet_stat and `nstat -az TcpExtListenDrops TcpExtTCPBacklogDrop` on \
+                 that machine (or run `pagefail check --sample`) before raising reserves"
+                    .to_owned(),
+            ),
             None => out.push(
                 "packet drops were not measured (use --sample): check /proc/net/softnet_stat and \
                  `nstat -az TcpExtListenDrops TcpExtTCPBacklogDrop` before raising reserves"
                     .to_owned(),
             ),
         }
+        let old_kernel = source.version().is_some_and(|v| !v.at_least(5, 7));
+        let ceiling = if old_kernel {
+            format!(
+                "{MIN_FREE_KBYTES_DEFAULT_FLOOR}, 65536] KiB on that kernel (262144 since Linux 5.7)"
+            )
+        } else {
+            format!(
+                "{MIN_FREE_KBYTES_DEFAULT_FLOOR}, {MIN_FREE_KBYTES_DEFAULT_CEILING}] KiB (65536 \
+                 before Linux 5.7)"
+            )
+        };
         out.push(format!(
             "too high a min_free_kbytes OOMs the machine: memory under min is unusable for \
              ordinary allocations. The kernel's boot default is 4*sqrt(lowmem kB) clamped to \
-             [{MIN_FREE_KBYTES_DEFAULT_FLOOR}, {MIN_FREE_KBYTES_DEFAULT_CEILING}] KiB ({} KiB \
-             here; the ceiling was 65536 before Linux 5.7), khugepaged raises it when THP is on, \
-             and values written by hand are not capped by the kernel: pagefail never advises \
-             more than {ADVISED_MAX_PERCENT}% of lowmem ({} KiB)",
+             [{ceiling}, {} KiB {}; khugepaged raises it when THP is on, and values written by \
+             hand are not capped by the kernel: pagefail never advises more than \
+             {ADVISED_MAX_PERCENT}% of lowmem ({} KiB)",
             default_min_free_kbytes(lowmem_kb),
+            if log { "on that machine" } else { "here" },
             lowmem_kb * ADVISED_MAX_PERCENT / 100
         ));
-        out.push(format!(
-            "vm.watermark_scale_factor accepts {WATERMARK_SCALE_FACTOR_MIN}..\
-             {WATERMARK_SCALE_FACTOR_MAX} (units of 0.01% of each zone; the maximum was 1000 \
-             before about Linux 5.18); it moves low and high, not min, so it costs page cache, \
-             not usable memory. Change one value at a time (sysctl -w), watch the failures, then \
-             persist it in /etc/sysctl.d/"
-        ));
+        match source.has_scale_factor() {
+            Some(false) => out.push(format!(
+                "vm.watermark_scale_factor does not exist before Linux 4.6 (the report's kernel \
+                 is {}): low and high sit at min + min/4 and min + min/2, so only \
+                 vm.min_free_kbytes moves them",
+                source
+                    .recorded()
+                    .and_then(|r| r.kernel.as_deref())
+                    .unwrap_or("older")
+            )),
+            None => out.push(
+                "the report's kernel version is unknown (pass --kernel): \
+                 vm.watermark_scale_factor exists only since Linux 4.6 and accepted at most 1000 \
+                 before about 5.18, so the value above stays within 1000"
+                    .to_owned(),
+            ),
+            Some(true) => out.push(format!(
+                "vm.watermark_scale_factor accepts {WATERMARK_SCALE_FACTOR_MIN}..{} (units of \
+                 0.01% of each zone; the maximum was 1000 before about Linux 5.18); it moves low \
+                 and high, not min, so it costs page cache, not usable memory. Change one value \
+                 at a time (sysctl -w), watch the failures, then persist it in /etc/sysctl.d/",
+                source.scale_factor_max()
+            )),
+        }
         out.push(
             "the demand is a heuristic: the peak failures per second times the block size, a \
              reserve that outlasts one second of the burst while kswapd and kcompactd catch up"
@@ -530,14 +799,31 @@ fn cautions(
                 .to_owned(),
         );
     }
+    if let Some(r) = source.recorded() {
+        out.extend(r.unknown.iter().cloned());
+    }
     out
+}
+
+fn known(v: Option<u64>) -> String {
+    v.map_or_else(|| "unknown".to_owned(), |v| v.to_string())
 }
 
 impl Advice {
     /// The advice as text for people.
     #[must_use]
     pub fn to_text(&self) -> String {
-        let mut s = format!("verdict: {}\n", self.verdict);
+        let mut s = String::new();
+        if let Source::Report(r) = &self.source {
+            s.push_str(&format!(
+                "memory: as the kernel printed it with the report at {}{}\n",
+                r.at,
+                r.kernel
+                    .as_deref()
+                    .map_or_else(String::new, |k| format!(" (kernel {k})"))
+            ));
+        }
+        s.push_str(&format!("verdict: {}\n", self.verdict));
         for f in &self.findings {
             s.push_str(&format!(
                 "\norder {}: {} failures in {} rows: {}\n  {}\n",
@@ -556,17 +842,30 @@ impl Advice {
                 "\nto keep a reserve of order-{} blocks in {} ({} blocks/s = {} pages):\n",
                 r.order, r.zone, r.blocks_per_second, r.demand_pages
             ));
-            for set in [&r.watermark_scale_factor, &r.min_free_kbytes] {
-                if set.suggested == set.current {
+            if r.watermark_scale_factor.is_none() {
+                s.push_str(
+                    "  vm.watermark_scale_factor: does not exist on this kernel (before 4.6)\n",
+                );
+            }
+            for set in r
+                .watermark_scale_factor
+                .iter()
+                .chain(std::iter::once(&r.min_free_kbytes))
+            {
+                if set.current == Some(set.suggested)
+                    || (set.current.is_none() && set.suggested == 0)
+                {
                     s.push_str(&format!(
                         "  {} = {} (keep): {}\n",
-                        set.name, set.current, set.note
+                        set.name,
+                        known(set.current),
+                        set.note
                     ));
                 } else {
                     s.push_str(&format!(
                         "  {} {} -> {} (costs {} KiB kept free{}): {}\n",
                         set.name,
-                        set.current,
+                        known(set.current),
                         set.suggested,
                         set.cost_kb,
                         if set.capped { ", CAPPED" } else { "" },
@@ -643,16 +942,16 @@ mod tests {
     fn assert_within_bounds(a: &Advice, snap: &Snapshot) {
         let cap = snap.lowmem_pages() * snap.page_kb * ADVISED_MAX_PERCENT / 100;
         for r in &a.recommendations {
-            let w = &r.watermark_scale_factor;
+            let w = r.watermark_scale_factor.as_ref().unwrap();
             assert!(
                 (WATERMARK_SCALE_FACTOR_MIN..=WATERMARK_SCALE_FACTOR_MAX).contains(&w.suggested),
                 "{w:?}"
             );
-            assert!(w.suggested >= w.current);
+            assert!(Some(w.suggested) >= w.current);
             let m = &r.min_free_kbytes;
             assert!(m.suggested >= MIN_FREE_KBYTES_DEFAULT_FLOOR, "{m:?}");
             assert!(
-                m.suggested == m.current || m.suggested <= cap,
+                Some(m.suggested) == m.current || m.suggested <= cap,
                 "{m:?} over {cap}"
             );
         }
@@ -680,11 +979,11 @@ mod tests {
             ("node0 DMA32", 100, 800)
         );
         // gap 800 pages of 52007 managed: ceil(800 * 10000 / 52007) = 154.
-        assert_eq!(r.watermark_scale_factor.suggested, 154);
+        assert_eq!(r.watermark_scale_factor.as_ref().unwrap().suggested, 154);
         // GFP_ATOMIC may use 5/8 of min: min 1280; min_free_kbytes = ceil(1280 * 55847 / 52007) pages * 4.
         assert_eq!(r.min_free_kbytes.suggested, 1375 * 4);
         assert_eq!(r.min_free_kbytes.cost_kb, 1375 * 4 - 1845);
-        assert!(r.watermark_scale_factor.cost_kb > 0);
+        assert!(r.watermark_scale_factor.as_ref().unwrap().cost_kb > 0);
         assert_within_bounds(&a, &snap);
         assert!(a.cautions.iter().any(|c| c.contains("not measured")));
         assert!(
@@ -800,9 +1099,9 @@ mod tests {
             None,
         );
         let r = &a.recommendations[0];
-        assert_eq!(r.min_free_kbytes.suggested, r.min_free_kbytes.current);
+        assert_eq!(Some(r.min_free_kbytes.suggested), r.min_free_kbytes.current);
         assert!(r.min_free_kbytes.note.contains("lack __GFP_HIGH"));
-        assert!(r.watermark_scale_factor.suggested > 10);
+        assert!(r.watermark_scale_factor.as_ref().unwrap().suggested > 10);
     }
 
     #[test]
@@ -815,11 +1114,11 @@ mod tests {
         );
         let r = &a.recommendations[0];
         assert!(
-            r.min_free_kbytes.capped && r.watermark_scale_factor.capped,
+            r.min_free_kbytes.capped && r.watermark_scale_factor.as_ref().unwrap().capped,
             "{r:?}"
         );
         assert_eq!(
-            r.watermark_scale_factor.suggested,
+            r.watermark_scale_factor.as_ref().unwrap().suggested,
             WATERMARK_SCALE_FACTOR_MAX
         );
         assert_eq!(r.min_free_kbytes.suggested, 55_847 * 4 * 5 / 100);

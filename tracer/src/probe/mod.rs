@@ -1,6 +1,7 @@
 //! Load the kernel program, attach it, read its counters.
 
 pub mod caps;
+pub mod drops;
 mod info;
 pub mod layout;
 pub mod support;
@@ -22,9 +23,12 @@ use tracer_common::{
     PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
-pub use self::support::{AttachStyle, KernelFeatures};
+pub use self::{
+    drops::{DropCounts, DropProbe},
+    support::{AttachStyle, KernelFeatures},
+};
 use self::{layout::RecordLayout, support::attach_plan};
-use crate::gfp::GfpTable;
+use crate::{drops::reasons::DropReasons, gfp::GfpTable};
 
 /// The kernel program, built by `build.rs` and embedded in the binary.
 pub static EBPF_OBJECT: &[u8] =
@@ -104,6 +108,8 @@ pub struct ProbeConfig {
     /// events the kernel then keeps from it are counted
     /// ([`Counters::unseen`]) instead of handled.
     pub lean: bool,
+    /// Which `skb:kfree_skb` drop reasons to count (kernel 5.17+).
+    pub drops: DropReasons,
 }
 
 impl Default for ProbeConfig {
@@ -119,6 +125,7 @@ impl Default for ProbeConfig {
             batch_wakeups: false,
             keep_caps: false,
             lean: false,
+            drops: DropReasons::Memory,
         }
     }
 }
@@ -198,6 +205,8 @@ pub struct Tracer {
     /// Styles tried before it, with the reason each failed.
     pub fallbacks: Vec<(AttachStyle, String)>,
     pub warn_alloc: WarnAllocProbe,
+    /// The `skb:kfree_skb` drop counter.
+    pub drops: DropProbe,
     pub features: KernelFeatures,
     /// The running kernel's gfp names.
     pub gfp: GfpTable,
@@ -254,6 +263,7 @@ fn load(
     cfg: &ProbeConfig,
     gfp: &GfpTable,
     layout: &RecordLayout,
+    drop_mask: &[u64; tracer_common::DROP_MASK_WORDS],
     memcg: Option<crate::cgroup::MemcgChain>,
 ) -> Result<Ebpf, ProbeError> {
     let cpus = aya::util::online_cpus().map_or(1, |c| c.len());
@@ -303,7 +313,14 @@ fn load(
         .override_global(global::CG_OFF_CSS_CGROUP, &chain.css_cgroup, true)
         .override_global(global::CG_OFF_CGROUP_KN, &chain.cgroup_kn, true)
         .override_global(global::CG_OFF_KN_ID, &chain.kn_id, true)
+        .override_global(global::DROP_MASK, drop_mask, true)
         .map_max_entries(MAP_EVENTS, ring_bytes);
+    if *drop_mask == [0; tracer_common::DROP_MASK_WORDS] {
+        // Not counting drops: keep the attribution maps minimal.
+        loader
+            .map_max_entries(tracer_common::MAP_DROP_SITES, 1)
+            .map_max_entries(tracer_common::MAP_DROP_STACKS, 1);
+    }
     loader.load(EBPF_OBJECT).map_err(ProbeError::Load)
 }
 
@@ -408,9 +425,14 @@ impl Tracer {
         let start = Instant::now();
         let mut features = KernelFeatures::detect();
         let (gfp, layout) = read_tables(&mut features)?;
+        let drop_table = drops::reason_table(features.tracefs.as_deref().unwrap_or_default());
+        let drop_mask = drop_table
+            .as_ref()
+            .map(|t| crate::drops::reasons::mask(t, cfg.drops))
+            .unwrap_or_default();
         let cgroups = crate::cgroup::CgroupSource::detect();
         let checked = start.elapsed();
-        let mut ebpf = load(cfg, &gfp, &layout, cgroups.chain())?;
+        let mut ebpf = load(cfg, &gfp, &layout, &drop_mask, cgroups.chain())?;
         let loaded = start.elapsed();
         let (style, mut links, fallbacks) = attach_first_style(&mut ebpf, &features, cfg)?;
         let attach_time = start.elapsed();
@@ -421,6 +443,7 @@ impl Tracer {
             attach_time.saturating_sub(loaded)
         );
         let warn_alloc = attach_warn_alloc(&mut ebpf, &features, cfg, &mut links);
+        let drops = drops::attach(&mut ebpf, cfg.drops, drop_table);
         Ok(Self {
             ebpf,
             links,
@@ -428,6 +451,7 @@ impl Tracer {
             style,
             fallbacks,
             warn_alloc,
+            drops,
             features,
             gfp,
             attach_time,
@@ -536,6 +560,7 @@ impl Tracer {
     /// Detach every program. Counters and the ring buffer stay readable, so
     /// after a detach and a final drain, delivered + lost = matched exactly.
     pub fn detach(&mut self) {
+        self.detach_drops();
         // Reverse attach order: the nesting programs wrap the main one.
         for link in self.links.drain(..).rev() {
             if let Err(e) = detach_link(&mut self.ebpf, link) {

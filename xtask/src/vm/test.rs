@@ -517,6 +517,116 @@ fn run_one(
     Ok(row)
 }
 
+fn checks_push(add: &mut impl FnMut(&'static str, bool, String), c: Check) {
+    add(c.name, c.pass, c.detail);
+}
+
+/// pagefail's memory-reason drop counts by reason, from the summary line
+/// `packet drops (memory reasons, skb:kfree_skb): N => NAME n NAME n`, and
+/// the `kfree_skb events unseen` figure.
+fn pagefail_drops(summary: &str) -> Option<(BTreeMap<String, u64>, Option<u64>)> {
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("packet drops (memory reasons"))?;
+    let (_, list) = line.split_once(" => ")?;
+    let words: Vec<&str> = list.split_whitespace().collect();
+    let mut by = BTreeMap::new();
+    for pair in words.chunks(2) {
+        if let [name, n] = pair {
+            by.insert((*name).to_owned(), n.parse().ok()?);
+        }
+    }
+    let unseen = summary
+        .split_once("kfree_skb events unseen (nested, reason unknown): ")
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok());
+    Some((by, unseen))
+}
+
+/// The drop checks: where the kernel has drop reasons, pagefail's count per
+/// memory reason equals the tracefs count over the inner window (short by at
+/// most the `kfree_skb` events the kernel kept from pagefail), and the
+/// scenario's full neighbour table produced `NEIGH_CREATEFAIL` drops; where
+/// it has none, pagefail says so.
+fn check_drops(
+    sections: &BTreeMap<String, String>,
+    res: &BTreeMap<String, String>,
+    summary: &str,
+) -> Vec<Check> {
+    let empty = String::new();
+    let text = sections.get("tracefs-drops").unwrap_or(&empty);
+    let mut out = Vec::new();
+    if let Some(why) = text.trim().strip_prefix("unavailable: ") {
+        out.push(Check {
+            name: "no drop reasons: pagefail says so",
+            pass: summary.contains("packet drop reasons: not available"),
+            detail: format!("kernel: {why}"),
+        });
+        return out;
+    }
+    let mut kernel: BTreeMap<String, u64> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some((name, n)) = line.split_once('\t')
+            && let Ok(n) = n.trim().parse()
+        {
+            kernel.insert(name.to_owned(), n);
+        }
+    }
+    let lost = res
+        .get("drops_kernel_lost")
+        .and_then(|v| v.parse::<u64>().ok());
+    out.push(Check {
+        name: "tracefs drop count lost nothing",
+        pass: lost == Some(0) && !kernel.is_empty(),
+        detail: format!(
+            "method {}, lost {}; {}",
+            res.get("drops_method").map_or("?", String::as_str),
+            opt(lost),
+            text.trim()
+        ),
+    });
+    let neigh = kernel.get("NEIGH_CREATEFAIL").copied().unwrap_or(0);
+    out.push(Check {
+        name: "memory drops made on purpose (NEIGH_CREATEFAIL)",
+        pass: neigh > 0,
+        detail: format!(
+            "tracefs NEIGH_CREATEFAIL {neigh}; {}",
+            sections.get("neigh-table-full").map_or("?", |s| s.trim())
+        ),
+    });
+    let Some((pf, unseen)) = pagefail_drops(summary) else {
+        out.push(Check {
+            name: "drop counts per reason == tracefs",
+            pass: false,
+            detail: "no `packet drops (memory reasons` line in pagefail's summary".to_owned(),
+        });
+        return out;
+    };
+    let slack = unseen.unwrap_or(0);
+    let mut diffs = Vec::new();
+    let names: std::collections::BTreeSet<&String> = kernel.keys().chain(pf.keys()).collect();
+    let mut equal = true;
+    for name in names {
+        let k = kernel.get(name).copied();
+        let p = pf.get(name).copied();
+        let ok = match (k, p) {
+            (Some(k), Some(p)) => p <= k && k <= p + slack,
+            _ => false,
+        };
+        equal &= ok;
+        diffs.push(format!("{name} pagefail {} tracefs {}", opt(p), opt(k)));
+    }
+    out.push(Check {
+        name: "drop counts per reason == tracefs",
+        pass: equal && unseen.is_some(),
+        detail: format!(
+            "{}; unseen kfree_skb events {}",
+            diffs.join(", "),
+            opt(unseen)
+        ),
+    });
+    out
+}
+
 /// `key=value` pairs of the guest's `PAGEFAIL-RESULT` line.
 fn result_line(console: &str) -> Option<BTreeMap<String, String>> {
     let line = console
@@ -741,6 +851,10 @@ fn check_into(
         ),
     );
 
+    for c in check_drops(sections, &res, summary) {
+        checks_push(&mut add, c);
+    }
+
     let csv = match parse_csv(sections.get("pagefail-csv").unwrap_or(&empty)) {
         Ok(c) => c,
         Err(e) => {
@@ -878,7 +992,12 @@ pagefail: warn_alloc kprobe attached\n\
 =====PAGEFAIL-BEGIN pagefail-summary=====\n\
 failures matching the filters: {tracefs} = {recorded} recorded + {lost} lost (ring buffer full)\n\
 warn_alloc entries: 7\n\
+packet drops (memory reasons, skb:kfree_skb): 3 => PROTO_MEM 0 NEIGH_CREATEFAIL 3 NOMEM 0\n\
+\x20 unattributed (attribution map full): 0; without a stack: 0; kfree_skb events unseen (nested, reason unknown): 0\n\
 =====PAGEFAIL-END pagefail-summary=====\n\
+=====PAGEFAIL-BEGIN tracefs-drops=====\n\
+PROTO_MEM\t0\nNEIGH_CREATEFAIL\t3\nNOMEM\t0\n\
+=====PAGEFAIL-END tracefs-drops=====\n\
 =====PAGEFAIL-BEGIN pagefail-csv=====\n\
 window_start,window_end,host,kernel,comm,pid,cgroup,context,path,order,gfp,gfp_flags,atomic,failures,warned,first_seen,last_seen,top_stack\n\
 a,b,h,k,pfgen-bulk0,10,/,task,tcp,3,0x528c0,GFP_NOWAIT|__GFP_COMP,yes,{},0,a,b,x;y\n\
@@ -890,7 +1009,7 @@ a,b,h,k,swapper/0,0,/,softirq,net-rx+neigh,1,0xa20,GFP_ATOMIC,yes,1,1,a,b,x;y\n\
 =====PAGEFAIL-END tracefs-order-gfp=====\n\
 PAGEFAIL-RESULT fragmented=1 frag_secs=3.0 pagefail_exit=exit_status:_0 \
 tracefs_failures={tracefs} tracefs_warn_alloc=7 tracefs_overrun=0 tracefs_dropped=0 \
-tracefs_unparsed=0\n",
+tracefs_unparsed=0 drops_method=hist drops_kernel_lost=0\n",
             recorded - 2,
             tracefs - 2
         )
@@ -989,6 +1108,48 @@ tracefs_unparsed=0\n",
             unseen_in("allocation events unseen (nested): not counted by the kernel\n"),
             None
         );
+    }
+
+    #[test]
+    fn drop_checks_compare_per_reason() {
+        let summary = "=== pagefail summary ===\n\
+            packet drops (memory reasons, skb:kfree_skb): 12 => PROTO_MEM 0 NEIGH_CREATEFAIL 12 NOMEM 0\n\
+            \x20 unattributed (attribution map full): 0; without a stack: 0; kfree_skb events unseen (nested, reason unknown): 0\n";
+        let sections = |neigh: u64| -> BTreeMap<String, String> {
+            [
+                (
+                    "tracefs-drops".to_owned(),
+                    format!("PROTO_MEM\t0\nNEIGH_CREATEFAIL\t{neigh}\nNOMEM\t0\n"),
+                ),
+                (
+                    "neigh-table-full".to_owned(),
+                    "sent=0 refused_einval=12".to_owned(),
+                ),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let res: BTreeMap<String, String> = [("drops_kernel_lost", "0"), ("drops_method", "hist")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let passed = |neigh| {
+            check_drops(&sections(neigh), &res, summary)
+                .iter()
+                .all(|c| c.pass)
+        };
+        assert!(passed(12));
+        assert!(!passed(13), "a drop pagefail missed fails the check");
+        assert!(!passed(11), "a drop tracefs did not see fails the check");
+        let none: BTreeMap<String, String> = [(
+            "tracefs-drops".to_owned(),
+            "unavailable: no reason field\n".to_owned(),
+        )]
+        .into_iter()
+        .collect();
+        let said = "packet drop reasons: not available (the skb:kfree_skb tracepoint has no `reason` field)\n";
+        assert!(check_drops(&none, &res, said).iter().all(|c| c.pass));
+        assert!(!check_drops(&none, &res, summary).iter().all(|c| c.pass));
     }
 
     #[test]
