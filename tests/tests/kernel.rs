@@ -49,24 +49,36 @@ fn every_supported_attach_style_loads_attaches_and_counts() {
         "raw tracepoint must be planned on {}",
         features.release
     );
-    for (style, lean) in plan.into_iter().flat_map(|s| [(s, false), (s, true)]) {
+    // (lean, four programs): the marked pair (default), the four-program
+    // chain, the main program alone.
+    let chains = [(false, false), (false, true), (true, false)];
+    for (style, (lean, four_programs)) in plan
+        .into_iter()
+        .flat_map(|s| chains.into_iter().map(move |c| (s, c)))
+    {
         let cfg = ProbeConfig {
             force_style: Some(style),
             atomic_only: false,
             warn_alloc: false,
             lean,
+            four_programs,
             ..ProbeConfig::default()
         };
         let mut tracer = Tracer::attach(&cfg).unwrap_or_else(|e| panic!("{style}: {e}"));
         assert_eq!(tracer.style, style);
-        // Full: enter, main, nested, exit on the tracepoints that skip
-        // nested programs; lean: main alone. Classic: one program either way.
+        // Pair: main and helper; four: enter, main, nested, exit on the
+        // tracepoints that skip nested programs; lean: main alone. Classic:
+        // one program either way.
         let programs = tracer.program_infos().len();
-        let expected = match (style, lean) {
-            (AttachStyle::Classic, _) | (_, true) => 1,
-            _ => 4,
+        let expected = match (style, lean, four_programs) {
+            (AttachStyle::Classic, _, _) | (_, true, _) => 1,
+            (_, _, true) => 4,
+            _ => 2,
         };
-        assert_eq!(programs, expected, "{style} lean={lean}: programs attached");
+        assert_eq!(
+            programs, expected,
+            "{style} lean={lean} four={four_programs}: programs attached"
+        );
         let unseen = tracer.counters().expect("counters").unseen;
         assert_eq!(
             unseen.is_some(),

@@ -305,3 +305,198 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
     fs::remove_dir_all(&work).ok();
     stdout.into_owned()
 }
+
+/// Real failures caused while pagefail is stopped (one process each).
+const TRIGGERS: usize = 24;
+/// A row of the full-ring test: (pid, order, gfp names).
+type Key = (u32, u32, String);
+
+/// A full ring buffer costs detail, never counts per row: pagefail is
+/// stopped (SIGSTOP) with a 4 KiB ring (six records) while real failures
+/// happen, then continued. Records are lost, and yet each of the triggers'
+/// rows counts what tracefs counted for the same (process, order, gfp).
+#[test]
+fn full_ring_keeps_every_rows_count() {
+    if !bpf_available("full_ring_keeps_every_rows_count") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(memcg) = memcg_v1_root() else {
+        assert!(
+            std::env::var_os("PAGEFAIL_REQUIRE_BPF").is_none(),
+            "no cgroup v1 memory controller at /sys/fs/cgroup/memory"
+        );
+        eprintln!("SKIPPED: no cgroup v1 memory controller at /sys/fs/cgroup/memory");
+        return;
+    };
+    let me = format!("{}-fullring", std::process::id());
+    let work = std::env::temp_dir().join(format!("pagefail-real-{me}"));
+    fs::create_dir_all(&work).expect("work dir");
+    let csv_path = work.join("out.csv");
+    let trace = TraceInstance::new(
+        &format!("pagefail-test-{me}"),
+        "pfn == 18446744073709551615",
+    );
+    let mut watch = Command::new(pagefail_bin())
+        .args(["watch", "--all", "--duration", "120s", "--ring-kib", "4"])
+        .arg("--csv")
+        .arg(&csv_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pagefail");
+    let pf = i32::try_from(watch.id()).expect("pid");
+    let stderr = watch.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("attached to mm_page_alloc") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("pagefail did not attach within 20 s");
+
+    trace.enable(true);
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(pf, libc::SIGSTOP) };
+    // One memory cgroup per trigger: each starts with its own headroom.
+    let mut pids = Vec::new();
+    for i in 0..TRIGGERS {
+        let cg = memcg.join(format!("pagefail-test-{me}-{i}"));
+        let _ = fs::create_dir(&cg);
+        let out = Command::new(TRIGGER)
+            .arg(&cg)
+            .output()
+            .expect("run trigger");
+        remove_cgroup(&cg);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "trigger failed: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid: u32 = text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("pid="))
+            .and_then(|p| p.parse().ok())
+            .expect("trigger pid");
+        pids.push(pid);
+    }
+    trace.enable(false);
+    // SAFETY: as above.
+    unsafe { libc::kill(pf, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: as above.
+    unsafe { libc::kill(pf, libc::SIGINT) };
+    let output = watch.wait_with_output().expect("wait pagefail");
+    let stderr = reader.join().expect("stderr reader");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pagefail failed: {stderr}\n{stdout}"
+    );
+    assert_eq!(
+        trace.overruns(),
+        0,
+        "tracefs dropped events; its count is not exact"
+    );
+
+    // The kernel's count per (pid, order, gfp names) of the triggers.
+    let field = |line: &str, name: &str| -> Option<String> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .map(str::to_owned)
+    };
+    let mut kernel: std::collections::BTreeMap<Key, u64> = std::collections::BTreeMap::new();
+    for line in trace.lines() {
+        let Some(pid) = pids
+            .iter()
+            .copied()
+            .find(|p| line.contains(&format!("-{p} ")))
+        else {
+            continue;
+        };
+        let order: u32 = field(&line, "order=")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| panic!("no order: {line}"));
+        let gfp = field(&line, "gfp_flags=").unwrap_or_else(|| panic!("no gfp: {line}"));
+        *kernel.entry((pid, order, gfp)).or_default() += 1;
+    }
+    let kernel_total: u64 = kernel.values().sum();
+    assert!(
+        kernel_total >= TRIGGERS as u64,
+        "each trigger fails at least once per tracefs: {kernel:?}"
+    );
+
+    let rows: Vec<SummaryRow> = csv::Reader::from_path(&csv_path)
+        .expect("open csv")
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .expect("parse csv");
+    let mut ours: std::collections::BTreeMap<Key, u64> = std::collections::BTreeMap::new();
+    for r in &rows {
+        let Ok(pid) = r.pid.parse::<u32>() else {
+            continue;
+        };
+        if !pids.contains(&pid) {
+            continue;
+        }
+        assert_eq!(r.comm, "memcg-trigger", "{r:?}");
+        let order = r.order.expect("rows grouped by order");
+        *ours.entry((pid, order, r.gfp_flags.clone())).or_default() += r.failures;
+    }
+    assert_eq!(
+        ours, kernel,
+        "pagefail's rows vs tracefs per (pid, order, gfp)\n{stdout}\n{stderr}"
+    );
+
+    // Records were lost, and every lost one is accounted for.
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("failures matching the filters:"))
+        .unwrap_or_else(|| panic!("summary line: {stdout}"));
+    let nums: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [matched, recorded, lost] = nums[..] else {
+        panic!("{summary}");
+    };
+    assert_eq!(matched, recorded + lost, "{summary}");
+    assert!(
+        lost > 0,
+        "a 4 KiB ring of a stopped reader lost nothing: {summary}"
+    );
+    let kept = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("of the lost:"))
+        .unwrap_or_else(|| panic!("no line on the lost: {stdout}"));
+    let nums: Vec<u64> = kept
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [kept_n, rebuilt, unkept] = nums[..] else {
+        panic!("{kept}");
+    };
+    assert_eq!(kept_n + unkept, lost, "{kept}");
+    assert_eq!(rebuilt, kept_n, "every kept failure reached a row: {kept}");
+    let total: u64 = rows.iter().map(|r| r.failures).sum();
+    assert_eq!(
+        total,
+        recorded + rebuilt,
+        "the CSV holds records and rebuilt counts"
+    );
+    assert!(
+        stdout.contains("rows rebuilt from the kernel's table"),
+        "the rebuilt rows say so: {stdout}"
+    );
+    fs::remove_dir_all(&work).ok();
+}

@@ -99,10 +99,18 @@ pub const NEST_SLOTS: usize = 8;
 pub struct CpuState {
     /// Successful allocations by order slot.
     pub allocs: [u64; ORDER_SLOTS as usize],
+    /// Marked pair (see tracer-ebpf, "marked pair"): the context pointers
+    /// of the events the marking main program handled and the helper has not
+    /// yet passed, a stack wrapping in `NEST_SLOTS` entries.
+    pub marks: [u64; NEST_SLOTS],
     /// Nesting depth of `mm_page_alloc` events on this CPU (wrapping).
     pub depth: u32,
     /// Per depth slot: whether the main program handled the event at that depth.
     pub handled: [u32; NEST_SLOTS],
+    /// Index of the top mark.
+    pub mark_top: u32,
+    /// Marks on the stack (at most `NEST_SLOTS`).
+    pub mark_len: u32,
     /// Explicit padding so the struct has no implicit holes.
     #[expect(
         clippy::pub_underscore_fields,
@@ -123,9 +131,68 @@ pub mod stat {
     pub const RINGBUF_LOST: u32 = 1;
     /// Calls of `warn_alloc` seen by the kprobe (all of them, NOWARN too).
     pub const WARN_ALLOC: u32 = 2;
+    /// Lost failures (ring buffer full) counted in the kernel's table
+    /// [`super::MAP_LOST`] instead: their counts survive, their times only
+    /// as each key's first and last.
+    pub const LOST_KEPT: u32 = 3;
+    /// Lost failures the table had no room for (full, or busy on this CPU):
+    /// counted here only.
+    pub const LOST_UNKEPT: u32 = 4;
+    /// Allocation events the marked pair's helper handled because the
+    /// kernel kept them from the main program.
+    pub const HELPER_HANDLED: u32 = 5;
     /// Number of slots.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 6;
 }
+
+/// Keys [`MAP_LOST`] holds at most; lost failures of further keys are
+/// counted in [`stat::LOST_UNKEPT`] only.
+pub const LOST_KEYS: u32 = 4096;
+/// Stacks [`MAP_LOST_STACKS`] holds (hash buckets): a stack whose bucket a
+/// different stack holds is kept without frames (`stack_id` < 0).
+pub const LOST_STACK_BUCKETS: u32 = 1024;
+
+/// What a failure that found the ring buffer full is counted by in the
+/// kernel ([`MAP_LOST`]): everything a summary row is told apart by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LostKey {
+    pub cgroup_id: u64,
+    pub gfp: u64,
+    pub tgid: u32,
+    pub order: u32,
+    /// Id in [`MAP_LOST_STACKS`], or negative (the helper's error: no frames).
+    pub stack_id: i32,
+    /// Explicit padding so the struct has no implicit holes.
+    #[expect(
+        clippy::pub_underscore_fields,
+        reason = "ABI padding: public so both sides can build the struct, named so it reads as padding"
+    )]
+    pub _pad: u32,
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
+/// One CPU's counts of a [`LostKey`] (cumulative: the kernel never resets
+/// them; userspace takes differences).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostCount {
+    pub failures: u64,
+    /// Of them, those whose task had just entered `warn_alloc` (as
+    /// [`EVENT_WARN_ALLOC`]).
+    pub warn_alloc: u64,
+    /// `bpf_ktime_get_boot_ns()` of this CPU's first and last failure of
+    /// the key; 0 when none.
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integer fields and arrays of integers, no padding.
+unsafe impl aya::Pod for LostKey {}
+#[cfg(feature = "user")]
+// SAFETY: as LostKey.
+unsafe impl aya::Pod for LostCount {}
 
 /// Ring buffer of [`FailureEvent`].
 pub const MAP_EVENTS: &str = "EVENTS";
@@ -138,6 +205,11 @@ pub const MAP_FAILS: &str = "FAILS";
 pub const MAP_STATS: &str = "STATS";
 /// LRU hash `tid -> boot ns` of the last `warn_alloc` entry per thread.
 pub const MAP_WARN_SEEN: &str = "WARN_SEEN";
+/// Per-CPU hash [`LostKey`] -> [`LostCount`]: the failures that found the
+/// ring buffer full, so their counts per row survive a slow reader.
+pub const MAP_LOST: &str = "LOST";
+/// Stack trace map of the stacks of [`MAP_LOST`]'s keys.
+pub const MAP_LOST_STACKS: &str = "LOST_STACKS";
 
 /// Program attached as a raw tracepoint (`raw_tp/mm_page_alloc`).
 pub const PROG_RAW_TP: &str = "pagefail_raw_tp";
@@ -161,10 +233,18 @@ pub const PROGS_BTF_TP: [&str; 4] = [
     "pagefail_btf_ns",
     "pagefail_btf_ex",
 ];
+/// The marked pair on the raw tracepoint: the marking main program, then
+/// the helper that handles what the kernel kept from it (see tracer-ebpf).
+pub const PAIR_RAW_TP: [&str; 2] = ["pagefail_raw_mk", "pagefail_raw_hl"];
+/// The marked pair on the BTF tracepoint.
+pub const PAIR_BTF_TP: [&str; 2] = ["pagefail_btf_mk", "pagefail_btf_hl"];
 /// Program attached as a classic tracepoint (`tracepoint/kmem/mm_page_alloc`).
 pub const PROG_CLASSIC_TP: &str = "pagefail_classic_tp";
 /// Kprobe on `warn_alloc`.
 pub const PROG_WARN_ALLOC: &str = "pagefail_warn_alloc";
+/// Kprobe on `warn_alloc` that records the failures itself (failure-only
+/// mode: no tracepoint program at all).
+pub const PROG_WARN_FAIL: &str = "pagefail_wa_fail";
 
 /// Read-only globals, set by userspace before the program is loaded.
 pub mod global {
@@ -306,8 +386,14 @@ mod tests {
     }
 
     #[test]
+    fn lost_table_types_have_no_padding() {
+        assert_eq!(size_of::<LostKey>(), 2 * 8 + 4 * 4 + TASK_COMM_LEN);
+        assert_eq!(size_of::<LostCount>(), 4 * 8);
+    }
+
+    #[test]
     fn cpu_state_has_no_padding() {
-        let fields = ORDER_SLOTS as usize * 8 + 4 + NEST_SLOTS * 4 + 4;
+        let fields = ORDER_SLOTS as usize * 8 + 4 + NEST_SLOTS * 4 + NEST_SLOTS * 8 + 3 * 4;
         assert_eq!(core::mem::size_of::<CpuState>(), fields);
         assert!(NEST_SLOTS.is_power_of_two());
     }
@@ -316,6 +402,8 @@ mod tests {
     fn program_names_stay_distinct_in_the_kernels_15_characters() {
         let [r0, r1, r2, r3] = PROGS_RAW_TP;
         let [b0, b1, b2, b3] = PROGS_BTF_TP;
+        let [rm, rh] = PAIR_RAW_TP;
+        let [bm, bh] = PAIR_BTF_TP;
         let all = [
             r0,
             r1,
@@ -325,9 +413,14 @@ mod tests {
             b1,
             b2,
             b3,
+            rm,
+            rh,
+            bm,
+            bh,
             PROG_CLASSIC_TP,
             PROG_WARN_ALLOC,
             PROG_KFREE_SKB,
+            PROG_WARN_FAIL,
         ];
         let kernel = |n: &'static str| &n[..n.len().min(15)];
         for (i, a) in all.iter().enumerate() {

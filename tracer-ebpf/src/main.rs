@@ -22,22 +22,22 @@ mod drops;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
-            bpf_get_smp_processor_id, bpf_get_stack, bpf_ktime_get_boot_ns,
+            bpf_get_smp_processor_id, bpf_get_stack, bpf_get_stackid, bpf_ktime_get_boot_ns,
         },
     },
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     CpuState, EVENT_COMM_ERROR, EVENT_STACK_ERROR, EVENT_STACK_TRUNCATED, EVENT_WARN_ALLOC,
-    FailureEvent, MAX_STACK_DEPTH, NEST_SLOTS, ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS,
-    order_slot, stat,
+    FailureEvent, LOST_KEYS, LOST_STACK_BUCKETS, LostCount, LostKey, MAX_STACK_DEPTH, NEST_SLOTS,
+    ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS, order_slot, stat,
 };
 
 // ---- read-only filters and kernel facts, set with EbpfLoader::override_global ----
@@ -110,6 +110,12 @@ static FAILS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ORDER_SLOTS, 0);
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 #[map]
 static WARN_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
+/// Failures that found the ring buffer full, counted by row key: a slow
+/// reader costs their times, not their counts (see [`keep_lost`]).
+#[map]
+static LOST: PerCpuHashMap<LostKey, LostCount> = PerCpuHashMap::with_max_entries(LOST_KEYS, 0);
+#[map]
+static LOST_STACKS: StackTrace = StackTrace::with_max_entries(LOST_STACK_BUCKETS, 0);
 
 // ---- nested events ----
 // Newer kernels skip a raw/BTF tracepoint program that is already running on
@@ -136,6 +142,30 @@ static WARN_SEEN: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
 // an event nested in the merged program's trampoline leaves the depth one
 // high, and three levels deep an event can then be counted twice, where this
 // design only loses the innermost one (BENCHMARKS.md, "Analysis").
+
+// ---- the marked pair: two programs instead of four ----
+// The same exactness with two dispatches per allocation: the marking main
+// program (`_mk`), then the helper (`_hl`). The helper must tell, for the
+// event it runs for, whether the main program ran for that same event. The
+// identity of an event is its context pointer: the kernel calls a
+// tracepoint's programs one after the other from the same frame
+// (`__traceiter_*` -> `__bpf_trace_*` -> `bpf_trace_runN`, whose `args`
+// array is the context), so both programs see the same address for one
+// event, while an event nested in them (deeper on the same stack, or on an
+// interrupt stack) has another address.
+//   main   - push ctx on this CPU's mark stack, then the work
+//   helper - search the marks from the top for ctx: found -> main ran; pop
+//            it and the marks above it (events nested in the helper's start,
+//            whose helper the kernel skipped). Not found -> the kernel kept
+//            this event from main: do the work. Then drop the marks pushed
+//            while this helper ran (events nested in it: their main did the
+//            work, their helper was skipped).
+// On kernels without the skip (5.10) every mark is popped by its own
+// helper. Exact unless an event nests in the few instructions after the
+// helper's body (the kernel's exit from the program): its mark stays behind
+// and may mislead one later decision. Such an event is one of the helper's
+// `recursion_misses`, which userspace adds to `unseen` (times the marks a
+// wrong match can remove), so the bound stays honest.
 
 /// This CPU's state; `None` only if the map lookup fails, which it cannot
 /// for key 0 of a one-entry array (the verifier still wants the check).
@@ -228,11 +258,19 @@ fn on_alloc<C: EbpfContext>(ctx: &C, failed: bool, order: u32, gfp: u64, migrate
         }
         return;
     }
-    on_failure(ctx, order, gfp, migratetype);
+    on_failure(ctx, order, gfp, migratetype, false);
 }
 
+/// A failure that passed no filter yet. `in_warn_alloc`: seen from inside
+/// `warn_alloc` (failure-only mode), so it is marked as having reached it.
 #[inline(always)]
-fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
+fn on_failure<C: EbpfContext>(
+    ctx: &C,
+    order: u32,
+    gfp: u64,
+    migratetype: i32,
+    in_warn_alloc: bool,
+) {
     bump(&FAILS, order_slot(order));
 
     if order < global(&FILTER_MIN_ORDER) {
@@ -265,8 +303,12 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
     // SAFETY: helper calls with no pointer arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let mut flags = 0u32;
-    // SAFETY: lookups in a map of plain integers.
-    if let Some(seen) = unsafe { WARN_SEEN.get(pid) } {
+    if in_warn_alloc {
+        flags |= EVENT_WARN_ALLOC;
+    } else if let Some(seen) =
+        // SAFETY: lookups in a map of plain integers.
+        unsafe { WARN_SEEN.get(pid) }
+    {
         if now.wrapping_sub(*seen) < WARN_MATCH_WINDOW_NS {
             flags |= EVENT_WARN_ALLOC;
         }
@@ -275,6 +317,7 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
 
     let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
         bump(&STATS, stat::RINGBUF_LOST);
+        keep_lost(ctx, now, tgid, order, gfp, flags & EVENT_WARN_ALLOC != 0);
         return;
     };
     let ev = entry.as_mut_ptr();
@@ -321,6 +364,76 @@ fn on_failure<C: EbpfContext>(ctx: &C, order: u32, gfp: u64, migratetype: i32) {
         u64::from(BPF_RB_NO_WAKEUP)
     };
     entry.submit(submit_flags);
+}
+
+/// Count a failure the ring buffer had no room for in [`LOST`], by its row
+/// key (stack by id in [`LOST_STACKS`]), so userspace rebuilds its rows'
+/// counts. Runs only when the ring is full: nothing on the normal path.
+/// Each CPU counts in its own value, so no update races another CPU's; a
+/// key another CPU adds between this CPU's lookup and insert is found by
+/// the second lookup (this CPU's value of it starts at zero).
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "TASK_COMM_LEN is 16; a stack id is a non-negative map index below LOST_STACK_BUCKETS when not an error"
+)]
+fn keep_lost<C: EbpfContext>(ctx: &C, now: u64, tgid: u32, order: u32, gfp: u64, warned: bool) {
+    let mut key = LostKey {
+        // SAFETY: helper call with no pointer arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        gfp,
+        tgid,
+        order,
+        stack_id: -1,
+        _pad: 0,
+        comm: [0; TASK_COMM_LEN],
+    };
+    // SAFETY: the buffer is the key's comm array, of the size passed.
+    if unsafe { bpf_get_current_comm(key.comm.as_mut_ptr().cast(), TASK_COMM_LEN as u32) } < 0 {
+        key.comm = [0; TASK_COMM_LEN];
+    }
+    // Without BPF_F_REUSE_STACKID: a bucket held by another stack is never
+    // overwritten (that would give earlier keys the wrong frames); the key
+    // then has no stack, and its count is kept all the same.
+    // SAFETY: the context pointer of this program, and the stack map.
+    let id = unsafe {
+        bpf_get_stackid(
+            ctx.as_ptr(),
+            core::ptr::addr_of!(LOST_STACKS).cast_mut().cast(),
+            0,
+        )
+    };
+    key.stack_id = if id < 0 { -1 } else { id as i32 };
+    let warn = u64::from(warned);
+    let count = |v: *mut LostCount| {
+        // SAFETY: this CPU's value of the key; preemption is off.
+        unsafe {
+            (*v).failures += 1;
+            (*v).warn_alloc += warn;
+            if (*v).first_ns == 0 {
+                (*v).first_ns = now;
+            }
+            (*v).last_ns = now;
+        }
+        bump(&STATS, stat::LOST_KEPT);
+    };
+    if let Some(v) = LOST.get_ptr_mut(key) {
+        count(v);
+        return;
+    }
+    let first = LostCount {
+        failures: 1,
+        warn_alloc: warn,
+        first_ns: now,
+        last_ns: now,
+    };
+    if LOST.insert(key, first, u64::from(BPF_NOEXIST)).is_ok() {
+        bump(&STATS, stat::LOST_KEPT);
+    } else if let Some(v) = LOST.get_ptr_mut(key) {
+        count(v);
+    } else {
+        bump(&STATS, stat::LOST_UNKEPT);
+    }
 }
 
 /// Preferred: raw tracepoint, arguments as plain u64 (kernel 4.17+, no BTF).
@@ -375,7 +488,7 @@ fn raw_tp_body(ctx: &RawTracePointContext, st: *mut CpuState) {
     }
     let gfp: u64 = ctx.arg(2);
     let migratetype: u64 = ctx.arg(3);
-    on_failure(ctx, order as u32, gfp, migratetype as i32);
+    on_failure(ctx, order as u32, gfp, migratetype as i32, false);
 }
 
 /// Fallback: BTF tracepoint (same arguments, typed by BTF).
@@ -428,6 +541,114 @@ fn btf_tp_body(ctx: &BtfTracePointContext) {
     on_alloc(ctx, page == 0, order as u32, gfp, migratetype as i32);
 }
 
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "NEST_SLOTS is a small power of two"
+)]
+fn mark_slot(i: u32) -> usize {
+    (i & (NEST_SLOTS as u32 - 1)) as usize
+}
+
+/// The marking main program's first step: push this event's context.
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "NEST_SLOTS is a small power of two"
+)]
+fn mark_push(st: *mut CpuState, ctx: u64) {
+    // SAFETY: this CPU's value; preemption is off in a tracepoint program;
+    // every index is masked into its array.
+    unsafe {
+        let top = (*st).mark_top.wrapping_add(1);
+        (*st).mark_top = top;
+        (*st).marks[mark_slot(top)] = ctx;
+        if (*st).mark_len < NEST_SLOTS as u32 {
+            (*st).mark_len += 1;
+        }
+    }
+}
+
+/// The helper's decision: whether the main program marked `ctx` (then its
+/// mark and the stale ones above it are popped).
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "NEST_SLOTS is a small power of two"
+)]
+fn mark_take(st: *mut CpuState, ctx: u64) -> bool {
+    // SAFETY: as in mark_push.
+    unsafe {
+        let len = (*st).mark_len;
+        let top = (*st).mark_top;
+        let mut d = 0u32;
+        while d < NEST_SLOTS as u32 {
+            if d >= len {
+                break;
+            }
+            if (*st).marks[mark_slot(top.wrapping_sub(d))] == ctx {
+                (*st).mark_top = top.wrapping_sub(d + 1);
+                (*st).mark_len = len - d - 1;
+                return true;
+            }
+            d += 1;
+        }
+    }
+    false
+}
+
+/// The marked pair's helper, once the attach style has produced the body.
+#[inline(always)]
+fn helper(st: *mut CpuState, ctx: u64, body: impl FnOnce()) {
+    let handled_by_main = mark_take(st, ctx);
+    // SAFETY: as in mark_push.
+    let (top, len) = unsafe { ((*st).mark_top, (*st).mark_len) };
+    if !handled_by_main {
+        bump(&STATS, stat::HELPER_HANDLED);
+        body();
+    }
+    // Marks pushed since are of events nested in this helper: done.
+    // SAFETY: as in mark_push.
+    unsafe {
+        (*st).mark_top = top;
+        (*st).mark_len = len;
+    }
+}
+
+/// The marked pair's main program on the raw tracepoint.
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn pagefail_raw_mk(ctx: RawTracePointContext) -> i32 {
+    let Some(st) = cpu_state() else { return 0 };
+    mark_push(st, ctx.as_ptr() as u64);
+    raw_tp_body(&ctx, st);
+    0
+}
+
+/// The marked pair's helper on the raw tracepoint.
+#[raw_tracepoint(tracepoint = "mm_page_alloc")]
+pub fn pagefail_raw_hl(ctx: RawTracePointContext) -> i32 {
+    let Some(st) = cpu_state() else { return 0 };
+    helper(st, ctx.as_ptr() as u64, || raw_tp_body(&ctx, st));
+    0
+}
+
+/// The marked pair's main program on the BTF tracepoint.
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn pagefail_btf_mk(ctx: BtfTracePointContext) -> i32 {
+    let Some(st) = cpu_state() else { return 0 };
+    mark_push(st, ctx.as_ptr() as u64);
+    btf_tp_body(&ctx);
+    0
+}
+
+/// The marked pair's helper on the BTF tracepoint.
+#[btf_tracepoint(function = "mm_page_alloc")]
+pub fn pagefail_btf_hl(ctx: BtfTracePointContext) -> i32 {
+    let Some(st) = cpu_state() else { return 0 };
+    helper(st, ctx.as_ptr() as u64, || btf_tp_body(&ctx));
+    0
+}
+
 /// Last resort: the classic tracepoint record, at offsets from the format file.
 #[tracepoint(category = "kmem", name = "mm_page_alloc")]
 pub fn pagefail_classic_tp(ctx: TracePointContext) -> u32 {
@@ -466,6 +687,36 @@ pub fn pagefail_warn_alloc(_ctx: ProbeContext) -> u32 {
     // SAFETY: helper call with no pointer arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let _ = WARN_SEEN.insert(pid, now, 0);
+    0
+}
+
+/// How `__alloc_pages_slowpath` calls `warn_alloc` on a page allocation
+/// failure (`"page allocation failure: order:%u", order`, the same from 4.x
+/// to 6.x); vmalloc and others pass other formats.
+const PAGE_FAILURE_FMT: [u8; 24] = *b"page allocation failure:";
+
+/// Failure-only mode: the `warn_alloc` kprobe alone, no tracepoint, so
+/// successful allocations cost nothing. Every slow-path failure enters
+/// `warn_alloc` (the NOWARN and rate-limit checks are inside it) with gfp
+/// first and, for page allocation failures, the order as the first variadic
+/// argument (the fourth register). It cannot see failures that never reach
+/// the slow path's end: memory-cgroup charge failures, lock-free tries.
+#[kprobe]
+pub fn pagefail_wa_fail(ctx: ProbeContext) -> u32 {
+    bump(&STATS, stat::WARN_ALLOC);
+    let (Some(gfp), Some(fmt), Some(order)) =
+        (ctx.arg::<u64>(0), ctx.arg::<u64>(2), ctx.arg::<u64>(3))
+    else {
+        return 0;
+    };
+    // SAFETY: a kernel pointer read with the fault-safe helper.
+    let head = unsafe { bpf_probe_read_kernel(fmt as *const [u8; 24]) };
+    if head != Ok(PAGE_FAILURE_FMT) {
+        return 0;
+    }
+    // gfp_t and the order are 32-bit (`unsigned int`): the register's low half.
+    let order = u32::try_from(order & 0xffff_ffff).unwrap_or(u32::MAX);
+    on_failure(&ctx, order, gfp & 0xffff_ffff, -1, true);
     0
 }
 

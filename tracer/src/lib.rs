@@ -35,6 +35,8 @@ pub mod kbtf;
 pub mod kernel_version;
 /// Failure reports read back from kernel logs.
 pub mod logs;
+/// Rows rebuilt from the kernel's table of lost failures (ring buffer full).
+pub mod lost;
 /// Memory state from /proc, and the advice rules.
 pub mod memory;
 /// Prometheus metrics of `record`.

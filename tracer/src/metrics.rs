@@ -635,6 +635,7 @@ mod tests {
             lost: 4,
             warn_alloc: 7,
             unseen: Some(9),
+            ..Counters::default()
         });
         let text = m.render();
         assert!(text.contains("pagefail_unseen_events_total 9"), "{text}");

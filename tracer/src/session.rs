@@ -14,6 +14,7 @@ use crate::{
     classify::Classifier,
     drops::{self, DropReport},
     events::EventStream,
+    lost::LostRows,
     privilege,
     probe::{Counters, ProbeConfig, Tracer, WarnAllocProbe},
     symbolize::Kallsyms,
@@ -69,6 +70,8 @@ pub struct Session {
     flush: tokio::time::Interval,
     /// What became of the capabilities after start-up.
     pub privileges: Privileges,
+    /// The failures rebuilt into rows from the kernel's table of lost ones.
+    pub lost_rows: LostRows,
 }
 
 /// How long a record may wait in the ring buffer when too few follow it to
@@ -184,7 +187,26 @@ impl Session {
             ksyms: Some(ksyms),
             flush: flush_timer(),
             privileges,
+            lost_rows: LostRows::default(),
         })
+    }
+
+    /// Add the failures the kernel counted by row key because the ring
+    /// buffer was full (see [`crate::lost`]) to the rows.
+    ///
+    /// # Errors
+    /// When the kernel's table cannot be read.
+    pub fn rebuild_lost(&mut self) -> anyhow::Result<u64> {
+        let table = self
+            .tracer
+            .lost_table()
+            .context("reading the kernel's table of lost failures")?;
+        if table.is_empty() {
+            // Nothing lost: do not wait for the kallsyms parse.
+            return Ok(0);
+        }
+        symbols_ready(&mut self.ksyms, &mut self.agg);
+        Ok(self.lost_rows.add(table, &self.tracer, &mut self.agg))
     }
 
     /// Aggregate records until the interval ticks, a signal arrives or the
@@ -214,8 +236,13 @@ impl Session {
                 r = self.stream.next_with(&mut sink) => {
                     r.context("reading the ring buffer")?;
                 }
-                _ = self.flush.tick() => {}
-                _ = tick.tick() => return Ok(Step::Tick),
+                _ = self.flush.tick() => {
+                    self.rebuild_lost()?;
+                }
+                _ = tick.tick() => {
+                    self.rebuild_lost()?;
+                    return Ok(Step::Tick);
+                }
                 () = sleep => return Ok(Step::Stop("duration reached")),
                 _ = self.signals.int.recv() => return Ok(Step::Stop("interrupted")),
                 _ = self.signals.term.recv() => return Ok(Step::Stop("terminated")),
@@ -247,6 +274,9 @@ impl Session {
             let (sid, new) = agg.add(ev);
             on_record(agg, ev, sid, new);
         });
+        if let Err(e) = self.rebuild_lost() {
+            crate::note!("pagefail: {e:#}");
+        }
     }
 
     /// Detach, then drain what is left: afterwards delivered + lost equals
@@ -265,6 +295,8 @@ impl Session {
             let (sid, new) = agg.add(ev);
             on_record(agg, ev, sid, new);
         });
+        // Detached: the table holds its final counts.
+        self.rebuild_lost()?;
         self.window.end = std::time::SystemTime::now();
         self.totals()
     }
@@ -288,12 +320,22 @@ impl Session {
     #[must_use]
     pub fn setup_report(&self, verbose: u8) -> String {
         let t = &self.tracer;
-        let mut s = format!(
-            "pagefail: attached to mm_page_alloc ({}) in {} ms on {}; Ctrl-C to stop\n",
-            t.style,
-            t.attach_time.as_millis(),
-            t.features.release
-        );
+        let mut s = if t.failures_only {
+            format!(
+                "pagefail: attached to warn_alloc (kprobe, failures only: memcg charge \
+                 failures and lock-free tries unseen, no allocation totals) in {} ms on {}; \
+                 Ctrl-C to stop\n",
+                t.attach_time.as_millis(),
+                t.features.release
+            )
+        } else {
+            format!(
+                "pagefail: attached to mm_page_alloc ({}) in {} ms on {}; Ctrl-C to stop\n",
+                t.style,
+                t.attach_time.as_millis(),
+                t.features.release
+            )
+        };
         if verbose > 0 {
             for (style, why) in &t.fallbacks {
                 s.push_str(&format!("pagefail: {style} not used: {why}\n"));

@@ -83,6 +83,9 @@ struct Books {
     matched: u64,
     recorded: u64,
     lost: u64,
+    /// Of the lost, those the kernel's table had no room for: the only ones
+    /// missing from the rows (the rest are rebuilt into them).
+    lost_unkept: u64,
     /// Intervals whose matched != recorded + lost: records in flight at a
     /// boundary land in the next window.
     skewed: u64,
@@ -117,6 +120,7 @@ fn read_books(dir: &Path, storm_pids: &BTreeMap<u32, u64>) -> anyhow::Result<Boo
                     Some("matched") => m += v,
                     Some("recorded") => r += v,
                     Some("lost") => l += v,
+                    Some("lost_unkept") => b.lost_unkept += v,
                     _ => {}
                 }
             }
@@ -303,9 +307,10 @@ fn report(
     let books = read_books(dir, storm)?;
     let _ = fs::remove_dir_all(dir);
     let sent: u64 = storm.values().sum();
-    // Lost records are counted but not attributed to a row: every one of
-    // them may be a storm record. Without losses this means rows == sent.
-    let drift = i128::from(sent) - i128::from(books.storm_rows) - i128::from(books.lost);
+    // Lost records the kernel counted by row are rebuilt into the rows;
+    // those it had no room for are counted but not attributed to a row:
+    // every one of them may be a storm record. Without those, rows == sent.
+    let drift = i128::from(sent) - i128::from(books.storm_rows) - i128::from(books.lost_unkept);
     let explained = books.storm_rows <= sent && drift <= 0;
     let first = samples.first().map_or(0, |s| s.1);
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
@@ -329,7 +334,7 @@ fn report(
          | matched by the kernel program (sum of totals) | {} |\n\
          | recorded (sum of totals) | {} |\n\
          | lost (sum of totals) | {} |\n\
-         | unexplained drift: sent - storm rows - lost | {drift} |\n\
+         | unexplained drift: sent - storm rows - lost and not kept by row | {drift} |\n\
          | run: matched - recorded - lost | {} |\n\
          | intervals where matched != recorded + lost (records in flight at the boundary) | {} (largest difference {}) |\n\n\
          {files} files kept; exit on SIGTERM: {status}\n\n\

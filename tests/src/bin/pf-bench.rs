@@ -9,6 +9,10 @@
 //! pf-bench drive PID RATE SECONDS        synthetic failures at RATE/s through the main
 //!                                        raw_tp program of the pagefail process PID
 //!                                        (BPF_PROG_TEST_RUN); prints sent=N pid=P
+//! pf-bench tcp-sink PORT                 accept one TCP connection, read it to the end;
+//!                                        prints received=N (gives up after 60 s)
+//! pf-bench tcp-source ADDR PORT MIB      send MIB MiB over one TCP connection; prints
+//!                                        elapsed_ns=N sent=B
 //! ```
 //!
 //! Every loop here is bounded in count and time. Root (`CAP_BPF`, `CAP_PERFMON`).
@@ -30,7 +34,7 @@ use tracer::{
     probe::{AttachStyle, EBPF_OBJECT, ProbeConfig, Tracer},
     symbolize::Kallsyms,
 };
-use tracer_common::{MAP_EVENTS, PROG_RAW_TP};
+use tracer_common::{MAP_EVENTS, PAIR_RAW_TP, PROG_RAW_TP};
 
 const PAGE: usize = 4096;
 
@@ -285,7 +289,7 @@ fn progtime(rounds: usize) -> Value {
     let main_stat = |t: &Tracer| {
         t.program_infos()
             .iter()
-            .find(|(n, _)| *n == PROG_RAW_TP)
+            .find(|(n, _)| *n == PROG_RAW_TP || *n == PAIR_RAW_TP[0])
             .map(|(_, i)| Stat::of(i))
             .expect("main program info")
     };
@@ -495,12 +499,16 @@ fn startup_parts(rounds: usize) -> Value {
     })
 }
 
-/// The id of the main raw tracepoint program that process `pid` holds.
+/// The id of the main raw tracepoint program that process `pid` holds (of
+/// the marked pair, the four-program chain or `--lean`).
 fn held_main_program(pid: u32) -> Option<ProgramInfo> {
     let held = pagefail_tests::held_program_ids(Some(pid));
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .find(|p| held.contains(&p.id()) && p.name_as_str() == Some(PROG_RAW_TP))
+        .find(|p| {
+            held.contains(&p.id())
+                && matches!(p.name_as_str(), Some(n) if n == PROG_RAW_TP || n == PAIR_RAW_TP[0])
+        })
 }
 
 /// Synthetic failures through another process's program, at `rate` per
@@ -543,6 +551,80 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
 
+/// The network workload's time limit: a sink without a source, or a
+/// transfer that stalls, ends here.
+const TCP_LIMIT: Duration = Duration::from_mins(1);
+
+/// Accept one connection on `port` (all addresses) and read it to its end.
+fn tcp_sink(port: u16) -> Result<u64, String> {
+    use std::io::Read as _;
+    let listener = std::net::TcpListener::bind(("0.0.0.0", port))
+        .map_err(|e| format!("bind port {port}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    // The source connects after this line.
+    println!("listening port={port}");
+    let start = Instant::now();
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if start.elapsed() > TCP_LIMIT {
+                    return Err("no connection within 60 s".to_owned());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(format!("accept: {e}")),
+        }
+    };
+    conn.set_nonblocking(false)
+        .and_then(|()| conn.set_read_timeout(Some(TCP_LIMIT)))
+        .map_err(|e| format!("connection: {e}"))?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) => return Err(format!("read after {total} bytes: {e}")),
+        }
+        if start.elapsed() > TCP_LIMIT {
+            return Err(format!("still reading after 60 s ({total} bytes)"));
+        }
+    }
+}
+
+/// Send `mib` MiB to `addr:port` over one connection (retrying the
+/// connect for up to 5 s while the sink starts); returns the time taken.
+fn tcp_source(addr: &str, port: u16, mib: u64) -> Result<Duration, String> {
+    use std::io::Write as _;
+    let start = Instant::now();
+    let mut conn = loop {
+        match std::net::TcpStream::connect((addr, port)) {
+            Ok(c) => break c,
+            Err(e) if start.elapsed() < Duration::from_secs(5) => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("connect {addr}:{port}: {e}")),
+        }
+    };
+    conn.set_write_timeout(Some(TCP_LIMIT))
+        .map_err(|e| format!("connection: {e}"))?;
+    let chunk = vec![0x5au8; 1 << 16];
+    let start = Instant::now();
+    for _ in 0..mib * 16 {
+        conn.write_all(&chunk).map_err(|e| format!("write: {e}"))?;
+        if start.elapsed() > TCP_LIMIT {
+            return Err("still sending after 60 s".to_owned());
+        }
+    }
+    conn.shutdown(std::net::Shutdown::Write)
+        .map_err(|e| format!("shutdown: {e}"))?;
+    Ok(start.elapsed())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -564,10 +646,29 @@ fn main() {
                 arg(&args, 4, 1)
             )
         ),
+        Some("tcp-sink") => match tcp_sink(arg(&args, 2, 5201)) {
+            Ok(n) => println!("received={n}"),
+            Err(e) => {
+                eprintln!("pf-bench tcp-sink: {e}");
+                std::process::exit(1);
+            }
+        },
+        Some("tcp-source") => {
+            let addr = args.get(2).map_or("127.0.0.1", String::as_str);
+            let mib: u64 = arg(&args, 4, 512);
+            match tcp_source(addr, arg(&args, 3, 5201), mib) {
+                Ok(t) => println!("elapsed_ns={} sent={}", t.as_nanos(), mib << 20),
+                Err(e) => {
+                    eprintln!("pf-bench tcp-source: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         _ => {
             eprintln!(
                 "usage: pf-bench storm [MIB] [PASSES] | progtime [ROUNDS] \
-                 | storm-collect RATE SECONDS THREADS | drive PID RATE SECONDS"
+                 | storm-collect RATE SECONDS THREADS | drive PID RATE SECONDS \
+                 | tcp-sink PORT | tcp-source ADDR PORT MIB"
             );
             std::process::exit(2);
         }

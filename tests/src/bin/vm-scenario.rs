@@ -138,10 +138,13 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     let pf_out = fs::File::create("/tmp/pagefail.out").map_err(|e| format!("/tmp: {e}"))?;
     // PAGEFAIL_LEAN (set by the init script): the lean attach.
     let lean = std::env::var_os("PAGEFAIL_LEAN").map(|_| "--lean");
+    // PAGEFAIL_FAILURES_ONLY: the warn_alloc kprobe alone.
+    let failures_only = std::env::var_os("PAGEFAIL_FAILURES_ONLY").map(|_| "--failures-only");
     let mut child = Command::new(pagefail)
         .args(["-v", "watch", "--min-order", "1", "--interval", "2s"])
         .args(["--ring-kib", "16384", "--csv", "/tmp/pagefail.csv"])
         .args(lean)
+        .args(failures_only)
         .stdout(pf_out)
         .stderr(Stdio::piped())
         .spawn()

@@ -105,6 +105,19 @@ pub struct RowStats {
 }
 
 impl RowStats {
+    /// Counts of `failures` failures known only in sum: `warned` of them
+    /// warned, the first at `first_ns`, the last at `last_ns` (boot ns).
+    #[must_use]
+    pub fn counted(failures: u64, warned: u64, first_ns: u64, last_ns: u64) -> Self {
+        Self {
+            failures,
+            warned,
+            first_ns,
+            last_ns,
+            interval_failures: failures,
+        }
+    }
+
     /// No records: what sums start from.
     const NONE: Self = Self {
         failures: 0,
@@ -153,6 +166,9 @@ struct Row {
     cgroup_mixed: bool,
     /// The records of the row no cell had room for.
     rest: RowStats,
+    /// Of the row's failures, those rebuilt from the kernel's table of
+    /// failures the ring buffer had no room for ([`Aggregator::add_rebuilt`]).
+    rebuilt: u64,
 }
 
 /// Aggregates failure records.
@@ -175,6 +191,9 @@ pub struct Aggregator {
     pub events: u64,
     /// Records that went to `[other]` rows because of the key cap.
     pub capped: u64,
+    /// Failures added from the kernel's table of lost failures (ring buffer
+    /// full), not as records: in the rows' counts, not in `events`.
+    pub rebuilt: u64,
 }
 
 impl Aggregator {
@@ -201,6 +220,7 @@ impl Aggregator {
             ),
             events: 0,
             capped: 0,
+            rebuilt: 0,
         }
     }
 
@@ -332,6 +352,45 @@ impl Aggregator {
         (sid, is_new)
     }
 
+    /// Add `stats.failures` failures that reached no record (the ring buffer
+    /// was full) but were counted in the kernel by row key: `ev` carries the
+    /// key (task, process, cgroup, order, gfp, stack), `stats` their counts
+    /// and the times known of them. They go to the row a record of theirs
+    /// would have, which then says it was rebuilt ([`Self::rebuilt_rows`]).
+    pub fn add_rebuilt(&mut self, ev: &FailureEvent, stats: &RowStats) {
+        if stats.failures == 0 {
+            return;
+        }
+        let (stack, _) = self.stack_id(events::stack(ev));
+        let sid = stack.id;
+        let place = self.place(ev, sid);
+        let row = &mut self.rows[place.row as usize];
+        row.rest.merge(stats);
+        row.rebuilt += stats.failures;
+        row.cgroup_mixed |= row.cgroup_id != ev.cgroup_id;
+        *self.spill.entry((place.row, sid)).or_default() += stats.failures;
+        if place.capped {
+            self.capped += stats.failures;
+        }
+        self.rebuilt += stats.failures;
+    }
+
+    /// The rows with failures rebuilt from the kernel's table of lost
+    /// failures: key, rebuilt failures, all failures; most rebuilt first.
+    #[must_use]
+    pub fn rebuilt_rows(&self) -> Vec<(&RowKey, u64, u64)> {
+        let stats = self.row_stats();
+        let mut v: Vec<_> = self
+            .rows
+            .iter()
+            .zip(&stats)
+            .filter(|(r, _)| r.rebuilt > 0)
+            .map(|(r, s)| (&r.key, r.rebuilt, s.failures))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        v
+    }
+
     /// Count a record whose cell is not in the cell table: find its row, add
     /// the cell, or count the record by row when there is no room.
     #[cold]
@@ -408,6 +467,7 @@ impl Aggregator {
         self.spill.clear();
         self.events = 0;
         self.capped = 0;
+        self.rebuilt = 0;
         if self.stacks.len() > STACK_CACHE_LIMIT {
             self.forget_stacks();
         }
@@ -473,6 +533,7 @@ impl Aggregator {
             cgroup_id: ev.cgroup_id,
             cgroup_mixed: false,
             rest: RowStats::NONE,
+            rebuilt: 0,
         });
     }
 
@@ -521,7 +582,7 @@ impl Aggregator {
             .collect()
     }
 
-    /// Sum of failures over all rows (equals `events`).
+    /// Sum of failures over all rows (equals `events + rebuilt`).
     #[must_use]
     pub fn total_failures(&self) -> u64 {
         self.row_stats().iter().map(|r| r.failures).sum()

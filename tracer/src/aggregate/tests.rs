@@ -198,3 +198,43 @@ proptest! {
         prop_assert!(normal <= cap);
     }
 }
+
+#[test]
+fn rebuilt_counts_join_the_rows_their_records_would_and_say_so() {
+    let mut a = agg(100);
+    a.add(&event("dup", 10, 6, 0x400cc0, &FD, 0));
+    // 5 lost failures of the same key, 2 warned, and 3 of a key no record had.
+    a.add_rebuilt(
+        &event("dup", 10, 6, 0x400cc0, &FD, 0),
+        &RowStats::counted(5, 2, 500, 9_000),
+    );
+    a.add_rebuilt(
+        &event("nettool", 11, 1, 0x820, &NET, 0),
+        &RowStats::counted(3, 0, 700, 800),
+    );
+    a.add_rebuilt(
+        &event("nettool", 11, 1, 0x820, &NET, 0),
+        &RowStats::counted(0, 0, 0, 0),
+    );
+    assert_eq!((a.events, a.rebuilt), (1, 8));
+    assert_eq!(a.total_failures(), 9);
+    let rows = a.rows();
+    let dup = rows.iter().find(|(k, _)| k.tgid == Some(10)).unwrap();
+    assert_eq!(dup.1.failures, 6);
+    assert_eq!(dup.1.warned, 2);
+    assert_eq!((dup.1.first_ns, dup.1.last_ns), (500, 9_000));
+    let rebuilt = a.rebuilt_rows();
+    assert_eq!(rebuilt.len(), 2);
+    assert_eq!((rebuilt[0].1, rebuilt[0].2), (5, 6), "most rebuilt first");
+    assert_eq!((rebuilt[1].1, rebuilt[1].2), (3, 3));
+    let summary = a.summary_rows(&Window::starting_now());
+    let net = summary.iter().find(|r| r.comm == "nettool").unwrap();
+    assert_eq!(
+        net.path, "neigh+tcp",
+        "a rebuilt row is classified by its stack"
+    );
+    assert_eq!(net.failures, 3);
+    a.reset();
+    assert_eq!(a.rebuilt, 0);
+    assert!(a.rebuilt_rows().is_empty());
+}

@@ -227,6 +227,22 @@ fn support_lines(
         },
     ));
     out.push(line(
+        "failure-only mode (--failures-only)",
+        status,
+        if status == Status::Ok {
+            "the warn_alloc kprobe alone: successful allocations cost nothing; blind to \
+             memcg charge failures and lock-free tries, no allocation totals"
+                .to_owned()
+        } else {
+            "needs the warn_alloc kprobe".to_owned()
+        },
+        if status == Status::Ok {
+            "available; the default stays the exact tracepoint"
+        } else {
+            "not available on this kernel"
+        },
+    ));
+    out.push(line(
         "tracefs",
         Status::of(tracefs_before.is_some()),
         tracefs_before.map_or_else(|| "not mounted".to_owned(), |t| format!("mounted at {t}")),
@@ -708,6 +724,9 @@ mod tests {
             "fallback, not needed"
         );
         assert_eq!(status_of(&l, "kprobes (warn_alloc)").status, Status::No);
+        let fo = status_of(&l, "failure-only mode (--failures-only)");
+        assert_eq!(fo.status, Status::No);
+        assert_eq!(fo.consequence, "not available on this kernel");
         assert!(status_of(&l, "ring buffer").detail.contains("verified"));
         assert_eq!(status_of(&l, "CAP_SYSLOG").status, Status::Ok);
     }

@@ -51,13 +51,21 @@ pub struct FilterArgs {
     /// skip a tracepoint program already running on the CPU; the default
     /// attach catches those nested events with helper programs, --lean
     /// counts them as "unseen" instead (failures among them unknown).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "failures_only")]
     pub lean: bool,
     /// Which packet drop reasons (`skb:kfree_skb`, Linux 5.17+) to count and
     /// show beside the failures: `memory` (`NOMEM`, `NEIGH_CREATEFAIL`,
     /// `PROTO_MEM`, `PFMEMALLOC`), `all`, or `off`.
     #[arg(long, value_enum, default_value = "memory", value_name = "WHICH")]
     pub drop_reasons: crate::drops::reasons::DropReasons,
+    /// Failure-only mode: no tracepoint, only a kprobe on `warn_alloc`, which
+    /// every failure of the page allocator's slow path enters (NOWARN ones
+    /// too): successful allocations cost nothing. Blind to failures that
+    /// never reach the slow path's end (memory-cgroup charge failures,
+    /// lock-free tries) and to allocation totals. Needs kprobes (not on
+    /// every kernel: `pagefail check` says).
+    #[arg(long)]
+    pub failures_only: bool,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -90,6 +98,8 @@ impl FilterArgs {
             keep_caps: self.keep_caps,
             lean: self.lean,
             drops: self.drop_reasons,
+            four_programs: crate::probe::four_programs_from_env().map_err(anyhow::Error::msg)?,
+            failures_only: self.failures_only,
         })
     }
 }

@@ -257,11 +257,12 @@ fn live_view(
         s.push_str("\x1b[H\x1b[2J");
     }
     s.push_str(&format!(
-        "pagefail {:>7.1}s  failures {} (+{})  lost {}  all failed by order: {}\n",
+        "pagefail {:>7.1}s  failures {} (+{})  lost {} ({} rebuilt)  all failed by order: {}\n",
         elapsed.as_secs_f64(),
         total.matched,
         delta.matched,
         total.lost,
+        agg.rebuilt,
         order_list(&total.fails),
     ));
     s.push_str(&format!(
@@ -309,6 +310,41 @@ fn live_view(
     s
 }
 
+/// What became of the lost failures: counted by row in the kernel and
+/// rebuilt into the rows, or not kept; and which rows were rebuilt.
+fn lost_lines(agg: &Aggregator, totals: &Counters) -> String {
+    if totals.lost == 0 {
+        return String::new();
+    }
+    let mut s = format!(
+        "  of the lost: {} counted by row in the kernel and rebuilt into the rows ({} so far),          {} not kept (the kernel's table was full or busy)\n",
+        totals.lost_kept, agg.rebuilt, totals.lost_unkept
+    );
+    let rows = agg.rebuilt_rows();
+    if !rows.is_empty() {
+        s.push_str(
+            "rows rebuilt from the kernel's table (exact counts; first/last seen only as the \
+             table kept them):\n",
+        );
+    }
+    for (k, rebuilt, failures) in rows.iter().take(LIVE_ROWS) {
+        s.push_str(&format!(
+            "  {:<16} {:>7} order {:>2} gfp {:<10} rebuilt {rebuilt} of {failures}\n",
+            k.comm.as_deref().unwrap_or("*"),
+            k.tgid.map_or_else(|| "*".to_owned(), |p| p.to_string()),
+            k.order.map_or_else(|| "*".to_owned(), |o| o.to_string()),
+            k.gfp.map_or_else(|| "*".to_owned(), crate::gfp::hex),
+        ));
+    }
+    if rows.len() > LIVE_ROWS {
+        s.push_str(&format!(
+            "  ... {} more rebuilt rows\n",
+            rows.len() - LIVE_ROWS
+        ));
+    }
+    s
+}
+
 /// The summary's line on allocation events the kernel kept from pagefail.
 fn unseen_line(unseen: Option<u64>, lean: bool) -> String {
     match (unseen, lean) {
@@ -321,8 +357,8 @@ fn unseen_line(unseen: Option<u64>, lean: bool) -> String {
              failures among them are unknown (run without --lean to catch them)\n"
         ),
         (Some(n), false) => format!(
-            "allocation events unseen (nested): at most {n} (the kernel's skips of the helper \
-             program; the main program saw most of them)\n"
+            "allocation events unseen (nested): at most {n} (events the kernel kept from the \
+             main program that its helper could not catch, or a bound of them)\n"
         ),
     }
 }
@@ -353,6 +389,7 @@ fn final_summary(
         "failures matching the filters: {} = {} recorded + {} lost (ring buffer full)\n",
         totals.matched, agg.events, totals.lost
     ));
+    s.push_str(&lost_lines(agg, totals));
     s.push_str(&unseen_line(totals.unseen, lean));
     if malformed > 0 {
         s.push_str(&format!("malformed records: {malformed}\n"));

@@ -29,9 +29,9 @@ pub struct TotalsRow {
     pub host: String,
     pub kernel: String,
     /// `allocations` and `failed` (per order), `matched`, `recorded`,
-    /// `lost`, `warn_alloc`, `unseen`; then the packet drops
-    /// (`drops:<REASON>`, `drops_unattributed`, `drops_unseen`, the TCP
-    /// counters, `rx_alloc_fail:<ifname>:<queue>`: see [`extra_rows`]).
+    /// `lost`, `lost_kept`, `lost_unkept`, `warn_alloc`, `unseen`; then the
+    /// packet drops (`drops:<REASON>`, `drops_unattributed`, `drops_unseen`,
+    /// the TCP counters, `rx_alloc_fail:<ifname>:<queue>`: see [`extra_rows`]).
     pub metric: String,
     /// Set for the per-order metrics only.
     pub order: Option<u32>,
@@ -42,7 +42,9 @@ pub struct TotalsRow {
 
 /// The rows of one interval: `allocations` and `failed` for every order
 /// slot, then `matched`, `recorded` (records the collector read), `lost`,
-/// `warn_alloc` and `unseen`.
+/// `lost_kept` and `lost_unkept` (of the lost, those the kernel counted by
+/// row, which the rows hold, and those it had no room for), `warn_alloc`
+/// and `unseen`.
 #[must_use]
 pub fn rows(window: &Window, delta: &Counters, recorded: u64) -> Vec<TotalsRow> {
     let row = |metric: &str, order: Option<u32>, value: Option<u64>| TotalsRow {
@@ -64,6 +66,8 @@ pub fn rows(window: &Window, delta: &Counters, recorded: u64) -> Vec<TotalsRow> 
         ("matched", delta.matched),
         ("recorded", recorded),
         ("lost", delta.lost),
+        ("lost_kept", delta.lost_kept),
+        ("lost_unkept", delta.lost_unkept),
         ("warn_alloc", delta.warn_alloc),
     ] {
         out.push(row(metric, None, Some(n)));
@@ -164,6 +168,7 @@ mod tests {
             lost: 0,
             warn_alloc: 1,
             unseen: Some(6),
+            ..Counters::default()
         };
         let text = String::from_utf8(csv_bytes(&w, &c, 2)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -176,7 +181,9 @@ mod tests {
         assert!(lines.iter().any(|l| l.ends_with(",recorded,,2")));
         assert!(lines.iter().any(|l| l.ends_with(",lost,,0")));
         assert!(lines.iter().any(|l| l.ends_with(",unseen,,6")));
-        assert_eq!(lines.len(), 1 + 2 + 2 + 5);
+        assert!(lines.iter().any(|l| l.ends_with(",lost_kept,,0")));
+        assert!(lines.iter().any(|l| l.ends_with(",lost_unkept,,0")));
+        assert_eq!(lines.len(), 1 + 2 + 2 + 7);
         let back = read_csv("t.csv", text.as_bytes()).unwrap();
         assert_eq!(back, rows(&w, &c, 2));
         assert_eq!(back[0].host, "h,\"1\"");

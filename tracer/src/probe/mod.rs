@@ -10,7 +10,7 @@ use std::{fs, os::fd::AsFd as _, path::Path, time::Instant};
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{
         BtfTracePoint, KProbe, RawTracePoint, TracePoint, kprobe::KProbeLinkId,
         raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId,
@@ -19,8 +19,9 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    CpuState, MAP_EVENTS, MAP_FAILS, MAP_STATE, MAP_STATS, ORDER_SLOTS, PROG_CLASSIC_TP,
-    PROG_RAW_TP, PROG_WARN_ALLOC, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
+    CpuState, LostCount, LostKey, MAP_EVENTS, MAP_FAILS, MAP_LOST, MAP_LOST_STACKS, MAP_STATE,
+    MAP_STATS, NEST_SLOTS, ORDER_SLOTS, PAIR_BTF_TP, PAIR_RAW_TP, PROG_CLASSIC_TP, PROG_RAW_TP,
+    PROG_WARN_ALLOC, PROG_WARN_FAIL, PROGS_BTF_TP, PROGS_RAW_TP, global, stat,
 };
 
 pub use self::{
@@ -110,6 +111,33 @@ pub struct ProbeConfig {
     pub lean: bool,
     /// Which `skb:kfree_skb` drop reasons to count (kernel 5.17+).
     pub drops: DropReasons,
+    /// Without `lean`: attach the four-program chain (enter, main, nested,
+    /// exit) instead of the marked pair (main, helper; see tracer-ebpf).
+    /// Both are exact; the pair costs two program dispatches per allocation
+    /// instead of four. Kept for comparison (`PAGEFAIL_CHAIN=four`).
+    pub four_programs: bool,
+    /// Failure-only mode: no tracepoint program, only a kprobe on
+    /// `warn_alloc`, which every slow-path failure enters (NOWARN ones too):
+    /// successful allocations cost nothing. It cannot see failures that
+    /// never reach the slow path's end (memory-cgroup charge failures,
+    /// lock-free tries) and counts no successful allocations. Needs kprobes.
+    pub failures_only: bool,
+}
+
+/// The environment variable that picks the nesting programs: `pair`
+/// (default) or `four` (see [`ProbeConfig::four_programs`]).
+pub const CHAIN_ENV: &str = "PAGEFAIL_CHAIN";
+
+/// Whether `PAGEFAIL_CHAIN` asks for the four-program chain.
+///
+/// # Errors
+/// When the variable holds neither `pair` nor `four`.
+pub fn four_programs_from_env() -> Result<bool, String> {
+    match std::env::var(CHAIN_ENV).as_deref() {
+        Err(_) | Ok("" | "pair") => Ok(false),
+        Ok("four") => Ok(true),
+        Ok(other) => Err(format!("{CHAIN_ENV}={other}: expected `pair` or `four`")),
+    }
 }
 
 impl Default for ProbeConfig {
@@ -126,6 +154,8 @@ impl Default for ProbeConfig {
             keep_caps: false,
             lean: false,
             drops: DropReasons::Memory,
+            four_programs: false,
+            failures_only: false,
         }
     }
 }
@@ -144,7 +174,8 @@ enum Link {
     Raw(&'static str, RawTracePointLinkId),
     Btf(&'static str, BtfTracePointLinkId),
     Classic(TracePointLinkId),
-    Kprobe(KProbeLinkId),
+    /// Program name (`warn_alloc` marker or failure-only program) and link.
+    Kprobe(&'static str, KProbeLinkId),
 }
 
 /// Totals from the kernel's per-CPU counters, summed over CPUs.
@@ -158,6 +189,12 @@ pub struct Counters {
     pub matched: u64,
     /// Failures that passed the filters but found the ring buffer full.
     pub lost: u64,
+    /// Of the lost, those counted in the kernel's table by row key
+    /// ([`Tracer::lost_table`]): their counts reach the rows.
+    pub lost_kept: u64,
+    /// Of the lost, those the kernel's table had no room for: counted only
+    /// here.
+    pub lost_unkept: u64,
     /// `warn_alloc` entries (kprobe).
     pub warn_alloc: u64,
     /// Allocation events (successes and failures alike) that fired while the
@@ -185,6 +222,8 @@ impl Counters {
             fails: sub(&self.fails, &earlier.fails),
             matched: self.matched.saturating_sub(earlier.matched),
             lost: self.lost.saturating_sub(earlier.lost),
+            lost_kept: self.lost_kept.saturating_sub(earlier.lost_kept),
+            lost_unkept: self.lost_unkept.saturating_sub(earlier.lost_unkept),
             warn_alloc: self.warn_alloc.saturating_sub(earlier.warn_alloc),
             unseen: self
                 .unseen
@@ -200,6 +239,11 @@ pub struct Tracer {
     links: Vec<Link>,
     /// Only the main program is attached (see [`ProbeConfig::lean`]).
     pub lean: bool,
+    /// The four-program chain is attached instead of the marked pair.
+    pub four_programs: bool,
+    /// Failure-only mode: the `warn_alloc` kprobe alone, no tracepoint
+    /// ([`ProbeConfig::failures_only`]); `style` means nothing then.
+    pub failures_only: bool,
     /// The style that attached.
     pub style: AttachStyle,
     /// Styles tried before it, with the reason each failed.
@@ -335,10 +379,13 @@ fn attach_first_style(
     features: &KernelFeatures,
     cfg: &ProbeConfig,
 ) -> Result<Attached, ProbeError> {
+    if cfg.failures_only {
+        return attach_failures_only(ebpf, features);
+    }
     let mut fallbacks = Vec::new();
     let mut btf = None;
     for style in attach_plan(features, cfg.force_style) {
-        match attach_style(ebpf, style, &mut btf, cfg.lean) {
+        match attach_style(ebpf, style, &mut btf, chain_of(cfg)) {
             Ok(links) => return Ok((style, links, fallbacks)),
             Err(e) => fallbacks.push((style, e)),
         }
@@ -358,6 +405,24 @@ fn attach_first_style(
     })
 }
 
+/// Failure-only mode: the `warn_alloc` kprobe that records failures, no
+/// tracepoint program (the style returned is a placeholder, never shown).
+fn attach_failures_only(
+    ebpf: &mut Ebpf,
+    features: &KernelFeatures,
+) -> Result<Attached, ProbeError> {
+    if !features.kprobes {
+        return Err(ProbeError::Config(failures_only_unavailable(
+            &features.release,
+        )));
+    }
+    let link = attach_kprobe(ebpf, PROG_WARN_FAIL).map_err(|e| ProbeError::Attach {
+        release: features.release.clone(),
+        tried: format!("failure-only mode, kprobe on warn_alloc: {e}"),
+    })?;
+    Ok((AttachStyle::Raw, vec![link], Vec::new()))
+}
+
 /// Attach the `warn_alloc` kprobe when asked and the kernel has kprobes;
 /// why not otherwise.
 fn attach_warn_alloc(
@@ -366,6 +431,10 @@ fn attach_warn_alloc(
     cfg: &ProbeConfig,
     links: &mut Vec<Link>,
 ) -> WarnAllocProbe {
+    if cfg.failures_only {
+        // The failure program itself runs inside warn_alloc.
+        return WarnAllocProbe::Attached;
+    }
     if !cfg.warn_alloc {
         return WarnAllocProbe::Disabled;
     }
@@ -375,7 +444,7 @@ fn attach_warn_alloc(
             features.release
         ));
     }
-    match attach_kprobe(ebpf) {
+    match attach_kprobe(ebpf, PROG_WARN_ALLOC) {
         Ok(l) => {
             links.push(l);
             WarnAllocProbe::Attached
@@ -448,6 +517,8 @@ impl Tracer {
             ebpf,
             links,
             lean: cfg.lean,
+            four_programs: cfg.four_programs && !cfg.lean,
+            failures_only: cfg.failures_only,
             style,
             fallbacks,
             warn_alloc,
@@ -522,26 +593,98 @@ impl Tracer {
             fails: read(MAP_FAILS, ORDER_SLOTS)?,
             matched: stats[stat::MATCHED as usize],
             lost: stats[stat::RINGBUF_LOST as usize],
+            lost_kept: stats[stat::LOST_KEPT as usize],
+            lost_unkept: stats[stat::LOST_UNKEPT as usize],
             warn_alloc: stats[stat::WARN_ALLOC as usize],
-            unseen: self.unseen(),
+            unseen: self.unseen(stats[stat::HELPER_HANDLED as usize]),
         })
     }
 
-    /// The program whose kernel-counted skips are [`Counters::unseen`].
-    fn unseen_program(&self) -> Option<&'static str> {
-        let chain = match self.style {
-            AttachStyle::Raw => &PROGS_RAW_TP,
-            AttachStyle::Btf => &PROGS_BTF_TP,
+    /// The kernel's table of lost failures (ring buffer full): every key
+    /// with its counts summed over CPUs (cumulative since attach; the
+    /// kernel never resets them). First and last times are the earliest and
+    /// latest of any CPU.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn lost_table(&self) -> Result<Vec<(LostKey, LostCount)>, ProbeError> {
+        let err = |source| ProbeError::Map {
+            name: MAP_LOST,
+            source,
+        };
+        let map = self.ebpf.map(MAP_LOST).ok_or_else(|| {
+            err(aya::maps::MapError::InvalidName {
+                name: MAP_LOST.to_owned(),
+            })
+        })?;
+        let table = PerCpuHashMap::<_, LostKey, LostCount>::try_from(map).map_err(err)?;
+        let mut out = Vec::new();
+        for item in &table {
+            let (key, per_cpu) = match item {
+                Ok(kv) => kv,
+                // A key removed between listing and reading: none are.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(err(e)),
+            };
+            let mut sum = LostCount::default();
+            for c in per_cpu.iter().filter(|c| c.failures > 0) {
+                sum.failures += c.failures;
+                sum.warn_alloc += c.warn_alloc;
+                if sum.first_ns == 0 || c.first_ns < sum.first_ns {
+                    sum.first_ns = c.first_ns;
+                }
+                sum.last_ns = sum.last_ns.max(c.last_ns);
+            }
+            out.push((key, sum));
+        }
+        Ok(out)
+    }
+
+    /// The frames (innermost first) of a stack of the lost-failure table;
+    /// empty when the id is negative (the kernel kept no stack) or unknown.
+    #[must_use]
+    pub fn lost_stack(&self, stack_id: i32) -> Vec<u64> {
+        let Ok(id) = u32::try_from(stack_id) else {
+            return Vec::new();
+        };
+        self.ebpf
+            .map(MAP_LOST_STACKS)
+            .and_then(|m| StackTraceMap::try_from(m).ok())
+            .and_then(|m| m.get(&id, 0).ok())
+            .map(|st| st.frames().iter().map(|f| f.ip).collect())
+            .unwrap_or_default()
+    }
+
+    fn misses(&self, name: &str) -> Option<u64> {
+        let fd = self.ebpf.program(name)?.fd().ok()?;
+        info::recursion_misses(fd.as_fd())
+    }
+
+    /// [`Counters::unseen`], given the helper's handled count (marked pair).
+    fn unseen(&self, helper_handled: u64) -> Option<u64> {
+        if self.failures_only {
+            return None;
+        }
+        let (four, pair) = match self.style {
+            AttachStyle::Raw => (&PROGS_RAW_TP, &PAIR_RAW_TP),
+            AttachStyle::Btf => (&PROGS_BTF_TP, &PAIR_BTF_TP),
             AttachStyle::Classic => return None,
         };
         // The chain is enter, main, nested, exit.
-        Some(if self.lean { chain[1] } else { chain[2] })
-    }
-
-    fn unseen(&self) -> Option<u64> {
-        let name = self.unseen_program()?;
-        let fd = self.ebpf.program(name)?.fd().ok()?;
-        info::recursion_misses(fd.as_fd())
+        if self.lean {
+            return self.misses(four[1]);
+        }
+        if self.four_programs {
+            return self.misses(four[2]);
+        }
+        // The pair: events the kernel kept from main that the helper did not
+        // handle, exactly while the helper itself was never skipped; each
+        // skip of the helper may leave a mark that misleads one later
+        // decision (one event missed, and up to NEST_SLOTS - 1 outer events
+        // counted twice), so it widens the bound by that much.
+        let main = self.misses(pair[0])?;
+        let helper = self.misses(pair[1])?;
+        Some(main.saturating_sub(helper_handled) + helper * NEST_SLOTS as u64)
     }
 
     /// Whether the counters can still be read once every capability is
@@ -576,9 +719,8 @@ impl Tracer {
         self.links
             .iter()
             .map(|l| match l {
-                Link::Raw(name, _) | Link::Btf(name, _) => *name,
+                Link::Raw(name, _) | Link::Btf(name, _) | Link::Kprobe(name, _) => *name,
                 Link::Classic(_) => PROG_CLASSIC_TP,
-                Link::Kprobe(_) => PROG_WARN_ALLOC,
             })
             .filter_map(|name| {
                 let info = self.ebpf.program(name)?.info().ok()?;
@@ -590,7 +732,13 @@ impl Tracer {
     /// The loaded raw tracepoint program, for `BPF_PROG_TEST_RUN` (tests, benchmarks).
     #[must_use]
     pub fn raw_program(&mut self) -> Option<&mut RawTracePoint> {
-        prog::<RawTracePoint>(&mut self.ebpf, PROG_RAW_TP).ok()
+        // The main program of the attached chain (the only one loaded).
+        let name = if self.lean || self.four_programs {
+            PROG_RAW_TP
+        } else {
+            PAIR_RAW_TP[0]
+        };
+        prog::<RawTracePoint>(&mut self.ebpf, name).ok()
     }
 }
 
@@ -605,17 +753,41 @@ where
         .map_err(|_| format!("program {name} has an unexpected type"))
 }
 
-/// Attach `style`'s program; for the raw and BTF tracepoints also its nested
-/// copy (see tracer-ebpf: it catches the events the kernel keeps from a
-/// program already running on the same CPU). The main link comes first.
+/// Which programs go around the main one (see tracer-ebpf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    Lean,
+    Pair,
+    Four,
+}
+
+fn chain_of(cfg: &ProbeConfig) -> Chain {
+    if cfg.lean {
+        Chain::Lean
+    } else if cfg.four_programs {
+        Chain::Four
+    } else {
+        Chain::Pair
+    }
+}
+
+/// Attach `style`'s programs: for the raw and BTF tracepoints the main
+/// program with the programs `chain` puts around it, in order (the kernel
+/// calls a tracepoint's programs in attach order).
 fn attach_style(
     ebpf: &mut Ebpf,
     style: AttachStyle,
     btf: &mut Option<Btf>,
-    lean: bool,
+    chain: Chain,
 ) -> Result<Vec<Link>, String> {
-    let chain = |all: &'static [&'static str; 4]| -> &'static [&'static str] {
-        if lean { &all[1..2] } else { all }
+    let chain = |four: &'static [&'static str; 4],
+                 pair: &'static [&'static str; 2]|
+     -> &'static [&'static str] {
+        match chain {
+            Chain::Lean => &four[1..2],
+            Chain::Four => four,
+            Chain::Pair => pair,
+        }
     };
     match style {
         AttachStyle::Raw => {
@@ -627,7 +799,7 @@ fn attach_style(
                     .map_err(|e| format!("attach {name}: {e}"))?;
                 Ok(Link::Raw(name, id))
             };
-            attach_all(ebpf, chain(&PROGS_RAW_TP), attach)
+            attach_all(ebpf, chain(&PROGS_RAW_TP, &PAIR_RAW_TP), attach)
         }
         AttachStyle::Btf => {
             if btf.is_none() {
@@ -641,7 +813,7 @@ fn attach_style(
                 let id = p.attach().map_err(|e| format!("attach {name}: {e}"))?;
                 Ok(Link::Btf(name, id))
             };
-            attach_all(ebpf, chain(&PROGS_BTF_TP), attach)
+            attach_all(ebpf, chain(&PROGS_BTF_TP, &PAIR_BTF_TP), attach)
         }
         AttachStyle::Classic => {
             let p = prog::<TracePoint>(ebpf, PROG_CLASSIC_TP)?;
@@ -686,17 +858,28 @@ fn detach_link(ebpf: &mut Ebpf, link: Link) -> Result<(), String> {
         }
         Link::Classic(id) => prog::<TracePoint>(ebpf, PROG_CLASSIC_TP)
             .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
-        Link::Kprobe(id) => prog::<KProbe>(ebpf, PROG_WARN_ALLOC)
-            .and_then(|p| p.detach(id).map_err(|e| e.to_string())),
+        Link::Kprobe(name, id) => {
+            prog::<KProbe>(ebpf, name).and_then(|p| p.detach(id).map_err(|e| e.to_string()))
+        }
     }
 }
 
-fn attach_kprobe(ebpf: &mut Ebpf) -> Result<Link, String> {
-    let p = prog::<KProbe>(ebpf, PROG_WARN_ALLOC)?;
+fn attach_kprobe(ebpf: &mut Ebpf, name: &'static str) -> Result<Link, String> {
+    let p = prog::<KProbe>(ebpf, name)?;
     p.load().map_err(|e| format!("load: {e}"))?;
     p.attach("warn_alloc", 0)
-        .map(Link::Kprobe)
+        .map(|id| Link::Kprobe(name, id))
         .map_err(|e| format!("attach to warn_alloc: {e}"))
+}
+
+/// Why failure-only mode cannot run on a kernel without kprobes.
+#[must_use]
+pub fn failures_only_unavailable(release: &str) -> String {
+    format!(
+        "--failures-only needs a kprobe on warn_alloc, and kernel {release} has no kprobes \
+         (CONFIG_KPROBES): run without --failures-only (the mm_page_alloc tracepoint sees \
+         every failure)"
+    )
 }
 
 #[cfg(test)]
@@ -719,6 +902,8 @@ mod tests {
             fails: vec![1, 2],
             matched: 3,
             lost: 1,
+            lost_kept: 1,
+            lost_unkept: 0,
             warn_alloc: 0,
             unseen: Some(4),
         };
@@ -727,6 +912,8 @@ mod tests {
             fails: vec![1, 4],
             matched: 5,
             lost: 1,
+            lost_kept: 1,
+            lost_unkept: 0,
             warn_alloc: 2,
             unseen: Some(7),
         };

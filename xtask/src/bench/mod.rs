@@ -26,8 +26,9 @@ use crate::{build_release, cargo, run, workspace_root};
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// One benchmark: hotpath, progtime, storm, startup, collector (default:
-    /// all of these), or soak (`pagefail record`'s RSS over minutes).
+    /// One benchmark: hotpath, net, progtime, storm, startup, collector
+    /// (default: all of these), or soak (`pagefail record`'s RSS over
+    /// minutes).
     pub name: Option<String>,
     /// Paired rounds of the hot-path and start-up benchmarks.
     #[arg(long, default_value_t = 10)]
@@ -40,7 +41,14 @@ pub struct BenchArgs {
     pub storm_rate: u64,
 }
 
-const NAMES: [&str; 5] = ["hotpath", "progtime", "storm", "startup", "collector"];
+const NAMES: [&str; 6] = [
+    "hotpath",
+    "net",
+    "progtime",
+    "storm",
+    "startup",
+    "collector",
+];
 
 /// Run the benchmarks asked for, merge their results into
 /// `target/bench/results.json` and regenerate `BENCHMARKS.md`.
@@ -75,6 +83,7 @@ pub fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
         eprintln!("xtask bench: {name}");
         let r = match name {
             "hotpath" => tools::hotpath(&bins, args.rounds)?,
+            "net" => tools::net(&bins, args.rounds)?,
             "progtime" => tools::progtime(&bins)?,
             "storm" => tools::storm(&bins)?,
             "startup" => tools::startup(&bins, args.rounds)?,

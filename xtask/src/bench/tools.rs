@@ -26,8 +26,22 @@ const PERF_DATA: &str = "/tmp/pagefail-bench-perf.data";
 const STORM_MIB: &str = "256";
 const STORM_PASSES: &str = "16";
 
-/// The tools of the hot-path comparison, in their base order.
-const VARIANTS: [&str; 5] = ["none", "pagefail", "pagefail-lean", "bpftrace", "perf"];
+/// The tools of the hot-path comparison, in their base order: no tracer,
+/// pagefail's default (the marked pair), its four-program chain, `--lean`,
+/// `--failures-only` where the kernel has kprobes, bpftrace, perf.
+fn variants() -> Vec<&'static str> {
+    let mut v = vec!["none", "pagefail", "pagefail-four", "pagefail-lean"];
+    if kprobes() {
+        v.push("pagefail-failures-only");
+    }
+    v.extend(["bpftrace", "perf"]);
+    v
+}
+
+/// Whether the kernel has kprobes (the failure-only mode needs them).
+fn kprobes() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
+}
 
 fn tool_packages() -> anyhow::Result<()> {
     ensure_packages(&["bpftrace", "linux-perf"])
@@ -56,11 +70,28 @@ fn start_variant(bins: &Bins, variant: &str) -> anyhow::Result<Option<Tool>> {
     let settle = Duration::from_millis(300);
     let tool = match variant {
         "none" => return Ok(None),
-        "pagefail" => {
+        "pagefail" | "pagefail-four" => {
             let mut c = Command::new(&bins.pagefail);
             c.args(["watch", "--all", "--no-tui", "--duration", "300"]);
+            if variant == "pagefail-four" {
+                c.env("PAGEFAIL_CHAIN", "four");
+            }
             let t = Tool::spawn(c)?;
             t.wait_for("attached to mm_page_alloc", Duration::from_secs(30))?;
+            t
+        }
+        "pagefail-failures-only" => {
+            let mut c = Command::new(&bins.pagefail);
+            c.args([
+                "watch",
+                "--all",
+                "--no-tui",
+                "--failures-only",
+                "--duration",
+                "300",
+            ]);
+            let t = Tool::spawn(c)?;
+            t.wait_for("attached to warn_alloc", Duration::from_secs(30))?;
             t
         }
         "pagefail-lean" => {
@@ -126,18 +157,19 @@ pub fn hotpath(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
     tool_packages()?;
     // Warm-up: first-touch effects and page cache.
     storm_once(bins)?;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
-    let mut walls: Vec<Vec<f64>> = vec![Vec::new(); VARIANTS.len()];
+    let variants = variants();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut walls: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut rss = Vec::new();
     for round in 0..rounds {
-        let mut round_times = vec![(0.0, 0.0); VARIANTS.len()];
-        for k in 0..VARIANTS.len() {
+        let mut round_times = vec![(0.0, 0.0); variants.len()];
+        for k in 0..variants.len() {
             // Rotate the order so no tool always runs first or last.
-            let i = (k + round) % VARIANTS.len();
-            let tool = start_variant(bins, VARIANTS[i])?;
+            let i = (k + round) % variants.len();
+            let tool = start_variant(bins, variants[i])?;
             let t = storm_once(bins)?;
             if let Some(tool) = tool {
-                if VARIANTS[i] == "pagefail" {
+                if variants[i] == "pagefail" {
                     rss.extend(peak_rss_kib(tool.pid()).map(|k| k as f64));
                 }
                 tool.stop();
@@ -147,7 +179,7 @@ pub fn hotpath(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
         eprintln!(
             "xtask bench: hotpath round {}: {}",
             round + 1,
-            VARIANTS
+            variants
                 .iter()
                 .zip(&round_times)
                 .map(|(v, (w, c))| format!("{v} {c:.3}s cpu {w:.3}s wall"))
@@ -162,7 +194,7 @@ pub fn hotpath(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
     let _ = std::fs::remove_file(PERF_DATA);
     let mut out = serde_json::Map::new();
     let pages = 256.0 * 256.0 * 16.0;
-    for (i, v) in VARIANTS.iter().enumerate() {
+    for (i, v) in variants.iter().enumerate() {
         let paired = |t: &[Vec<f64>]| -> Vec<f64> {
             t[i].iter().zip(&t[0]).map(|(t, base)| t / base).collect()
         };
@@ -188,6 +220,170 @@ pub fn hotpath(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
         "allocations_per_s_untraced": pages / base,
         "variants": out,
         "pagefail_peak_rss_kib": rss.iter().copied().fold(0.0, f64::max),
+    }))
+}
+
+/// The network namespace and veth pair of the network workload, removed
+/// when dropped (deleting the namespace deletes the pair).
+struct NetNs {
+    name: String,
+}
+
+const NET_HOST_IF: &str = "pfbench0";
+const NET_PEER_ADDR: &str = "10.213.0.2";
+const NET_PORT: &str = "5201";
+/// MiB sent per run of the network workload.
+const NET_MIB: &str = "2048";
+
+impl NetNs {
+    fn create() -> anyhow::Result<Self> {
+        ensure_packages(&["iproute2"])?;
+        let name = format!("pagefail-bench-{}", std::process::id());
+        let ns = Self { name };
+        let ip = |args: &[&str]| -> anyhow::Result<()> {
+            let st = Command::new("ip")
+                .args(args)
+                .status()
+                .with_context(|| format!("ip {}", args.join(" ")))?;
+            if !st.success() {
+                bail!("ip {} failed: {st}", args.join(" "));
+            }
+            Ok(())
+        };
+        let n = ns.name.as_str();
+        ip(&["netns", "add", n])?;
+        ip(&[
+            "link",
+            "add",
+            NET_HOST_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "pfbench1",
+            "netns",
+            n,
+        ])?;
+        ip(&["addr", "add", "10.213.0.1/30", "dev", NET_HOST_IF])?;
+        ip(&["link", "set", NET_HOST_IF, "up"])?;
+        ip(&["-n", n, "addr", "add", "10.213.0.2/30", "dev", "pfbench1"])?;
+        ip(&["-n", n, "link", "set", "pfbench1", "up"])?;
+        ip(&["-n", n, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", NET_HOST_IF])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Busy CPU time of the whole machine (user, nice, system, irq, softirq;
+/// `/proc/stat`), in seconds: the network stack's softirqs, where the
+/// tracers' programs run for packet allocations, count here even where the
+/// kernel charges them to no task.
+fn busy_cpu_s() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq ...
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&i| v.get(i))
+        .sum::<f64>();
+    // SAFETY: sysconf has no memory arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(busy / hz.max(1.0))
+}
+
+/// One transfer over the veth pair: (wall seconds, busy CPU seconds).
+fn net_once(bins: &Bins, ns: &NetNs) -> anyhow::Result<(f64, f64)> {
+    let mut sink = Command::new("ip");
+    sink.args(["netns", "exec", &ns.name])
+        .arg(&bins.helper)
+        .args(["tcp-sink", NET_PORT]);
+    let sink = Tool::spawn(sink)?;
+    sink.wait_for("listening", Duration::from_secs(10))?;
+    let cpu0 = busy_cpu_s()?;
+    let mut src = Command::new(&bins.helper);
+    src.args(["tcp-source", NET_PEER_ADDR, NET_PORT, NET_MIB]);
+    let out = output(src)?;
+    sink.wait_exit(Duration::from_secs(70))?;
+    let cpu = busy_cpu_s()? - cpu0;
+    let wall = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("elapsed_ns="))
+        .and_then(|n| n.parse::<f64>().ok())
+        .with_context(|| format!("tcp-source output `{out}`"))?
+        / 1e9;
+    Ok((wall, cpu))
+}
+
+/// The network workload: TCP over a veth pair into a network namespace the
+/// benchmark creates (and removes), each tool attached in turn, rounds
+/// paired as in [`hotpath`]. The ratio that counts is of the machine's busy
+/// CPU time for the same bytes (packet allocations run in softirqs).
+pub fn net(bins: &Bins, rounds: usize) -> anyhow::Result<Value> {
+    tool_packages()?;
+    let ns = NetNs::create()?;
+    net_once(bins, &ns)?;
+    let variants = variants();
+    let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut walls: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds {
+        let mut line = Vec::new();
+        for k in 0..variants.len() {
+            let i = (k + round) % variants.len();
+            let tool = start_variant(bins, variants[i])?;
+            let (w, c) = net_once(bins, &ns)?;
+            if let Some(tool) = tool {
+                tool.stop();
+            }
+            cpus[i].push(c);
+            walls[i].push(w);
+            line.push(format!("{} {c:.3}s cpu {w:.3}s wall", variants[i]));
+        }
+        eprintln!("xtask bench: net round {}: {}", round + 1, line.join(", "));
+    }
+    let _ = std::fs::remove_file(PERF_DATA);
+    let mut out = serde_json::Map::new();
+    for (i, v) in variants.iter().enumerate() {
+        let paired = |t: &[Vec<f64>]| -> Vec<f64> {
+            t[i].iter().zip(&t[0]).map(|(t, base)| t / base).collect()
+        };
+        let ratios = paired(&cpus);
+        let wall_ratios = paired(&walls);
+        out.insert(
+            (*v).to_owned(),
+            json!({
+                "median_cpu_s": median(&cpus[i]),
+                "ratio": median(&ratios),
+                "ratios": ratios,
+                "cpu_s": cpus[i],
+                "median_wall_s": median(&walls[i]),
+                "wall_ratio": median(&wall_ratios),
+                "wall_s": walls[i],
+            }),
+        );
+    }
+    Ok(json!({
+        "rounds": rounds,
+        "workload": format!("{NET_MIB} MiB over one TCP connection, veth pair into a network namespace"),
+        "variants": out,
     }))
 }
 

@@ -90,7 +90,9 @@ pub struct TestArgs {
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Force pagefail's attach style in the guest (`PAGEFAIL_ATTACH`):
-    /// `raw_tp`, `tp_btf` or tracepoint; default: pagefail's own choice.
+    /// `raw_tp`, `tp_btf` or tracepoint; or `lean` (`--lean`), `four` (the
+    /// four-program chain instead of the marked pair) or `failures-only`
+    /// (`--failures-only`); default: pagefail's own choice.
     #[arg(long)]
     pub attach: Option<String>,
     /// Guest architecture: amd64, or arm64 (Debian's cloud-arm64 kernels
@@ -129,6 +131,13 @@ pub struct Row {
     pub pf_unseen: Option<u64>,
     /// pagefail ran with `--lean`.
     pub lean: bool,
+    /// The nesting programs pagefail attached: `pair` (default) or `four`.
+    pub chain: &'static str,
+    /// pagefail ran with `--failures-only` (the `warn_alloc` kprobe alone).
+    pub failures_only: bool,
+    /// Of the lost records, those the kernel counted by row and pagefail
+    /// rebuilt into the CSV's rows (summary).
+    pub pf_kept: Option<u64>,
     pub seconds: f64,
     pub checks: Vec<Check>,
     /// A run that did not get as far as checks (boot, timeout, panic, ...).
@@ -172,11 +181,17 @@ impl Report {
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "| {} ({}) | {}{} | {} | {} | {} | {} | {} | {} | {}/{} | {:.0} s | {} |",
+                "| {} ({}) | {} {} | {} | {} | {} | {} | {} | {} | {}/{} | {:.0} s | {} |",
                 r.kernel,
                 r.release,
                 r.style,
-                if r.lean { " --lean" } else { "" },
+                if r.lean {
+                    "--lean"
+                } else if r.failures_only {
+                    "--failures-only"
+                } else {
+                    r.chain
+                },
                 r.warn_probe,
                 r.paths.join(" "),
                 opt(r.pf_matched),
@@ -293,19 +308,30 @@ impl TestArgs {
 /// means the runs could not be made at all (build, missing host tools).
 ///
 /// The newest kernel runs a second time with `--lean`: there the count may
-/// fall short of tracefs only by events the kernel reports as skipped.
+/// fall short of tracefs only by events the kernel reports as skipped; and a
+/// third time with `--failures-only`, whose count may fall short by the
+/// failures that never reach `warn_alloc`.
 pub fn run_all(kernels: &[&str], scenario: &str) -> Result<Report> {
     let mut report = run_matrix(kernels, scenario, None)?;
     if let Some(newest) = kernels.last() {
         report
             .rows
             .extend(run_matrix(&[newest], scenario, Some(LEAN))?.rows);
+        report
+            .rows
+            .extend(run_matrix(&[newest], scenario, Some(FAILURES_ONLY))?.rows);
     }
     Ok(report)
 }
 
 /// The `--attach` value that runs pagefail with `--lean` (its own style).
 pub const LEAN: &str = "lean";
+/// The `--attach` value that runs pagefail in failure-only mode
+/// (`--failures-only`: the `warn_alloc` kprobe alone).
+pub const FAILURES_ONLY: &str = "failures-only";
+/// The `--attach` value that runs pagefail with the four-program chain
+/// (`PAGEFAIL_CHAIN=four`) instead of the marked pair (its own style).
+pub const FOUR: &str = "four";
 
 /// [`run_all`] with pagefail's attach style forced (`None`: its own choice).
 pub fn run_matrix(kernels: &[&str], scenario: &str, attach: Option<&str>) -> Result<Report> {
@@ -320,9 +346,12 @@ pub fn run_matrix_for(
     attach: Option<&str>,
 ) -> Result<Report> {
     if let Some(a) = attach
-        && !["raw_tp", "tp_btf", "tracepoint", LEAN].contains(&a)
+        && !["raw_tp", "tp_btf", "tracepoint", LEAN, FOUR, FAILURES_ONLY].contains(&a)
     {
-        bail!("unknown attach style {a:?}: use raw_tp, tp_btf, tracepoint or {LEAN}");
+        bail!(
+            "unknown attach style {a:?}: use raw_tp, tp_btf, tracepoint, {LEAN}, {FOUR} or \
+             {FAILURES_ONLY}"
+        );
     }
     let qemu_package = qemu::machine(arch).package;
     if arch == Arch::Amd64 {
@@ -462,6 +491,8 @@ pf_end net
     );
     match attach {
         Some(LEAN) => s.push_str("export PAGEFAIL_LEAN=1\n"),
+        Some(FOUR) => s.push_str("export PAGEFAIL_CHAIN=four\n"),
+        Some(FAILURES_ONLY) => s.push_str("export PAGEFAIL_FAILURES_ONLY=1\n"),
         Some(a) => {
             let _ = writeln!(s, "export PAGEFAIL_ATTACH={a}");
         }
@@ -511,6 +542,8 @@ fn run_one(
         release: k.release.clone(),
         log: out.log.clone(),
         lean: attach == Some(LEAN),
+        chain: if attach == Some(FOUR) { "four" } else { "pair" },
+        failures_only: attach == Some(FAILURES_ONLY),
         ..Row::default()
     };
     check_run(&out.console, &out.sections.present, &mut row);
@@ -736,7 +769,13 @@ fn check_into(
     row.style = stderr
         .split_once("attached to mm_page_alloc (")
         .and_then(|(_, r)| r.split_once(')'))
-        .map_or_else(|| "?".to_owned(), |(s, _)| s.to_owned());
+        .map(|(s, _)| s.to_owned())
+        .or_else(|| {
+            stderr
+                .contains("attached to warn_alloc (kprobe")
+                .then(|| "kprobe".to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
     let probe = stderr.contains("warn_alloc kprobe attached");
     if probe { "attached" } else { "not attached" }.clone_into(&mut row.warn_probe);
     row.pf_matched = number_after(summary, "failures matching the filters: ");
@@ -748,6 +787,9 @@ fn check_into(
         .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok());
     row.pf_warn = number_after(summary, "warn_alloc entries: ");
     row.pf_unseen = unseen_in(summary);
+    row.pf_kept = summary
+        .split_once("of the lost: ")
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok());
     row.tracefs = num("tracefs_failures");
     row.traffic = sections
         .get("traffic")
@@ -792,7 +834,26 @@ fn check_into(
         row.tracefs.is_some_and(|n| n > 0),
         format!("tracefs counted {}", opt(row.tracefs)),
     );
-    if row.lean {
+    if row.failures_only {
+        // Failure-only: warn_alloc sees the slow path's failures, not those
+        // that never reach its end; the gap is what the mode cannot see.
+        let bounded = matches!((row.pf_matched, row.tracefs), (Some(p), Some(t)) if p <= t);
+        add(
+            "pagefail <= tracefs (--failures-only; the gap is what it cannot see)",
+            bounded,
+            format!(
+                "pagefail {} (= {} recorded + {} lost), tracefs {}, unseen by the mode {}",
+                opt(row.pf_matched),
+                opt(row.pf_recorded),
+                opt(row.pf_lost),
+                opt(row.tracefs),
+                opt(row
+                    .tracefs
+                    .zip(row.pf_matched)
+                    .map(|(t, p)| t.saturating_sub(p)))
+            ),
+        );
+    } else if row.lean {
         // Lean: what the kernel kept from the main program is counted, not
         // caught, so the count may fall short of tracefs by at most that.
         let bounded = match (row.pf_matched, row.tracefs, row.pf_unseen) {
@@ -927,9 +988,20 @@ fn check_into(
     // With lost records (or, with --lean, events the kernel kept from the
     // program) the CSV holds a subset: each key at most what tracefs saw,
     // and the CSV's total is what pagefail recorded.
-    let lost = row.pf_lost.unwrap_or(0)
+    // Lost records the kernel counted by row are rebuilt into the rows: only
+    // those it had no room for leave the CSV short. Failure-only mode sees a
+    // subset of tracefs's failures.
+    let kept = row.pf_kept.unwrap_or(0);
+    let lost = row.pf_lost.unwrap_or(0).saturating_sub(kept)
         + if row.lean {
             row.pf_unseen.unwrap_or(0)
+        } else {
+            0
+        }
+        + if row.failures_only {
+            row.tracefs
+                .zip(row.pf_matched)
+                .map_or(0, |(t, p)| t.saturating_sub(p))
         } else {
             0
         };
@@ -940,7 +1012,7 @@ fn check_into(
     let same = if lost == 0 {
         from_csv == from_trace
     } else {
-        within && Some(csv_total) == row.pf_recorded
+        within && Some(csv_total) == row.pf_recorded.map(|r| r + kept)
     };
     let diff: Vec<String> = from_trace
         .iter()
@@ -962,7 +1034,7 @@ fn check_into(
         format!("{} distinct (order, gfp) keys, all equal", from_trace.len())
     } else if lost > 0 && same {
         format!(
-            "{} keys; {lost} records lost or unseen, so the CSV holds a subset ({csv_total} = recorded): {}",
+            "{} keys; {lost} records lost or unseen, so the CSV holds a subset ({csv_total} = recorded + rebuilt): {}",
             from_trace.len(),
             diff.join("; ")
         )
