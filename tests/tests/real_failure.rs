@@ -10,7 +10,7 @@ use std::{
 };
 
 use pagefail_tests::{TraceInstance, bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup};
-use tracer::export::SummaryRow;
+use tracer::{cgroup::CgroupSource, export::SummaryRow};
 
 const TRIGGER: &str = env!("CARGO_BIN_EXE_memcg-trigger");
 
@@ -64,8 +64,9 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
     let me = format!("{}-{tag}", std::process::id());
     let cg = memcg.join(format!("pagefail-test-{me}"));
     let _ = fs::create_dir(&cg);
-    // The same name in the unified hierarchy, for cgroup attribution.
-    let v2 = tracer::cgroup::cgroup2_root().map(|root| root.join(format!("pagefail-test-{me}")));
+    // A cgroup of its own in the unified hierarchy too (another name), so
+    // the attribution shows which hierarchy pagefail took.
+    let v2 = tracer::cgroup::cgroup2_root().map(|root| root.join(format!("pagefail-test-v2-{me}")));
     if let Some(v2) = &v2 {
         fs::create_dir(v2).expect("create cgroup v2 directory");
     }
@@ -196,13 +197,38 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
     assert_eq!(row.cause, "memcg", "{row:?}");
     assert_eq!(row.outcome, "fallback", "{row:?}");
     assert!(row.gfp.starts_with("0x"));
-    if v2.is_some() {
-        assert_eq!(
-            row.cgroup,
-            format!("/pagefail-test-{me}"),
-            "cgroup attribution"
-        );
+    // cgroup attribution, on every kind of host: the v1 memory cgroup where
+    // the memory controller is on v1 (this recipe needs it there; hybrid
+    // hosts too), read by the kernel program wherever the kernel has BTF.
+    let source = CgroupSource::detect();
+    match &source {
+        CgroupSource::MemcgKernel { root, .. } | CgroupSource::MemcgProc { root, .. } => {
+            let rel = cg
+                .strip_prefix(root)
+                .expect("trigger cgroup under the memory mount");
+            assert_eq!(
+                row.cgroup,
+                format!("/{}", rel.display()),
+                "v1 memory cgroup attribution ({source})"
+            );
+        }
+        other => panic!("the v1 memory controller is mounted, yet the source is {other}"),
     }
+    if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        assert_eq!(source.method(), "v1-memcg-kernel", "{source}");
+    }
+    // `check` says which method is in use.
+    let check = Command::new(pagefail_bin())
+        .args(["check", "--no-probe"])
+        .output()
+        .expect("run check");
+    let check = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check
+            .lines()
+            .any(|l| l.contains("cgroup attribution") && l.contains(source.method())),
+        "{check}"
+    );
 
     // Exports: folded stacks and the flame graph name the same frames.
     let folded = fs::read_to_string(&folded).expect("folded stacks");

@@ -51,7 +51,8 @@ pub const EVENT_WARN_ALLOC: u32 = 1 << 3;
 pub struct FailureEvent {
     /// `bpf_ktime_get_boot_ns()` at the failure.
     pub ts_boot_ns: u64,
-    /// `bpf_get_current_cgroup_id()` (cgroup v2 id; 0 where not available).
+    /// `bpf_get_current_cgroup_id()` (cgroup v2 id), or with `global::CG_MEMCG`
+    /// the task's v1 memory cgroup's kernfs id; 0 where not available.
     pub cgroup_id: u64,
     /// The gfp mask as the kernel passed it (`gfp_t`, zero-extended).
     pub gfp: u64,
@@ -275,6 +276,20 @@ pub mod global {
     pub const TP_GFP_SIZE: &str = "TP_GFP_SIZE";
     /// `u32`: byte offset of `migratetype` in the classic record.
     pub const TP_OFF_MIGRATETYPE: &str = "TP_OFF_MIGRATETYPE";
+    /// `u32`: non-zero: `cgroup_id` is the task's cgroup v1 memory cgroup
+    /// (`task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id`, read at the
+    /// offsets below), not the unified (v2) cgroup.
+    pub const CG_MEMCG: &str = "CG_MEMCG";
+    /// `u32`: byte offset of `task_struct.cgroups`.
+    pub const CG_OFF_TASK_CGROUPS: &str = "CG_OFF_TASK_CGROUPS";
+    /// `u32`: byte offset of `css_set.subsys[memory_cgrp_id]`.
+    pub const CG_OFF_CSET_MEMCG: &str = "CG_OFF_CSET_MEMCG";
+    /// `u32`: byte offset of `cgroup_subsys_state.cgroup`.
+    pub const CG_OFF_CSS_CGROUP: &str = "CG_OFF_CSS_CGROUP";
+    /// `u32`: byte offset of `cgroup.kn`.
+    pub const CG_OFF_CGROUP_KN: &str = "CG_OFF_CGROUP_KN";
+    /// `u32`: byte offset of `kernfs_node.id`.
+    pub const CG_OFF_KN_ID: &str = "CG_OFF_KN_ID";
     /// `[u64; DROP_MASK_WORDS]`: bit `slot` set: count drops of that reason
     /// slot (see `drop_slot`); all zero: count none.
     pub const DROP_MASK: &str = "DROP_MASK";

@@ -26,8 +26,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_smp_processor_id,
-            bpf_get_stack, bpf_get_stackid, bpf_ktime_get_boot_ns,
+            bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_task,
+            bpf_get_smp_processor_id, bpf_get_stack, bpf_get_stackid, bpf_ktime_get_boot_ns,
         },
     },
     macros::{btf_tracepoint, kprobe, map, raw_tracepoint, tracepoint},
@@ -75,6 +75,20 @@ static TP_OFF_GFP: u32 = 24;
 static TP_GFP_SIZE: u32 = 8;
 #[unsafe(no_mangle)]
 static TP_OFF_MIGRATETYPE: u32 = 32;
+// cgroup v1 memory controller: the chain to the task's memory cgroup id
+// (0: the unified id); offsets from the running kernel's BTF.
+#[unsafe(no_mangle)]
+static CG_MEMCG: u32 = 0;
+#[unsafe(no_mangle)]
+static CG_OFF_TASK_CGROUPS: u32 = 0;
+#[unsafe(no_mangle)]
+static CG_OFF_CSET_MEMCG: u32 = 0;
+#[unsafe(no_mangle)]
+static CG_OFF_CSS_CGROUP: u32 = 0;
+#[unsafe(no_mangle)]
+static CG_OFF_CGROUP_KN: u32 = 0;
+#[unsafe(no_mangle)]
+static CG_OFF_KN_ID: u32 = 0;
 
 #[inline(always)]
 fn global<T: Copy>(g: &'static T) -> T {
@@ -203,6 +217,37 @@ fn bump(map: &PerCpuArray<u64>, slot: u32) {
     }
 }
 
+/// The u64 at `base + off` in kernel memory; `None` for a null base or a
+/// failed read.
+#[inline(always)]
+fn read_at(base: u64, off: &'static u32) -> Option<u64> {
+    if base == 0 {
+        return None;
+    }
+    let at = base.wrapping_add(u64::from(global(off)));
+    // SAFETY: a checked kernel read of 8 bytes; a bad address returns an error.
+    unsafe { bpf_probe_read_kernel(at as *const u64) }.ok()
+}
+
+/// The cgroup of the failing task: the unified (v2) id, or on a cgroup v1
+/// memory controller `task->cgroups->subsys[memory]->cgroup->kn->id`; 0 when
+/// a link of the chain cannot be read.
+#[inline(always)]
+fn task_cgroup_id() -> u64 {
+    if global(&CG_MEMCG) == 0 {
+        // SAFETY: helper call with no arguments.
+        return unsafe { bpf_get_current_cgroup_id() };
+    }
+    // SAFETY: helper call with no arguments; the pointer is only read through.
+    let task = unsafe { bpf_get_current_task() };
+    read_at(task, &CG_OFF_TASK_CGROUPS)
+        .and_then(|cset| read_at(cset, &CG_OFF_CSET_MEMCG))
+        .and_then(|css| read_at(css, &CG_OFF_CSS_CGROUP))
+        .and_then(|cgrp| read_at(cgrp, &CG_OFF_CGROUP_KN))
+        .and_then(|kn| read_at(kn, &CG_OFF_KN_ID))
+        .unwrap_or(0)
+}
+
 /// The whole program, once the attach style has produced the arguments.
 #[inline(always)]
 fn on_alloc<C: EbpfContext>(ctx: &C, failed: bool, order: u32, gfp: u64, migratetype: i32) {
@@ -285,7 +330,7 @@ fn on_failure<C: EbpfContext>(
     )]
     unsafe {
         (*ev).ts_boot_ns = now;
-        (*ev).cgroup_id = bpf_get_current_cgroup_id();
+        (*ev).cgroup_id = task_cgroup_id();
         (*ev).gfp = gfp;
         (*ev).pid = pid;
         (*ev).tgid = tgid;

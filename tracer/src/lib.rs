@@ -15,7 +15,7 @@ macro_rules! note {
 
 /// Bounded aggregation of failure records into summary rows.
 pub mod aggregate;
-/// cgroup id to path (and container id).
+/// cgroup attribution on v1, v2 and hybrid hosts; id to path (and container id).
 pub mod cgroup;
 /// CPU context and network path of a failure, from its stack.
 pub mod classify;
@@ -29,6 +29,8 @@ pub mod events;
 pub mod export;
 /// gfp masks: tables by kernel, and what a mask means.
 pub mod gfp;
+/// Struct member offsets and enum values from the running kernel's BTF.
+pub mod kbtf;
 /// The one parse of a kernel release string.
 pub mod kernel_version;
 /// Failure reports read back from kernel logs.
@@ -47,6 +49,8 @@ pub mod privilege;
 pub mod probe;
 /// Interval files of `record`: naming, retries, retention.
 pub mod recorder;
+/// pagefail under memory pressure: its OOM score, shortages it retries.
+pub mod selfprotect;
 /// A tracing session: attach, pump, stop, drain.
 pub mod session;
 /// Kernel stacks from /proc/kallsyms.

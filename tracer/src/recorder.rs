@@ -45,12 +45,18 @@ const MAX_PENDING: usize = 10_000;
 
 struct Pending {
     stem: String,
+    /// The stem its files were given at the first attempt: a retry after a
+    /// partial write finishes the same interval, never writes it twice.
+    chosen: Option<String>,
     rows: Vec<u8>,
-    totals: Vec<u8>,
+    /// `None` once written.
+    totals: Option<Vec<u8>>,
     /// Memory snapshots of the interval, if any were taken.
     memory: Option<Vec<u8>>,
     /// The interval's run summary (JSON), if given.
     summary: Option<Vec<u8>>,
+    /// A write of it failed once already: it waited in memory.
+    held: bool,
 }
 
 /// The suffixes of an interval's files.
@@ -65,6 +71,14 @@ pub struct Recorder {
     pub dropped: u64,
     /// Intervals written.
     pub written: u64,
+    /// Intervals that waited in memory because a write failed (written
+    /// later, still pending, or dropped).
+    pub held_back: u64,
+    /// Failed flushes, by cause: ENOSPC/EDQUOT, ENOMEM/EAGAIN, anything else
+    /// (directory gone, permissions).
+    pub no_space: u64,
+    pub no_memory: u64,
+    pub other_errors: u64,
 }
 
 /// The name stem of a window starting at `t`: `pagefail-YYYYMMDDTHHMMSSZ`.
@@ -137,6 +151,10 @@ impl Recorder {
             pending: VecDeque::new(),
             dropped: 0,
             written: 0,
+            held_back: 0,
+            no_space: 0,
+            no_memory: 0,
+            other_errors: 0,
         })
     }
 
@@ -157,10 +175,12 @@ impl Recorder {
         }
         self.pending.push_back(Pending {
             stem: stem(start),
+            chosen: None,
             rows,
-            totals,
+            totals: Some(totals),
             memory,
             summary,
+            held: false,
         });
     }
 
@@ -191,25 +211,59 @@ impl Recorder {
     }
 
     /// Write every queued interval, oldest first, then prune. On an error
-    /// the unwritten intervals stay queued for the next call.
+    /// the unwritten intervals stay queued for the next call (held back in
+    /// memory, counted), and the error is counted by its cause.
     ///
     /// # Errors
-    /// The first write error (directory gone or unwritable, disk full).
+    /// The first write error (directory gone or unwritable, disk full, no
+    /// memory for the page cache).
     pub fn flush(&mut self) -> anyhow::Result<()> {
-        while let Some(p) = self.pending.front() {
-            let stem = self.unique_stem(&p.stem);
-            let rows_path = self.dir.join(format!("{stem}.csv"));
-            let totals_path = self.dir.join(format!("{stem}.totals.csv"));
-            // Memory and totals first: a summary file never appears without them.
+        let r = self.write_pending();
+        if let Err(e) = &r {
+            match crate::selfprotect::shortage_of(e) {
+                Some(crate::selfprotect::Shortage::Space) => self.no_space += 1,
+                Some(crate::selfprotect::Shortage::Memory) => self.no_memory += 1,
+                None => self.other_errors += 1,
+            }
+            for p in &mut self.pending {
+                if !p.held {
+                    p.held = true;
+                    self.held_back += 1;
+                }
+            }
+        }
+        r
+    }
+
+    fn write_pending(&mut self) -> anyhow::Result<()> {
+        while let Some(front) = self.pending.front() {
+            let stem = match &front.chosen {
+                Some(s) => s.clone(),
+                None => self.unique_stem(&front.stem),
+            };
+            let dir = self.dir.clone();
+            let Some(p) = self.pending.front_mut() else {
+                break;
+            };
+            p.chosen = Some(stem.clone());
+            // Memory and totals first: a summary file never appears without
+            // them. Each part, once written, is not written again.
             if let Some(memory) = &p.memory {
-                let path = self.dir.join(format!("{stem}.memory.csv"));
+                let path = dir.join(format!("{stem}.memory.csv"));
                 export::write_atomically(&path, |w| Ok(w.write_all(memory)?))?;
+                p.memory = None;
             }
             if let Some(summary) = &p.summary {
-                let path = self.dir.join(format!("{stem}.summary.json"));
+                let path = dir.join(format!("{stem}.summary.json"));
                 export::write_atomically(&path, |w| Ok(w.write_all(summary)?))?;
+                p.summary = None;
             }
-            export::write_atomically(&totals_path, |w| Ok(w.write_all(&p.totals)?))?;
+            if let Some(totals) = &p.totals {
+                let path = dir.join(format!("{stem}.totals.csv"));
+                export::write_atomically(&path, |w| Ok(w.write_all(totals)?))?;
+                p.totals = None;
+            }
+            let rows_path = dir.join(format!("{stem}.csv"));
             export::write_atomically(&rows_path, |w| Ok(w.write_all(&p.rows)?))?;
             self.pending.pop_front();
             self.written += 1;
@@ -391,6 +445,36 @@ mod tests {
     }
 
     #[test]
+    fn a_partly_written_interval_is_finished_under_its_own_name() {
+        let d = tmp("partial");
+        let mut r = Recorder::new(&d, Retain::All).unwrap();
+        r.queue(t(0), b"rows".to_vec(), b"totals".to_vec(), None, None);
+        // Every temporary name of the summary file is taken: the totals are
+        // written, the summary fails.
+        let name = stem(t(0));
+        let blockers: Vec<PathBuf> = (0..64)
+            .map(|n| d.join(format!(".{name}.csv.tmp.{}.{n}", std::process::id())))
+            .collect();
+        for b in &blockers {
+            fs::create_dir(b).unwrap();
+        }
+        assert!(r.flush().is_err());
+        assert_eq!((r.pending(), r.held_back), (1, 1));
+        for b in &blockers {
+            fs::remove_dir(b).unwrap();
+        }
+        r.flush().unwrap();
+        let mut names: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [format!("{name}.csv"), format!("{name}.totals.csv")]);
+        assert_eq!(r.written, 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn unwritable_directory_keeps_intervals_queued_until_it_returns() {
         let d = tmp("gone");
         let mut r = Recorder::new(&d, Retain::All).unwrap();
@@ -403,6 +487,11 @@ mod tests {
         r.queue(t(60), b"r".to_vec(), b"t".to_vec(), None, None);
         r.flush().unwrap();
         assert_eq!((r.pending(), r.written), (0, 2));
+        // One interval waited in memory; one failed flush, not a shortage.
+        assert_eq!(
+            (r.held_back, r.other_errors, r.no_space, r.no_memory),
+            (1, 1, 0, 0)
+        );
         fs::remove_dir_all(&d).unwrap();
         // A missing directory is created again, parents too, mode 0750.
         let nested = d.join("a/b");

@@ -162,7 +162,7 @@ impl Session {
         .group_by(agg.by)
         .with_outcomes(agg.outcomes.clone())
         .with_warn_probe(matches!(tracer.warn_alloc, WarnAllocProbe::Attached))
-        .with_cgroups(CgroupResolver::new());
+        .with_cgroups(CgroupResolver::for_source(&tracer.cgroups));
         // Capabilities are per thread: the kallsyms thread started above
         // keeps its own until it has read the addresses (which need
         // CAP_SYSLOG) and exits; this thread, which does all further work,

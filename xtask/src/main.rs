@@ -485,7 +485,8 @@ fn fuzz_tier(seconds: u64, totals: &mut TestTotals) -> String {
 }
 
 /// The VM tier: every Debian kernel, each run counted as one test, then the
-/// bare-initramfs check of the static binary (one more test).
+/// bare-initramfs check of the static binary and the "under pressure"
+/// scenario (one more test each).
 fn vm_tier(totals: &mut TestTotals, arm64: bool) -> anyhow::Result<bool> {
     let mut report = vm::test::run_all(&["5.10", "6.1", "6.12"], "atomic-net")?;
     let arm = arch::Arch::Arm64;
@@ -508,6 +509,8 @@ fn vm_tier(totals: &mut TestTotals, arm64: bool) -> anyhow::Result<bool> {
     if let Some(b) = &bare_arm64 {
         md.push_str(&b.markdown());
     }
+    let pressure = vm::pressure::run(vm::pressure::KERNEL);
+    md.push_str(&pressure.markdown());
     println!("{md}");
     let path = vm::vm_dir().join("report.md");
     std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
@@ -525,7 +528,15 @@ fn vm_tier(totals: &mut TestTotals, arm64: bool) -> anyhow::Result<bool> {
             &format!("{:.0} s", b.seconds),
         );
     }
-    Ok(report.ok() && bare.ok() && bare_arm64.as_ref().is_none_or(vm::bare::Outcome::ok))
+    totals.record(
+        &format!("vm::under_pressure_{}", pressure.kernel),
+        pressure.ok(),
+        &format!("{:.0} s", pressure.seconds),
+    );
+    Ok(report.ok()
+        && bare.ok()
+        && bare_arm64.as_ref().is_none_or(vm::bare::Outcome::ok)
+        && pressure.ok())
 }
 
 #[cfg(test)]

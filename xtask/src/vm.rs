@@ -70,6 +70,7 @@ pub mod bare;
 pub mod capture;
 pub mod initramfs;
 pub mod kernel;
+pub mod pressure;
 pub mod qemu;
 pub mod smoke;
 pub mod test;

@@ -66,8 +66,12 @@ fn main() {
             run(&args[2], Duration::from_secs(secs))
         }
         Some("fragment") if args.len() == 4 => fragment(&args[2], &args[3]),
+        Some("pressure") if args.len() == 3 => pressure::run(&args[2]),
+        Some("hog") if args.len() == 2 => pressure::hog(),
+        Some("memgen") if args.len() == 4 => pressure::memgen(&args[2], &args[3]),
         _ => Err("usage: vm-scenario run PAGEFAIL_BIN TRAFFIC_SECS | \
-                  vm-scenario fragment READY_FILE RELEASE_FILE"
+                  vm-scenario fragment READY_FILE RELEASE_FILE | \
+                  vm-scenario pressure PAGEFAIL_BIN"
             .to_owned()),
     };
     if let Err(e) = result {
@@ -1268,5 +1272,451 @@ fn reuseport_groups(go: &AtomicBool, run_for: Duration, c: &Counters) {
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------- under pressure
+
+/// `vm-scenario pressure PAGEFAIL_BIN`: `pagefail record` through repeated
+/// OOM kills and a full output directory.
+///
+/// The guest's `/init` mounted cgroup2 at `/sys/fs/cgroup` (a v2-only guest)
+/// and a 1 MiB tmpfs at `/out`. In order, every process made before memory
+/// is short:
+/// 1. `pagefail record --output /out --interval 2s --all` (its own
+///    `oom_score_adj`, untouched here) until it says it attached;
+/// 2. the failure generator `memgen` in the cgroup `/pfgen` of its own: each
+///    round it sets `memory.max` to its usage and grows its fd
+///    table (order-6 accounted allocation, whose charge fails; the kernel
+///    falls back to vmalloc), then unshares its fd table to start again;
+/// 3. a filler file takes every free byte of `/out` (ENOSPC for pagefail);
+/// 4. [`HOG_ROUNDS`] memory hogs, one after the other, each touching memory
+///    until the OOM killer kills it (each hog starts after the previous died
+///    and its memory came back, so no fork happens while memory is short);
+/// 5. the generator stops, the filler is removed (space returns), two
+///    intervals pass, pagefail gets SIGTERM.
+///
+/// Prints the kernel's OOM victims, pagefail's stderr and the figures.
+pub mod pressure {
+    use super::{Res, section, write_file};
+    use std::{
+        fs,
+        io::{BufRead, BufReader, Read, Write},
+        path::Path,
+        process::{Command, Stdio},
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, Ordering},
+        },
+        thread,
+        time::{Duration, Instant},
+    };
+
+    const OUT: &str = "/out";
+    const CGROUP: &str = "/sys/fs/cgroup/pfgen";
+    const GO: &str = "/tmp/pressure-go";
+    const STOP: &str = "/tmp/pressure-stop";
+    pub const HOG_ROUNDS: u32 = 3;
+    /// One hog's limit: longer means the OOM killer did not come.
+    const HOG_LIMIT: Duration = Duration::from_secs(20);
+    const INTERVAL_SECS: u64 = 2;
+
+    fn vmstat(key: &str) -> u64 {
+        fs::read_to_string("/proc/vmstat")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `Killed process PID (COMM)` lines of the kernel log so far.
+    fn oom_victims() -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        let Ok(f) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags_nonblock()
+            .open("/dev/kmsg")
+        else {
+            return out;
+        };
+        let mut f = f;
+        let mut buf = vec![0u8; 8192];
+        // One record per read; EAGAIN at the end. Bounded.
+        for _ in 0..100_000 {
+            let Ok(n) = f.read(&mut buf) else { break };
+            if n == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf[..n]);
+            if let Some((_, rest)) = line.split_once("Killed process ") {
+                let mut it = rest.splitn(2, ' ');
+                let pid = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                let comm = it
+                    .next()
+                    .and_then(|r| r.strip_prefix('('))
+                    .and_then(|r| r.split_once(')'))
+                    .map_or_else(String::new, |(c, _)| c.to_owned());
+                out.push((pid, comm));
+            }
+        }
+        out
+    }
+
+    trait NonBlock {
+        fn custom_flags_nonblock(&mut self) -> &mut Self;
+    }
+    impl NonBlock for fs::OpenOptions {
+        fn custom_flags_nonblock(&mut self) -> &mut Self {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            self.custom_flags(libc::O_NONBLOCK)
+        }
+    }
+
+    pub fn run(pagefail: &str) -> Res<()> {
+        let t0 = Instant::now();
+        let me = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+        // The orchestrator stays alive; the hogs are the OOM killer's choice.
+        write_file("/proc/self/oom_score_adj", "-500")?;
+        fs::create_dir_all(CGROUP).map_err(|e| format!("{CGROUP}: {e}"))?;
+        write_file("/sys/fs/cgroup/cgroup.subtree_control", "+memory")?;
+        let oom_before = vmstat("oom_kill");
+
+        let mut pf = Command::new(pagefail)
+            .args(["record", "--output", OUT, "--interval", "2s", "--all"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {pagefail}: {e}"))?;
+        let pf_pid = pf.id();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let attached = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stderr = pf.stderr.take().ok_or("no pagefail stderr")?;
+            let (lines, attached) = (Arc::clone(&lines), Arc::clone(&attached));
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[pagefail] {line}");
+                    if line.contains("attached to mm_page_alloc") {
+                        attached.store(true, Ordering::SeqCst);
+                    }
+                    lines.lock().unwrap().push(line);
+                }
+                attached.store(true, Ordering::SeqCst);
+            })
+        };
+        let start = Instant::now();
+        while !attached.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(90) {
+            thread::sleep(Duration::from_millis(50));
+        }
+        if !attached.load(Ordering::SeqCst) || pf.try_wait().ok().flatten().is_some() {
+            let _ = pf.kill();
+            let _ = reader.join();
+            section("pagefail-stderr", &lines.lock().unwrap().join("\n"));
+            return Err("pagefail record did not attach".into());
+        }
+        let adj = fs::read_to_string(format!("/proc/{pf_pid}/oom_score_adj"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+
+        // The generator, made now (memory is not short yet).
+        let _ = fs::remove_file(GO);
+        let _ = fs::remove_file(STOP);
+        let mut gen_child = Command::new(&me)
+            .args(["memgen", CGROUP, GO])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting memgen: {e}"))?;
+        let gen_pid = gen_child.id();
+        // Let one interval be written while there is space, then fill /out.
+        thread::sleep(Duration::from_secs(INTERVAL_SECS + 1));
+        let filled = fill(OUT)?;
+        write_file(GO, "go")?;
+
+        let mut hog_kills = 0u32;
+        let mut rounds = Vec::new();
+        for round in 0..HOG_ROUNDS {
+            let t = Instant::now();
+            let mut hog = Command::new(&me)
+                .arg("hog")
+                .spawn()
+                .map_err(|e| format!("starting hog {round}: {e}"))?;
+            let status = loop {
+                if let Ok(Some(st)) = hog.try_wait() {
+                    break Some(st);
+                }
+                if t.elapsed() > HOG_LIMIT {
+                    let _ = hog.kill();
+                    let _ = hog.wait();
+                    break None;
+                }
+                thread::sleep(Duration::from_millis(100));
+            };
+            let killed = status.is_some_and(|st| {
+                std::os::unix::process::ExitStatusExt::signal(&st) == Some(libc::SIGKILL)
+            });
+            hog_kills += u32::from(killed);
+            rounds.push(format!(
+                "hog {round}: pid {} {} after {:.1} s",
+                hog.id(),
+                if killed { "OOM-killed" } else { "NOT killed" },
+                t.elapsed().as_secs_f64()
+            ));
+            // Let memory come back before the next fork.
+            thread::sleep(Duration::from_millis(500));
+        }
+        write_file(STOP, "stop")?;
+        let gen_out = {
+            let mut s = String::new();
+            if let Some(mut o) = gen_child.stdout.take() {
+                let _ = o.read_to_string(&mut s);
+            }
+            let _ = gen_child.wait();
+            s
+        };
+        let alive_at_end = pf.try_wait().ok().flatten().is_none();
+        // Space returns.
+        let _ = fs::remove_file(Path::new(OUT).join("filler"));
+        thread::sleep(Duration::from_secs(2 * INTERVAL_SECS + 1));
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(i32::try_from(pf_pid).unwrap_or(0), libc::SIGTERM) };
+        let stop_t = Instant::now();
+        let status = loop {
+            if let Ok(Some(st)) = pf.try_wait() {
+                break Some(st);
+            }
+            if stop_t.elapsed() > Duration::from_secs(30) {
+                let _ = pf.kill();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        let _ = reader.join();
+        let stderr = lines.lock().unwrap().join("\n");
+        let victims = oom_victims();
+        let oom_kills = vmstat("oom_kill").saturating_sub(oom_before);
+        let pf_victim = victims.iter().any(|(p, c)| *p == pf_pid || c == "pagefail");
+
+        // The books, from the interval files.
+        let books = books(OUT, gen_pid)?;
+        section("pagefail-stderr", &stderr);
+        section(
+            "oom-victims",
+            &victims
+                .iter()
+                .map(|(p, c)| format!("{p} {c}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        section("hog-rounds", &rounds.join("\n"));
+        section("memgen", &gen_out);
+        section("interval-files", &books.files.join("\n"));
+        let note = stderr
+            .lines()
+            .find(|l| l.contains("intervals written to"))
+            .unwrap_or("");
+        let after = |key: &str| -> String {
+            note.split_once(key)
+                .and_then(|(b, _)| {
+                    b.rsplit(|c: char| !c.is_ascii_digit())
+                        .find(|w| !w.is_empty())
+                })
+                .unwrap_or("-")
+                .to_owned()
+        };
+        println!(
+            "PAGEFAIL-RESULT oom_kills={oom_kills} hog_kills={hog_kills} victims={} pagefail_victim={pf_victim} \
+             alive_at_end={alive_at_end} exit={} oom_score_adj={adj} filled_bytes={filled} \
+             written={} held_back={} no_space={} no_memory={} other={} not_written={} dropped={} map_retries={} \
+             totals_files={} summary_files={} matched={} recorded={} lost={} csv_failures={} \
+             gen_pid={gen_pid} gen_failures={} gen_cgroups={} secs={:.0}",
+            victims.len(),
+            status.map_or_else(
+                || "timeout".to_owned(),
+                |s| s
+                    .code()
+                    .map_or_else(|| "signal".to_owned(), |c| c.to_string())
+            ),
+            after(" intervals written to"),
+            after(" held back in memory"),
+            after(" no space,"),
+            after(" no memory,"),
+            after(" other)"),
+            after(" not written"),
+            after(" dropped"),
+            after(" counter reads retried"),
+            books.totals_files,
+            books.summary_files,
+            books.matched,
+            books.recorded,
+            books.lost,
+            books.csv_failures,
+            books.gen_failures,
+            if books.gen_cgroups.is_empty() {
+                "-".to_owned()
+            } else {
+                books.gen_cgroups.join(",")
+            },
+            t0.elapsed().as_secs_f64(),
+        );
+        Ok(())
+    }
+
+    /// Write a file of zeros into `dir` until the filesystem is full.
+    fn fill(dir: &str) -> Res<u64> {
+        let path = Path::new(dir).join("filler");
+        let mut f = fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let block = vec![0u8; 4096];
+        let mut n = 0u64;
+        // Bounded: a 1 MiB tmpfs fills in 256 blocks.
+        for _ in 0..(64 * 1024) {
+            match f.write(&block) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k as u64,
+            }
+        }
+        Ok(n)
+    }
+
+    #[derive(Default)]
+    struct Books {
+        files: Vec<String>,
+        totals_files: u64,
+        summary_files: u64,
+        matched: u64,
+        recorded: u64,
+        lost: u64,
+        csv_failures: u64,
+        gen_failures: u64,
+        gen_cgroups: Vec<String>,
+    }
+
+    fn books(dir: &str, gen_pid: u32) -> Res<Books> {
+        let mut b = Books::default();
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .map_err(|e| format!("{dir}: {e}"))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in &names {
+            let text = fs::read_to_string(Path::new(dir).join(name)).unwrap_or_default();
+            if name.ends_with(".totals.csv") {
+                b.totals_files += 1;
+                for l in text.lines().skip(1) {
+                    let f: Vec<&str> = l.split(',').collect();
+                    let v = f.last().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                    match f.get(f.len().saturating_sub(3)).copied() {
+                        Some("matched") => b.matched += v,
+                        Some("recorded") => b.recorded += v,
+                        Some("lost") => b.lost += v,
+                        _ => {}
+                    }
+                }
+            } else if Path::new(name)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+                && !name.ends_with(".memory.csv")
+            {
+                b.summary_files += 1;
+                let mut r = csv::Reader::from_reader(text.as_bytes());
+                let headers = r.headers().map_err(|e| format!("{name}: {e}"))?.clone();
+                let col = |h: &str| headers.iter().position(|x| x == h);
+                let (Some(pid), Some(cg), Some(fails)) =
+                    (col("pid"), col("cgroup"), col("failures"))
+                else {
+                    return Err(format!("{name}: unexpected header {headers:?}"));
+                };
+                for rec in r.records().flatten() {
+                    let n: u64 = rec[fails].parse().unwrap_or(0);
+                    b.csv_failures += n;
+                    if rec[pid] == gen_pid.to_string() {
+                        b.gen_failures += n;
+                        if !b.gen_cgroups.iter().any(|c| c == &rec[cg]) {
+                            b.gen_cgroups.push(rec[cg].to_owned());
+                        }
+                    }
+                }
+            }
+            b.files.push(format!("{name} {}", text.len()));
+        }
+        Ok(b)
+    }
+
+    /// Touch memory until the OOM killer ends this process (or 20 s pass).
+    pub fn hog() -> Res<()> {
+        write_file("/proc/self/oom_score_adj", "500")?;
+        let len: usize = 1 << 30;
+        // SAFETY: a fresh private anonymous mapping, written only inside.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!("hog mmap: {}", super::errno()));
+        }
+        let start = Instant::now();
+        let base = p.cast::<u8>();
+        let mut off = 0;
+        while off < len && start.elapsed() < HOG_LIMIT {
+            // SAFETY: inside the mapping.
+            unsafe { base.add(off).write_volatile(1) };
+            off += 4096;
+        }
+        Ok(())
+    }
+
+    /// The failure generator: joins `cgroup`, waits for `go`, then fails one
+    /// accounted order-6 allocation per round until the stop file appears.
+    pub fn memgen(cgroup: &str, go: &str) -> Res<()> {
+        super::raise_fd_limit()?;
+        // The fd table's vmalloc fallback is charged to the same cgroup and
+        // fails too: its memory cgroup OOM must find no victim (the charge
+        // then just fails) rather than kill the generator. It holds little
+        // memory, so the global OOM killer loses nothing by skipping it.
+        write_file("/proc/self/oom_score_adj", "-1000")?;
+        let pid = std::process::id();
+        write_file(&format!("{cgroup}/cgroup.procs"), &pid.to_string())?;
+        let start = Instant::now();
+        while !Path::new(go).exists() && start.elapsed() < Duration::from_mins(1) {
+            thread::sleep(Duration::from_millis(50));
+        }
+        let mut rounds = 0u32;
+        let mut failed_dup = 0u32;
+        // Bounded in count and time.
+        while rounds < 300 && !Path::new(STOP).exists() && start.elapsed() < Duration::from_mins(2)
+        {
+            let usage: u64 = fs::read_to_string(format!("{cgroup}/memory.current"))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            // No headroom: on the charge's failure the kernel drains the
+            // cgroup's per-CPU precharge (less than the 256 KiB asked) and
+            // retries, so headroom above it could let the charge pass.
+            write_file(&format!("{cgroup}/memory.max"), &usage.to_string())?;
+            // SAFETY: plain fd syscalls.
+            unsafe {
+                if libc::dup2(0, 19999) < 0 {
+                    failed_dup += 1;
+                }
+                libc::close(19999);
+                libc::unshare(libc::CLONE_FILES);
+            }
+            write_file(&format!("{cgroup}/memory.max"), "max")?;
+            rounds += 1;
+            thread::sleep(Duration::from_millis(100));
+        }
+        let cg = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        println!(
+            "memgen pid={pid} rounds={rounds} dup2_failed={failed_dup} cgroup={}",
+            cg.trim()
+        );
+        Ok(())
     }
 }

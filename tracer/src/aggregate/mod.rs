@@ -47,6 +47,10 @@ use crate::{
 /// Default cap on distinct row keys.
 pub const DEFAULT_KEY_CAP: usize = 10_000;
 
+/// Rows allocated up front at most (the default key cap); a larger cap grows
+/// on demand.
+const PREALLOC_ROWS: usize = DEFAULT_KEY_CAP;
+
 /// Distinct stacks kept across [`Aggregator::reset`] at most.
 const STACK_CACHE_LIMIT: usize = 50_000;
 
@@ -219,8 +223,14 @@ impl Aggregator {
             stacks: Stacks::default(),
             cells: Cells::with_limit(key_cap.saturating_mul(CELLS_PER_KEY)),
             spill: HashMap::default(),
-            rows: Vec::new(),
-            index: HashMap::default(),
+            // The row table is bounded by the key cap and allocated up front
+            // (kept across windows): pagefail runs when memory is short, and
+            // a table that doubles then needs twice its size at once.
+            rows: Vec::with_capacity(key_cap.min(PREALLOC_ROWS) + 1),
+            index: HashMap::with_capacity_and_hasher(
+                key_cap.min(PREALLOC_ROWS) + 1,
+                FxBuild::default(),
+            ),
             events: 0,
             capped: 0,
             rebuilt: 0,
@@ -583,7 +593,7 @@ impl Aggregator {
         let cgroup = if other {
             String::new()
         } else {
-            self.cgroups.resolve(ev.cgroup_id)
+            self.cgroups.resolve(ev.cgroup_id, ev.tgid)
         };
         self.rows.push(Row {
             key,

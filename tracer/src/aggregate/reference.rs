@@ -329,7 +329,7 @@ impl Reference {
                         outcome,
                     },
                     stats: RowStats::NONE,
-                    cgroup: self.cgroups.resolve(ev.cgroup_id),
+                    cgroup: self.cgroups.resolve(ev.cgroup_id, ev.tgid),
                     cgroup_id: ev.cgroup_id,
                     stacks: BTreeMap::new(),
                 };

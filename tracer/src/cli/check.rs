@@ -306,6 +306,28 @@ fn support_lines(
     out
 }
 
+/// Where the `cgroup` column comes from on this host (v2, v1 memory
+/// controller read by the kernel or from /proc, or nothing).
+fn cgroup_line(source: &crate::cgroup::CgroupSource) -> SupportLine {
+    use crate::cgroup::CgroupSource;
+    let (status, consequence) = match source {
+        CgroupSource::Unified { .. } | CgroupSource::MemcgKernel { .. } => {
+            (Status::Ok, "rows name the cgroup of the failing task")
+        }
+        CgroupSource::MemcgProc { .. } => (
+            Status::Ok,
+            "rows name the memory cgroup of the process at first sight (short-lived processes: empty)",
+        ),
+        CgroupSource::Unknown => (Status::No, "the cgroup column stays empty"),
+    };
+    line(
+        "cgroup attribution",
+        status,
+        format!("{}: {source}", source.method()),
+        consequence,
+    )
+}
+
 /// Whether the kernel names packet drop reasons (`skb:kfree_skb`, 5.17+),
 /// read from the tracepoint's format file.
 fn drop_reasons_line(tracefs: Option<&str>) -> SupportLine {
@@ -443,6 +465,7 @@ pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
     let probe = !args.no_probe && (args.probe || may_load);
     let probed = probe.then(probe_styles);
     let mut support = support_lines(&features, tracefs_before.as_deref(), eff, probed.as_deref());
+    support.push(cgroup_line(&crate::cgroup::CgroupSource::detect()));
     support.push(drop_reasons_line(tracefs_before.as_deref()));
 
     let before = Snapshot::take().context("reading the memory state")?;
@@ -715,6 +738,19 @@ mod tests {
         assert_eq!(status_of(&l, "kprobes (warn_alloc)").status, Status::Ok);
         assert_eq!(status_of(&l, "tracefs").status, Status::No);
         assert_eq!(status_of(&l, "CAP_BPF").status, Status::No);
+    }
+
+    #[test]
+    fn the_cgroup_line_names_the_method() {
+        use crate::cgroup::CgroupSource;
+        let l = cgroup_line(&CgroupSource::MemcgProc {
+            root: "/sys/fs/cgroup/memory".into(),
+            why: "no BTF".into(),
+        });
+        assert!(l.detail.starts_with("v1-memcg-proc: ") && l.detail.contains("no BTF"));
+        let l = cgroup_line(&CgroupSource::Unknown);
+        assert_eq!(l.status, Status::No);
+        assert!(l.detail.starts_with("none: "));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::{
     metrics::{FailureLabels, Metrics},
     probe::Counters,
     recorder::{Recorder, Retain},
+    selfprotect::{RECORD_OOM_SCORE_ADJ, parse_oom_score_adj, set_oom_score_adj, shortage_of},
     session::{Session, Signals, Step, parse_duration},
 };
 
@@ -58,6 +59,11 @@ pub struct RecordArgs {
     /// Stop after this long (default: run until SIGTERM/SIGINT).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// This process's OOM score adjustment (-1000..=1000): the OOM killer
+    /// then picks pagefail only when it is itself the memory problem;
+    /// -1000 makes it unkillable (lowering it needs `CAP_SYS_RESOURCE`).
+    #[arg(long, value_name = "N", default_value_t = RECORD_OOM_SCORE_ADJ, allow_negative_numbers = true, value_parser = parse_oom_score_adj)]
+    pub oom_score_adj: i32,
     #[command(flatten)]
     pub filter: FilterArgs,
     #[command(flatten)]
@@ -116,6 +122,14 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         (None, None) => Retain::All,
     };
     let recorder = Recorder::new(&args.output, retain)?;
+    // Before the session drops its capabilities (lowering needs CAP_SYS_RESOURCE).
+    match set_oom_score_adj(args.oom_score_adj) {
+        Ok(before) => crate::note!(
+            "pagefail: oom_score_adj {} (was {before})",
+            args.oom_score_adj
+        ),
+        Err(e) => crate::note!("pagefail: {e}; going on"),
+    }
     let probe = args.filter.probe_config()?;
     let mut session = Session::start(&probe, &args.group.aggregate_config()?, signals)?;
     let _ = std::io::Write::write_all(
@@ -149,6 +163,7 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         recorder,
         metrics_base: session.baseline.clone(),
         interval_base: session.baseline.clone(),
+        map_retries: 0,
         drops_metrics_base: session.drops_baseline.clone(),
         drops_interval_base: session.drops_baseline.clone(),
     };
@@ -163,17 +178,23 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
         match session.next(&mut tick, deadline, &mut on_record).await? {
             Step::Tick => {
                 let close = tokio::time::Instant::now() >= boundary;
-                if close {
+                // A window whose counters could not be read (ENOMEM) closes
+                // at the next tick that can read them.
+                if books.advance(&mut session, &metrics, &memory, close, &mut on_record)? && close {
                     boundary += args.interval;
+                    if boundary < tokio::time::Instant::now() {
+                        boundary = tokio::time::Instant::now() + args.interval;
+                    }
                 }
-                books.advance(&mut session, &metrics, &memory, close, &mut on_record)?;
                 flush(&mut books.recorder, &mut write_failing);
             }
             Step::Hangup => {
                 match args.group.aggregate_config() {
                     Ok(cfg) => {
                         // Close the window so its rows keep the stack ids they were built with.
-                        books.advance(&mut session, &metrics, &memory, true, &mut on_record)?;
+                        books
+                            .advance_or_wait(&mut session, &metrics, &memory, &mut on_record)
+                            .await?;
                         session.agg.set_outcomes(cfg.outcomes);
                         session.agg.set_classifier(cfg.classifier);
                         crate::note!("pagefail: SIGHUP: rules re-read, interval closed");
@@ -188,28 +209,50 @@ pub async fn run(args: RecordArgs, verbose: u8) -> anyhow::Result<()> {
 
     session.finish(&mut on_record)?;
     // Counters after the detach and final drain close the last interval.
-    books.advance(&mut session, &metrics, &memory, true, &mut on_record)?;
+    books
+        .advance_or_wait(&mut session, &metrics, &memory, &mut on_record)
+        .await?;
+    let map_retries = books.map_retries;
     let recorder = &mut books.recorder;
-    recorder
-        .flush()
-        .context("writing the last interval before exit")?;
+    // Space or memory may come back shortly (the OOM killer at work, a
+    // cleanup): retry a bounded while before giving up the last intervals.
+    let mut last = recorder.flush();
+    for _ in 0..EXIT_RETRIES {
+        match &last {
+            Err(e) if shortage_of(e).is_some() => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                last = recorder.flush();
+            }
+            _ => break,
+        }
+    }
     if verbose > 0 {
         crate::note!("pagefail: stopped: {reason}");
     }
-    crate::note!(
-        "pagefail: {} intervals written to {}{}",
+    crate::note!("{}", final_note(recorder, map_retries, &args.output));
+    last.context("writing the last intervals before exit")
+}
+
+/// Seconds the exit waits for space or memory to write what is held back.
+const EXIT_RETRIES: u32 = 10;
+
+/// The closing account: intervals written, held back in memory (and why),
+/// not written, dropped; counter reads retried.
+fn final_note(recorder: &Recorder, map_retries: u64, dir: &std::path::Path) -> String {
+    format!(
+        "pagefail: {} intervals written to {}; {} held back in memory while writes failed \
+         (failed flushes: {} no space, {} no memory, {} other); {} not written; {} dropped; \
+         {} counter reads retried (no memory)",
         recorder.written,
-        args.output.display(),
-        if recorder.dropped > 0 {
-            format!(
-                " ({} dropped while the directory was unwritable)",
-                recorder.dropped
-            )
-        } else {
-            String::new()
-        }
-    );
-    Ok(())
+        dir.display(),
+        recorder.held_back,
+        recorder.no_space,
+        recorder.no_memory,
+        recorder.other_errors,
+        recorder.pending(),
+        recorder.dropped,
+        map_retries,
+    )
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -252,6 +295,8 @@ struct Books {
     recorder: Recorder,
     metrics_base: Counters,
     interval_base: Counters,
+    /// Counter reads that failed for want of memory and were retried.
+    map_retries: u64,
     /// Drop counters when the metrics were last updated.
     drops_metrics_base: drops::Mark,
     /// Drop counters when the open window started.
@@ -270,6 +315,9 @@ impl Books {
     /// (microseconds) can fall into the next window. Consecutive windows
     /// balance (matched = recorded + lost over their sum), and the run's
     /// totals exactly.
+    ///
+    /// Returns `false` when the kernel's counters could not be read for want
+    /// of memory (counted in `map_retries`): nothing changed, try again.
     fn advance(
         &mut self,
         session: &mut Session,
@@ -282,8 +330,23 @@ impl Books {
             u32,
             bool,
         ),
-    ) -> anyhow::Result<()> {
-        let now = session.tracer.counters()?;
+    ) -> anyhow::Result<bool> {
+        let now = match session.tracer.counters() {
+            Ok(c) => c,
+            Err(e) => {
+                let e = anyhow::Error::from(e);
+                if shortage_of(&e).is_some() {
+                    if self.map_retries == 0 {
+                        crate::note!(
+                            "pagefail: reading the kernel counters: {e:#}; retrying at the next tick"
+                        );
+                    }
+                    self.map_retries += 1;
+                    return Ok(false);
+                }
+                return Err(e);
+            }
+        };
         if close {
             let d = now.since(&self.interval_base);
             let owed = d
@@ -313,7 +376,29 @@ impl Books {
             self.interval_base = now;
             self.drops_interval_base = interval_now;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Close the window, waiting out a shortage of memory (bounded).
+    async fn advance_or_wait(
+        &mut self,
+        session: &mut Session,
+        metrics: &Mutex<Metrics>,
+        memory: &RefCell<MemoryTracker>,
+        on_record: &mut impl FnMut(
+            &crate::aggregate::Aggregator,
+            &tracer_common::FailureEvent,
+            u32,
+            bool,
+        ),
+    ) -> anyhow::Result<()> {
+        for _ in 0..EXIT_RETRIES * 10 {
+            if self.advance(session, metrics, memory, true, on_record)? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("the kernel counters stayed unreadable (no memory) for 10 s")
     }
 }
 

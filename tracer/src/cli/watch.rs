@@ -35,6 +35,7 @@ use crate::{
 ///   sudo pagefail watch --by comm,path --flamegraph failures.svg
 ///   sudo pagefail watch --stacks --no-tui | tee watch.log
 ///   sudo pagefail watch --all --duration 30s --summary-json run.json
+///   sudo pagefail watch --oom-score-adj -900         # keep watching through OOM kills
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct WatchArgs {
@@ -62,6 +63,10 @@ pub struct WatchArgs {
     /// lost, unseen, `warn_alloc`, drops.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
+    /// Set this process's OOM score adjustment (-1000..=1000; lowering it
+    /// needs `CAP_SYS_RESOURCE`), e.g. -900 to keep watching through an OOM storm.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = crate::selfprotect::parse_oom_score_adj)]
+    pub oom_score_adj: Option<i32>,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -79,6 +84,13 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     let probe = args.filter.probe_config()?;
+    // Before the session drops its capabilities.
+    if let Some(adj) = args.oom_score_adj {
+        match crate::selfprotect::set_oom_score_adj(adj) {
+            Ok(before) => crate::note!("pagefail: oom_score_adj {adj} (was {before})"),
+            Err(e) => crate::note!("pagefail: {e}; going on"),
+        }
+    }
     let mut session = Session::start(&probe, &args.group.aggregate_config()?, signals)?;
     let _ = io::stderr().write_all(session.setup_report(verbose).as_bytes());
 

@@ -667,7 +667,11 @@ impl LogAdvice {
                 };
                 let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
                 for r in rows.iter().filter(of_group) {
-                    let o = if r.outcome.is_empty() { "unknown" } else { r.outcome.as_str() };
+                    let o = if r.outcome.is_empty() {
+                        "unknown"
+                    } else {
+                        r.outcome.as_str()
+                    };
                     *outcomes.entry(o.to_owned()).or_default() += r.failures;
                 }
                 let mine: Vec<SummaryRow> = rows

@@ -256,6 +256,8 @@ pub struct Tracer {
     pub gfp: GfpTable,
     /// Time from the start of [`Tracer::attach`] to the program being attached.
     pub attach_time: std::time::Duration,
+    /// Where failures' cgroups come from on this host.
+    pub cgroups: crate::cgroup::CgroupSource,
 }
 
 fn read_file(path: &Path) -> Result<String, ProbeError> {
@@ -298,11 +300,15 @@ fn read_tables(features: &mut KernelFeatures) -> Result<(GfpTable, RecordLayout)
 
 /// Load the kernel program with its globals set: the filters, the gfp
 /// masks of the atomic rule, the record layout, the ring buffer size.
+/// Load the object with its read-only globals; `memcg`: the kernel's
+/// offsets to the task's cgroup v1 memory cgroup, where that is the
+/// attribution (see [`crate::cgroup`]).
 fn load(
     cfg: &ProbeConfig,
     gfp: &GfpTable,
     layout: &RecordLayout,
     drop_mask: &[u64; tracer_common::DROP_MASK_WORDS],
+    memcg: Option<crate::cgroup::MemcgChain>,
 ) -> Result<Ebpf, ProbeError> {
     let cpus = aya::util::online_cpus().map_or(1, |c| c.len());
     let ring_bytes = cfg.ring_bytes.unwrap_or_else(|| default_ring_bytes(cpus));
@@ -317,6 +323,14 @@ fn load(
     } else {
         0
     };
+    let memcg_on = u32::from(memcg.is_some());
+    let chain = memcg.unwrap_or(crate::cgroup::MemcgChain {
+        task_cgroups: 0,
+        cset_memcg: 0,
+        css_cgroup: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
+    });
     // `EbpfLoader::new` parses the kernel's BTF (about 35 ms here, most
     // of the attach time) even though nothing here needs it: the object
     // has no CO-RE relocations, and the BTF tracepoint style reads the
@@ -337,6 +351,12 @@ fn load(
         .override_global(global::TP_OFF_GFP, &layout.gfp_offset, true)
         .override_global(global::TP_GFP_SIZE, &layout.gfp_size, true)
         .override_global(global::TP_OFF_MIGRATETYPE, &layout.migratetype_offset, true)
+        .override_global(global::CG_MEMCG, &memcg_on, true)
+        .override_global(global::CG_OFF_TASK_CGROUPS, &chain.task_cgroups, true)
+        .override_global(global::CG_OFF_CSET_MEMCG, &chain.cset_memcg, true)
+        .override_global(global::CG_OFF_CSS_CGROUP, &chain.css_cgroup, true)
+        .override_global(global::CG_OFF_CGROUP_KN, &chain.cgroup_kn, true)
+        .override_global(global::CG_OFF_KN_ID, &chain.kn_id, true)
         .override_global(global::DROP_MASK, drop_mask, true)
         .map_max_entries(MAP_EVENTS, ring_bytes);
     if *drop_mask == [0; tracer_common::DROP_MASK_WORDS] {
@@ -479,8 +499,9 @@ impl Tracer {
             .as_ref()
             .map(|t| crate::drops::reasons::mask(t, cfg.drops))
             .unwrap_or_default();
+        let cgroups = crate::cgroup::CgroupSource::detect();
         let checked = start.elapsed();
-        let mut ebpf = load(cfg, &gfp, &layout, &drop_mask)?;
+        let mut ebpf = load(cfg, &gfp, &layout, &drop_mask, cgroups.chain())?;
         let loaded = start.elapsed();
         let (style, mut links, fallbacks) = attach_first_style(&mut ebpf, &features, cfg)?;
         let attach_time = start.elapsed();
@@ -505,6 +526,7 @@ impl Tracer {
             features,
             gfp,
             attach_time,
+            cgroups,
         })
     }
 

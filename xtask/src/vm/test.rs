@@ -85,7 +85,8 @@ pub struct TestArgs {
     pub kernel: String,
     /// Which scenario: `atomic-net` (traffic, pagefail against tracefs),
     /// `bare` (the static binary alone in an initramfs without shell or
-    /// libraries), or `all`.
+    /// libraries), `pressure` (`record` through OOM kills and a full
+    /// output directory), or `all`.
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Force pagefail's attach style in the guest (`PAGEFAIL_ATTACH`):
@@ -232,11 +233,12 @@ pub fn run(args: &TestArgs) -> Result<()> {
         "all" => kernel::kernels(args.arch).iter().map(|k| k.ver).collect(),
         one => vec![kernel::spec_for(one, args.arch)?.ver],
     };
-    let (net, bare) = match args.scenario.as_str() {
-        "all" => (true, true),
-        "bare" => (false, true),
-        s if SCENARIOS.contains(&s) => (true, false),
-        s => bail!("unknown scenario {s:?}: use atomic-net, bare or all"),
+    let (net, bare, pressure) = match args.scenario.as_str() {
+        "all" => (true, true, true),
+        "bare" => (false, true, false),
+        "pressure" => (false, false, true),
+        s if SCENARIOS.contains(&s) => (true, false, false),
+        s => bail!("unknown scenario {s:?}: use atomic-net, bare, pressure or all"),
     };
     let report = if net {
         Some(run_matrix_for(
@@ -256,9 +258,23 @@ pub fn run(args: &TestArgs) -> Result<()> {
         };
         super::bare::run_for(ver, args.arch)
     });
+    if pressure && args.arch != crate::arch::Arch::Amd64 {
+        eprintln!("vm-test: the under-pressure scenario runs on x86_64 guests only; skipped");
+    }
+    let pressure = (pressure && args.arch == crate::arch::Arch::Amd64).then(|| {
+        let ver = if args.kernel == "all" {
+            super::pressure::KERNEL
+        } else {
+            kernels[0]
+        };
+        super::pressure::run(ver)
+    });
     let mut md = report.as_ref().map(Report::markdown).unwrap_or_default();
     if let Some(b) = &bare {
         md.push_str(&b.markdown());
+    }
+    if let Some(p) = &pressure {
+        md.push_str(&p.markdown());
     }
     println!("{md}");
     let path = super::vm_dir().join("report.md");
@@ -266,6 +282,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
     eprintln!("vm-test: report written to {}", path.display());
     if !report.as_ref().is_none_or(Report::ok)
         || !bare.as_ref().is_none_or(super::bare::Outcome::ok)
+        || !pressure.as_ref().is_none_or(super::pressure::Outcome::ok)
     {
         bail!(
             "vm-test failed; see {} and the console logs it names",
