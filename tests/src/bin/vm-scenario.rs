@@ -1692,22 +1692,40 @@ pub mod pressure {
         // Bounded in count and time.
         while rounds < 300 && !Path::new(STOP).exists() && start.elapsed() < Duration::from_mins(2)
         {
+            // Each round in a new thread with a file table of its own (a
+            // small copy of this thread's, made before the limit tightens),
+            // so every round has to grow one; this thread's table never grows.
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel::<bool>();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            let Ok(worker) = thread::Builder::new().spawn(move || {
+                // SAFETY: unshare(2) on this thread's own file table.
+                let own = unsafe { libc::unshare(libc::CLONE_FILES) } == 0;
+                let _ = ready_tx.send(own);
+                if !own || go_rx.recv().is_err() {
+                    return false;
+                }
+                // SAFETY: dup2 on this thread's own table.
+                unsafe { libc::dup2(0, 65535) < 0 }
+            }) else {
+                rounds += 1;
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            let own = ready_rx.recv().unwrap_or(false);
             let usage: u64 = fs::read_to_string(format!("{cgroup}/memory.current"))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(0);
-            // No headroom: on the charge's failure the kernel drains the
-            // cgroup's per-CPU precharge (less than the 256 KiB asked) and
-            // retries, so headroom above it could let the charge pass.
-            write_file(&format!("{cgroup}/memory.max"), &usage.to_string())?;
-            // SAFETY: plain fd syscalls.
-            unsafe {
-                if libc::dup2(0, 19999) < 0 {
-                    failed_dup += 1;
-                }
-                libc::close(19999);
-                libc::unshare(libc::CLONE_FILES);
+            // No headroom. The fd table for fd 65535 is an order-7 request
+            // (512 KiB): more than the per-CPU precharge can ever hold (one
+            // batch, 64 pages), so the charge always goes to the counter and
+            // fails; the vmalloc fallback fails too (no OOM victim here).
+            if own {
+                write_file(&format!("{cgroup}/memory.max"), &usage.to_string())?;
             }
+            let _ = go_tx.send(());
+            let failed = worker.join().unwrap_or(false);
+            failed_dup += u32::from(failed);
             write_file(&format!("{cgroup}/memory.max"), "max")?;
             rounds += 1;
             thread::sleep(Duration::from_millis(100));
