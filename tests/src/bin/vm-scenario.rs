@@ -1689,6 +1689,21 @@ pub mod pressure {
         }
         let mut rounds = 0u32;
         let mut failed_dup = 0u32;
+        // memory.max is opened once, now: opening a file while the limit
+        // leaves no room fails (its `struct file` is charged to the cgroup),
+        // so the limit could not be lifted again.
+        let max_path = format!("{cgroup}/memory.max");
+        let max_file = fs::OpenOptions::new()
+            .write(true)
+            .open(&max_path)
+            .map_err(|e| format!("opening {max_path}: {e}"))?;
+        let set_max = |value: &str| -> Res<()> {
+            use std::os::unix::fs::FileExt as _;
+            max_file
+                .write_at(value.as_bytes(), 0)
+                .map(drop)
+                .map_err(|e| format!("writing {value:?} to {max_path}: {e}"))
+        };
         // Bounded in count and time.
         while rounds < 300 && !Path::new(STOP).exists() && start.elapsed() < Duration::from_mins(2)
         {
@@ -1721,12 +1736,12 @@ pub mod pressure {
             // batch, 64 pages), so the charge always goes to the counter and
             // fails; the vmalloc fallback fails too (no OOM victim here).
             if own {
-                write_file(&format!("{cgroup}/memory.max"), &usage.to_string())?;
+                set_max(&usage.to_string())?;
             }
             let _ = go_tx.send(());
             let failed = worker.join().unwrap_or(false);
             failed_dup += u32::from(failed);
-            write_file(&format!("{cgroup}/memory.max"), "max")?;
+            set_max("max")?;
             rounds += 1;
             thread::sleep(Duration::from_millis(100));
         }
