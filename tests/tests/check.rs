@@ -180,6 +180,9 @@ fn check_from_a_csv_of_another_host_refuses_memory_advice() {
         "2026-03-01T10:00:01Z",
         "2026-03-01T10:00:02Z",
         "ret_from_fork;run_ksoftirqd;neigh_hash_alloc",
+        // cause, outcome: not given (as in files written before the two columns).
+        "",
+        "",
     ])
     .expect("row");
     w.flush().expect("flush");
