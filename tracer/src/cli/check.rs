@@ -147,7 +147,7 @@ fn support_lines(
     out
 }
 
-/// The kernel release: 5.8 or later has the ring buffer and CAP_BPF.
+/// The kernel release: 5.8 or later has the ring buffer and `CAP_BPF`.
 fn version_line(f: &KernelFeatures) -> SupportLine {
     let v = f.version;
     line(
@@ -230,7 +230,7 @@ fn attach_lines(f: &KernelFeatures, probed: Option<&Probes>) -> Vec<SupportLine>
     out
 }
 
-/// The warn_alloc kprobe, and the failure-only mode that needs it.
+/// The `warn_alloc` kprobe, and the failure-only mode that needs it.
 fn warn_alloc_lines(f: &KernelFeatures, probed: Option<&Probes>) -> [SupportLine; 2] {
     let warn = probed.and_then(|p| p.iter().find_map(|(_, r)| r.as_ref().ok()));
     let (status, detail) = match warn {
