@@ -128,16 +128,29 @@ fn lockdown_mode(text: &str) -> Option<&str> {
     Some(&text[start + 1..start + end])
 }
 
+/// Per attach style, Ok(kprobe state) or the error of trying it.
+type Probes = [(AttachStyle, Result<WarnAllocProbe, String>)];
+
 /// The support table. `probed`: per attach style, Ok(kprobe state) or the error.
 fn support_lines(
     f: &KernelFeatures,
     tracefs_before: Option<&str>,
     eff: Option<u64>,
-    probed: Option<&[(AttachStyle, Result<WarnAllocProbe, String>)]>,
+    probed: Option<&Probes>,
 ) -> Vec<SupportLine> {
-    let mut out = Vec::new();
+    let mut out = vec![version_line(f), btf_line(f), ringbuf_line(f, probed)];
+    out.extend(attach_lines(f, probed));
+    out.extend(warn_alloc_lines(f, probed));
+    out.push(tracefs_line(tracefs_before));
+    out.push(lockdown_line());
+    out.extend(cap_lines(eff));
+    out
+}
+
+/// The kernel release: 5.8 or later has the ring buffer and `CAP_BPF`.
+fn version_line(f: &KernelFeatures) -> SupportLine {
     let v = f.version;
-    out.push(line(
+    line(
         "kernel version",
         Status::of(v.is_some_and(|v| v.at_least(5, 8))),
         f.release.clone(),
@@ -146,8 +159,12 @@ fn support_lines(
         } else {
             "before 5.8: no BPF ring buffer, pagefail cannot trace here; use `pagefail logs`"
         },
-    ));
-    out.push(line(
+    )
+}
+
+/// Kernel BTF, needed by `tp_btf` only.
+fn btf_line(f: &KernelFeatures) -> SupportLine {
+    line(
         "BTF",
         Status::of(f.btf),
         "/sys/kernel/btf/vmlinux".to_owned(),
@@ -156,9 +173,13 @@ fn support_lines(
         } else {
             "no tp_btf; the raw tracepoint needs no BTF"
         },
-    ));
+    )
+}
+
+/// The BPF ring buffer: verified when a probe attached, else by version.
+fn ringbuf_line(f: &KernelFeatures, probed: Option<&Probes>) -> SupportLine {
     let any_attached = probed.is_some_and(|p| p.iter().any(|(_, r)| r.is_ok()));
-    out.push(line(
+    line(
         "ring buffer",
         Status::of(f.has_ringbuf()),
         if any_attached {
@@ -171,9 +192,15 @@ fn support_lines(
         } else {
             "pagefail cannot trace; use `pagefail logs`"
         },
-    ));
+    )
+}
+
+/// One line per attach style: probed, planned or not offered, and whether
+/// pagefail will use it.
+fn attach_lines(f: &KernelFeatures, probed: Option<&Probes>) -> Vec<SupportLine> {
     let plan = attach_plan(f, None);
     let first_ok = probed.and_then(|p| p.iter().find(|(_, r)| r.is_ok()).map(|(s, _)| *s));
+    let mut out = Vec::new();
     for (style, name) in [
         (AttachStyle::Raw, "raw tracepoint"),
         (AttachStyle::Btf, "BTF tracepoint"),
@@ -200,6 +227,11 @@ fn support_lines(
         };
         out.push(line(name, status, detail, consequence));
     }
+    out
+}
+
+/// The `warn_alloc` kprobe, and the failure-only mode that needs it.
+fn warn_alloc_lines(f: &KernelFeatures, probed: Option<&Probes>) -> [SupportLine; 2] {
     let warn = probed.and_then(|p| p.iter().find_map(|(_, r)| r.as_ref().ok()));
     let (status, detail) = match warn {
         Some(WarnAllocProbe::Attached) => (
@@ -216,33 +248,39 @@ fn support_lines(
             },
         ),
     };
-    out.push(line(
-        "kprobes (warn_alloc)",
-        status,
-        detail,
-        if status == Status::Ok {
-            "failures the kernel warned about are marked `warned`"
-        } else {
-            "failures are still counted; `warned` stays 0"
-        },
-    ));
-    out.push(line(
-        "failure-only mode (--failures-only)",
-        status,
-        if status == Status::Ok {
-            "the warn_alloc kprobe alone: successful allocations cost nothing; blind to \
-             memcg charge failures and lock-free tries, no allocation totals"
-                .to_owned()
-        } else {
-            "needs the warn_alloc kprobe".to_owned()
-        },
-        if status == Status::Ok {
-            "available; the default stays the exact tracepoint"
-        } else {
-            "not available on this kernel"
-        },
-    ));
-    out.push(line(
+    [
+        line(
+            "kprobes (warn_alloc)",
+            status,
+            detail,
+            if status == Status::Ok {
+                "failures the kernel warned about are marked `warned`"
+            } else {
+                "failures are still counted; `warned` stays 0"
+            },
+        ),
+        line(
+            "failure-only mode (--failures-only)",
+            status,
+            if status == Status::Ok {
+                "the warn_alloc kprobe alone: successful allocations cost nothing; blind to \
+                 memcg charge failures and lock-free tries, no allocation totals"
+                    .to_owned()
+            } else {
+                "needs the warn_alloc kprobe".to_owned()
+            },
+            if status == Status::Ok {
+                "available; the default stays the exact tracepoint"
+            } else {
+                "not available on this kernel"
+            },
+        ),
+    ]
+}
+
+/// Whether tracefs was mounted before pagefail looked.
+fn tracefs_line(tracefs_before: Option<&str>) -> SupportLine {
+    line(
         "tracefs",
         Status::of(tracefs_before.is_some()),
         tracefs_before.map_or_else(|| "not mounted".to_owned(), |t| format!("mounted at {t}")),
@@ -251,7 +289,11 @@ fn support_lines(
         } else {
             "pagefail mounts it at /sys/kernel/tracing when it starts (root needed)"
         },
-    ));
+    )
+}
+
+/// The lockdown mode and what it refuses.
+fn lockdown_line() -> SupportLine {
     let lockdown_path = Path::new("/sys/kernel/security/lockdown");
     let (status, detail, consequence) = match fs::read_to_string(lockdown_path) {
         Ok(t) => match lockdown_mode(&t) {
@@ -274,8 +316,13 @@ fn support_lines(
             "unknown (securityfs not mounted or no lockdown LSM); attaching decides",
         ),
     };
-    out.push(line("lockdown", status, detail, consequence));
+    line("lockdown", status, detail, consequence)
+}
+
+/// One line per capability pagefail uses, from the effective set `eff`.
+fn cap_lines(eff: Option<u64>) -> Vec<SupportLine> {
     let names = eff.map(caps::listed);
+    let mut out = Vec::new();
     for (i, (cap, why)) in [
         ("CAP_BPF", "load BPF programs and maps (5.8+)"),
         ("CAP_PERFMON", "attach to tracepoints and kprobes (5.8+)"),
@@ -560,6 +607,7 @@ pub fn run(args: &CheckArgs, verbose: u8) -> anyhow::Result<()> {
         .context("cannot write to standard output")
 }
 
+/// The human report: support table, memory now, free blocks, vmstat, advice.
 fn text(
     r: &Report,
     snap: &Snapshot,
@@ -567,7 +615,21 @@ fn text(
     log: Option<&LogAdviceRead>,
     verbose: u8,
 ) -> String {
-    let mut s = format!(
+    let mut s = String::new();
+    support_text(&mut s, r);
+    zones_text(&mut s, r);
+    buddy_text(&mut s, r, snap);
+    vmstat_text(&mut s, r);
+    advice_text(&mut s, r, from, log);
+    if verbose > 0 {
+        s.push_str(&format!("\n{}\n", crate::memory::one_line(snap, 0)));
+    }
+    s
+}
+
+/// The title and the kernel support table.
+fn support_text(s: &mut String, r: &Report) {
+    s.push_str(&format!(
         "pagefail check on kernel {}\n\nkernel support{}:\n",
         r.kernel,
         if r.probed {
@@ -575,7 +637,7 @@ fn text(
         } else {
             " (advertised, not verified: run as root to probe)"
         }
-    );
+    ));
     for l in &r.support {
         s.push_str(&format!(
             "  {:<2}  {:<21} {} -> {}\n",
@@ -585,6 +647,11 @@ fn text(
             l.consequence
         ));
     }
+}
+
+/// The watermark sysctls and one line per zone: free memory against the
+/// watermarks.
+fn zones_text(s: &mut String, r: &Report) {
     let kb = r.page_kb;
     s.push_str(&format!(
         "\nmemory now ({} KiB pages): vm.min_free_kbytes {}, vm.watermark_scale_factor {}, vm.watermark_boost_factor {}\n",
@@ -617,6 +684,10 @@ fn text(
                 .map_or_else(|| "n/a".to_owned(), |b| format!("{b} blocks")),
         ));
     }
+}
+
+/// The buddy allocator's free blocks per order, per zone.
+fn buddy_text(s: &mut String, r: &Report, snap: &Snapshot) {
     let orders = snap.buddy.iter().map(|b| b.free.len()).max().unwrap_or(0);
     s.push_str("\n  free blocks per order\n");
     s.push_str(&format!("  {:<13}", "ZONE"));
@@ -634,6 +705,10 @@ fn text(
     if let Some(note) = &r.pagetypeinfo_note {
         s.push_str(&format!("  (highatomic reserve unknown: {note})\n"));
     }
+}
+
+/// The reclaim and compaction counters, since boot or over the sample.
+fn vmstat_text(s: &mut String, r: &Report) {
     let counters: Vec<String> = r.vmstat.iter().map(|(n, v)| format!("{n} {v}")).collect();
     s.push_str(&format!(
         "\nvmstat {}: {}\n",
@@ -644,6 +719,11 @@ fn text(
         },
         counters.join(", ")
     ));
+}
+
+/// The advice: refused, from a kernel log, from a CSV or a sample, or how
+/// to get some.
+fn advice_text(s: &mut String, r: &Report, from: Option<&Path>, log: Option<&LogAdviceRead>) {
     match (&r.advice, &r.advice_refused, log) {
         (_, Some(why), _) => s.push_str(&format!("\nadvice: {why}\n")),
         (_, _, Some(l)) => {
@@ -674,10 +754,6 @@ fn text(
             s.push_str(&a.to_text());
         }
     }
-    if verbose > 0 {
-        s.push_str(&format!("\n{}\n", crate::memory::one_line(snap, 0)));
-    }
-    s
 }
 
 #[cfg(test)]

@@ -225,6 +225,42 @@ impl Parser {
 
     /// Take one line (with or without its newline).
     pub fn push_line(&mut self, raw: &[u8], emit: &mut dyn FnMut(Event)) {
+        self.count_line(raw);
+        if self.skippable(raw) {
+            return;
+        }
+        let text = String::from_utf8_lossy(raw);
+        let split = match prefix::split(&text, self.year) {
+            Line::Kernel(s) => s,
+            Line::Other => return,
+        };
+        let line_no = self.stats.lines;
+        let body = split.body;
+
+        self.close_on_gap(&split, emit);
+        if self.take_slab_cache(body, emit) {
+            return;
+        }
+        self.comms
+            .retain(|(_, at)| line_no.saturating_sub(*at) <= COMM_WAIT_LINES);
+
+        if body.contains(lines::FAILURE) && self.take_headers(&split, line_no, emit) {
+            return;
+        }
+        if self.take_marker(&split, line_no, emit) || self.open.is_empty() {
+            return;
+        }
+        if self.take_mode_continuation(body) {
+            return;
+        }
+        let Some(target) = self.target_of(split.caller) else {
+            return;
+        };
+        self.feed_target(target, body, emit);
+    }
+
+    /// Count the line, and follow the year of syslog stamps.
+    fn count_line(&mut self, raw: &[u8]) {
         self.stats.lines += 1;
         self.stats.bytes += raw.len() as u64 + u64::from(!raw.ends_with(b"\n"));
         // Syslog stamps have no year: a month half a year before the
@@ -236,22 +272,19 @@ impl Parser {
             }
             self.last_month = Some(month);
         }
-        // Fast path: outside a report only a few kinds of line matter.
-        if self.open.is_empty()
+    }
+
+    /// Fast path: outside a report only a few kinds of line matter.
+    fn skippable(&self, raw: &[u8]) -> bool {
+        self.open.is_empty()
             && self.slab.is_none()
             && !ends_with_colon(raw)
             && self.wanted.find(raw).is_none()
-        {
-            return;
-        }
-        let text = String::from_utf8_lossy(raw);
-        let split = match prefix::split(&text, self.year) {
-            Line::Kernel(s) => s,
-            Line::Other => return,
-        };
-        let line_no = self.stats.lines;
-        let body = split.body;
+    }
 
+    /// A time gap (or a stamp going back) after the newest open report
+    /// ends every open report.
+    fn close_on_gap(&mut self, split: &prefix::Split<'_>, emit: &mut dyn FnMut(Event)) {
         if let Some(last) = self.open.last() {
             let r = &last.report;
             let gap = match (r.mono, split.mono, r.wall_us, split.wall_us) {
@@ -263,6 +296,11 @@ impl Parser {
                 self.close_all(Close::Interrupted, emit);
             }
         }
+    }
+
+    /// A pending slab failure takes its `cache:` line (true: the line is
+    /// used), or is emitted without one.
+    fn take_slab_cache(&mut self, body: &str, emit: &mut dyn FnMut(Event)) -> bool {
         if let Some(pending) = self.slab.take() {
             match slab::cache_line(body) {
                 Some((name, default_order, min_order)) => {
@@ -271,29 +309,45 @@ impl Parser {
                     s.order = min_order;
                     s.default_order = default_order;
                     self.emit_slab(s, emit);
-                    return;
+                    return true;
                 }
                 None => self.emit_slab(pending, emit),
             }
         }
-        self.comms
-            .retain(|(_, at)| line_no.saturating_sub(*at) <= COMM_WAIT_LINES);
+        false
+    }
 
-        if body.contains(lines::FAILURE) {
-            let mut any = false;
-            for h in lines::headers(body) {
-                match h {
-                    HeaderMatch::Header(h) => {
-                        any = true;
-                        self.open_report(&h, &split, line_no, emit);
-                    }
-                    HeaderMatch::Unknown => self.stats.skipped += 1,
+    /// A line saying `page allocation failure`: open a report per header
+    /// on it. True: the line is used (a header, or no report to feed).
+    fn take_headers(
+        &mut self,
+        split: &prefix::Split<'_>,
+        line_no: u64,
+        emit: &mut dyn FnMut(Event),
+    ) -> bool {
+        let mut any = false;
+        for h in lines::headers(split.body) {
+            match h {
+                HeaderMatch::Header(h) => {
+                    any = true;
+                    self.open_report(&h, split, line_no, emit);
                 }
-            }
-            if any || self.open.is_empty() {
-                return;
+                HeaderMatch::Unknown => self.stats.skipped += 1,
             }
         }
+        any || self.open.is_empty()
+    }
+
+    /// The lines that matter outside a report: `callbacks suppressed`,
+    /// `SLUB: Unable to allocate memory`, a lone `comm:` line. True: the
+    /// line was one of them.
+    fn take_marker(
+        &mut self,
+        split: &prefix::Split<'_>,
+        line_no: u64,
+        emit: &mut dyn FnMut(Event),
+    ) -> bool {
+        let body = split.body;
         if let Some(count) = lines::suppressed(body) {
             self.close_all(Close::Interrupted, emit);
             self.stats.suppressed = self.stats.suppressed.saturating_add(count);
@@ -302,7 +356,7 @@ impl Parser {
                 mono: split.mono,
                 wall_us: split.wall_us,
             });
-            return;
+            return true;
         }
         if let Some((node, gfp, names)) = slab::slub_line(body) {
             // Printed after the page allocator's own report: that one is over.
@@ -319,42 +373,53 @@ impl Parser {
                 order: None,
                 default_order: None,
             });
-            return;
+            return true;
         }
         if let Some(comm) = lines::lone_comm(body) {
             if self.comms.len() >= MAX_OPEN {
                 self.comms.remove(0);
             }
             self.comms.push((comm.to_owned(), line_no));
-            return;
+            return true;
         }
-        if self.open.is_empty() {
-            return;
-        }
-        // The rest of a header cut before `mode:`.
+        false
+    }
+
+    /// The rest of a header cut before `mode:`. True: the line was it.
+    fn take_mode_continuation(&mut self, body: &str) -> bool {
         if let Some((gfp, names)) = lines::mode_continuation(body)
             && let Some(o) = self.open.iter_mut().find(|o| o.awaiting_mode)
         {
             o.awaiting_mode = false;
             o.report.gfp = gfp;
             o.report.gfp_printed = names.map(str::to_owned);
-            return;
+            return true;
         }
-        // With printk caller ids, lines of other tasks/CPUs are told apart.
-        let target = match split.caller {
+        false
+    }
+
+    /// The open report a line belongs to: with printk caller ids, lines of
+    /// other tasks/CPUs are told apart (None: none of the open ones,
+    /// counted as unassigned); else the newest.
+    fn target_of(&mut self, caller: Option<&str>) -> Option<usize> {
+        match caller {
             Some(c) if self.open.iter().any(|o| o.caller.is_some()) => {
-                let Some(i) = self
+                let i = self
                     .open
                     .iter()
-                    .rposition(|o| o.caller.as_deref() == Some(c))
-                else {
+                    .rposition(|o| o.caller.as_deref() == Some(c));
+                if i.is_none() {
                     self.stats.unassigned += 1;
-                    return;
-                };
+                }
                 i
             }
-            _ => self.open.len() - 1,
-        };
+            _ => Some(self.open.len() - 1),
+        }
+    }
+
+    /// A line of an open report: its identification, the rest of a
+    /// wrapped identification, or a line of its trace or memory state.
+    fn feed_target(&mut self, target: usize, body: &str, emit: &mut dyn FnMut(Event)) {
         let t = body.trim();
         if let Some(id) = lines::ident(t) {
             self.take_ident(&id, t, target);

@@ -2,7 +2,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    fmt::Write as _,
+    fmt::{self, Write as _},
 };
 
 use serde::Serialize;
@@ -259,88 +259,90 @@ impl Summary {
     /// The human summary.
     #[must_use]
     pub fn render(&self) -> String {
-        let mut o = String::new();
+        self.to_string()
+    }
+
+    /// The header: counts of reports and of what the parser set aside, the
+    /// time window, the kernels and hosts.
+    fn fmt_header(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.stats;
-        let _ = writeln!(
-            o,
+        writeln!(
+            f,
             "pagefail logs: {} page allocation failure report{} ({} atomic, {} partial) in {} lines",
             self.reports,
             if self.reports == 1 { "" } else { "s" },
             self.atomic,
             self.partial,
             s.lines
-        );
-        let _ = writeln!(
-            o,
+        )?;
+        writeln!(
+            f,
             "  suppressed: {} more failures rate-limited by the kernel (\"callbacks suppressed\"): the log does not show them",
             s.suppressed
-        );
+        )?;
         if self.slab > 0 {
-            let _ = writeln!(
-                o,
+            writeln!(
+                f,
                 "  slab: {} \"SLUB: Unable to allocate memory\" failure{} (rows [slab:CACHE]): a slab cache could not get pages",
                 self.slab,
                 if self.slab == 1 { "" } else { "s" }
-            );
+            )?;
         }
         if s.unassigned > 0 {
-            let _ = writeln!(
-                o,
+            writeln!(
+                f,
                 "  unassigned: {} line(s) inside reports that belong to none of them (another CPU's output)",
                 s.unassigned
-            );
+            )?;
         }
         if s.skipped > 0 {
-            let _ = writeln!(
-                o,
+            writeln!(
+                f,
                 "  skipped: {} report line(s) in an unknown format",
                 s.skipped
-            );
+            )?;
         }
         if self.filtered > 0 {
-            let _ = writeln!(
-                o,
+            writeln!(
+                f,
                 "  filtered out: {} report(s) (--min-order/--atomic-only)",
                 self.filtered
-            );
+            )?;
         }
         if s.long_lines > 0 {
-            let _ = writeln!(o, "  cut: {} line(s) longer than 64 KiB", s.long_lines);
+            writeln!(f, "  cut: {} line(s) longer than 64 KiB", s.long_lines)?;
         }
         match (self.window_us, self.window_mono) {
-            (Some((a, b)), _) => {
-                let _ = writeln!(o, "  window: {} .. {}", rfc3339(a), rfc3339(b));
-            }
-            (None, Some((a, b))) => {
-                let _ = writeln!(
-                    o,
-                    "  window: {a:.6} s .. {b:.6} s after boot (no wall-clock stamps)"
-                );
-            }
+            (Some((a, b)), _) => writeln!(f, "  window: {} .. {}", rfc3339(a), rfc3339(b))?,
+            (None, Some((a, b))) => writeln!(
+                f,
+                "  window: {a:.6} s .. {b:.6} s after boot (no wall-clock stamps)"
+            )?,
             (None, None) => {}
         }
         if !self.kernels.is_empty() {
             let k: Vec<&str> = self.kernels.iter().map(String::as_str).collect();
-            let _ = writeln!(o, "  kernels: {}", k.join(", "));
+            writeln!(f, "  kernels: {}", k.join(", "))?;
         }
         if !self.hosts.is_empty() {
             let h: Vec<&str> = self.hosts.iter().map(String::as_str).collect();
-            let _ = writeln!(o, "  hosts: {}", h.join(", "));
+            writeln!(f, "  hosts: {}", h.join(", "))?;
         }
-        if self.reports == 0 && self.slab == 0 {
-            return o;
-        }
-        let rows = self.rows();
-        let _ = writeln!(o, "\nFailures (atomic first):");
-        let _ = writeln!(
-            o,
+        Ok(())
+    }
+
+    /// The failures table: the first 50 rows, atomic first.
+    fn fmt_rows(&self, f: &mut fmt::Formatter<'_>, rows: &[SummaryRow]) -> fmt::Result {
+        writeln!(f, "\nFailures (atomic first):")?;
+        writeln!(
+            f,
             "  {:>8}  {:<6}  {:>5}  {:<44}  {:<16}  {:<8}  path",
             "failures", "atomic", "order", "gfp", "comm", "context"
-        );
+        )?;
         for r in rows.iter().take(50) {
             let gfp = format!("{} {}", r.gfp, r.gfp_flags);
-            let _ = writeln!(
-                o,
+            writeln!(
+                f,
                 "  {:>8}  {:<6}  {:>5}  {:<44}  {:<16}  {:<8}  {}",
                 r.failures,
                 r.atomic.map_or("*", |a| if a { "yes" } else { "no" }),
@@ -349,98 +351,124 @@ impl Summary {
                 r.comm,
                 r.context,
                 r.path
-            );
+            )?;
         }
         if rows.len() > 50 {
-            let _ = writeln!(
-                o,
+            writeln!(
+                f,
                 "  ... {} more rows (--csv FILE for all)",
                 rows.len() - 50
-            );
+            )?;
         }
         if self.overflow > 0 {
-            let _ = writeln!(
-                o,
+            writeln!(
+                f,
                 "  ... {} failures beyond {MAX_ROWS} rows not itemized",
                 self.overflow
-            );
+            )?;
         }
-        for (title, f) in [
-            (
-                "comm",
-                &(|r: &SummaryRow| r.comm.clone()) as &dyn Fn(&SummaryRow) -> String,
-            ),
-            ("order", &|r: &SummaryRow| {
-                r.order
-                    .map_or_else(|| "order-*".to_owned(), |o| format!("order-{o}"))
-            }),
-            ("gfp", &|r: &SummaryRow| r.gfp_flags.clone()),
-            ("path", &|r: &SummaryRow| r.path.clone()),
-        ] {
-            let mut counts: Vec<(String, u64)> = Vec::new();
-            for r in &rows {
-                let k = f(r);
-                match counts.iter_mut().find(|(n, _)| *n == k) {
-                    Some(c) => c.1 += r.failures,
-                    None => counts.push((k, r.failures)),
-                }
-            }
-            counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            let list: Vec<String> = counts
-                .iter()
-                .take(10)
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect();
-            let _ = writeln!(o, "  by {title}: {}", list.join(", "));
-        }
-        let _ = writeln!(o, "\nReports (memory at the failure):");
-        for d in &self.details {
-            let _ = writeln!(
-                o,
-                "  {} {}: order-{} {}{} {} path {}{}",
-                d.when,
-                d.who,
-                d.order,
-                d.gfp,
-                if d.atomic { " (atomic)" } else { "" },
-                d.context,
-                d.path,
-                if d.partial { " [partial report]" } else { "" }
-            );
-            match &d.mem {
-                Some(m) => {
-                    let _ = writeln!(o, "      {}", diagnosis(d.order, m));
-                    for z in &m.zones {
-                        if let (Some(free), Some(min), Some(low), Some(high)) =
-                            (z.free_kb, z.min_kb, z.low_kb, z.high_kb)
-                        {
-                            let _ = writeln!(
-                                o,
-                                "      node {} {}: free {free}kB, watermarks min {min}kB low {low}kB high {high}kB{}",
-                                z.node,
-                                z.name,
-                                if free < min { " (below min)" } else { "" }
-                            );
-                        }
+        Ok(())
+    }
+
+    /// One detailed report: who failed, the memory at the failure, the stack.
+    fn fmt_detail(f: &mut fmt::Formatter<'_>, d: &Detail) -> fmt::Result {
+        writeln!(
+            f,
+            "  {} {}: order-{} {}{} {} path {}{}",
+            d.when,
+            d.who,
+            d.order,
+            d.gfp,
+            if d.atomic { " (atomic)" } else { "" },
+            d.context,
+            d.path,
+            if d.partial { " [partial report]" } else { "" }
+        )?;
+        match &d.mem {
+            Some(m) => {
+                writeln!(f, "      {}", diagnosis(d.order, m))?;
+                for z in &m.zones {
+                    if let (Some(free), Some(min), Some(low), Some(high)) =
+                        (z.free_kb, z.min_kb, z.low_kb, z.high_kb)
+                    {
+                        writeln!(
+                            f,
+                            "      node {} {}: free {free}kB, watermarks min {min}kB low {low}kB high {high}kB{}",
+                            z.node,
+                            z.name,
+                            if free < min { " (below min)" } else { "" }
+                        )?;
                     }
                 }
-                None => {
-                    let _ = writeln!(o, "      (no Mem-Info printed)");
-                }
             }
-            if !d.stack.is_empty() {
-                let frames: Vec<&str> = d.stack.rsplit(';').take(8).collect();
-                let _ = writeln!(o, "      stack: {}", frames.join(" <- "));
-            }
+            None => writeln!(f, "      (no Mem-Info printed)")?,
+        }
+        if !d.stack.is_empty() {
+            let frames: Vec<&str> = d.stack.rsplit(';').take(8).collect();
+            writeln!(f, "      stack: {}", frames.join(" <- "))?;
+        }
+        Ok(())
+    }
+
+    /// The reports described one by one, and how many were left out.
+    fn fmt_details(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\nReports (memory at the failure):")?;
+        for d in &self.details {
+            Self::fmt_detail(f, d)?;
         }
         if self.reports > self.details.len() as u64 {
-            let _ = writeln!(
-                o,
+            writeln!(
+                f,
                 "  ... {} more reports (--json-reports for every one)",
                 self.reports - self.details.len() as u64
-            );
+            )?;
         }
-        o
+        Ok(())
+    }
+}
+
+/// One "by X" line: failures summed per key, the 10 largest.
+fn fmt_breakdown(
+    f: &mut fmt::Formatter<'_>,
+    rows: &[SummaryRow],
+    title: &str,
+    key: impl Fn(&SummaryRow) -> String,
+) -> fmt::Result {
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    for r in rows {
+        let k = key(r);
+        match counts.iter_mut().find(|(n, _)| *n == k) {
+            Some(c) => c.1 += r.failures,
+            None => counts.push((k, r.failures)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let list: Vec<String> = counts
+        .iter()
+        .take(10)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    writeln!(f, "  by {title}: {}", list.join(", "))
+}
+
+/// The human summary: header, then (when there is any failure) the failures
+/// table, the breakdowns by comm / order / gfp / path, and the reports.
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_header(f)?;
+        if self.reports == 0 && self.slab == 0 {
+            return Ok(());
+        }
+        let rows = self.rows();
+        self.fmt_rows(f, &rows)?;
+        fmt_breakdown(f, &rows, "comm", |r| r.comm.clone())?;
+        fmt_breakdown(f, &rows, "order", |r| {
+            r.order
+                .map_or_else(|| "order-*".to_owned(), |o| format!("order-{o}"))
+        })?;
+        fmt_breakdown(f, &rows, "gfp", |r| r.gfp_flags.clone())?;
+        fmt_breakdown(f, &rows, "path", |r| r.path.clone())?;
+        self.fmt_details(f)
     }
 }
 
