@@ -229,13 +229,14 @@ pub struct LogAdviceRead {
 /// # Errors
 /// When the file cannot be opened or read.
 pub fn is_summary_csv(path: &Path) -> anyhow::Result<bool> {
-    let mut first = String::new();
+    // Bytes, not text: a log with a stray invalid byte is still a log.
+    let mut first = Vec::new();
     open(path)?
         .take(64 * 1024)
-        .read_line(&mut first)
+        .read_until(b'\n', &mut first)
         .with_context(|| format!("cannot read {}", path.display()))?;
     // The first columns decide; the CSV owner's reader checks the rest.
-    Ok(first.starts_with(&crate::export::CSV_HEADER[..3].join(",")))
+    Ok(first.starts_with(crate::export::CSV_HEADER[..3].join(",").as_bytes()))
 }
 
 /// Parse a kernel log and judge its failures against the memory each
