@@ -3,10 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer::cli::report::{merge, read_rows};
+use tracer::{cli::report::merge, export::read_csv};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(rows) = read_rows("fuzz.csv", data) else {
+    let Ok(rows) = read_csv("fuzz.csv", data) else {
         return;
     };
     let total = rows.iter().fold(0u64, |t, r| t.saturating_add(r.failures));
