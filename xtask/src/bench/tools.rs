@@ -73,9 +73,16 @@ fn start_variant(bins: &Bins, variant: &str) -> anyhow::Result<Option<Tool>> {
         "pagefail" | "pagefail-four" => {
             let mut c = Command::new(&bins.pagefail);
             c.args(["watch", "--all", "--no-tui", "--duration", "300"]);
-            if variant == "pagefail-four" {
-                c.env("PAGEFAIL_CHAIN", "four");
-            }
+            // Both chains named explicitly: the four-program chain is the
+            // default, the marked pair opt-in.
+            c.env(
+                "PAGEFAIL_CHAIN",
+                if variant == "pagefail-four" {
+                    "four"
+                } else {
+                    "pair"
+                },
+            );
             let t = Tool::spawn(c)?;
             t.wait_for("attached to mm_page_alloc", Duration::from_secs(30))?;
             t
