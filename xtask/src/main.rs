@@ -175,11 +175,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Totals of cargo's `test result:` lines.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct TestTotals {
     passed: u64,
     failed: u64,
     ignored: u64,
+    /// Why each failed test xtask ran itself failed, repeated at the end
+    /// of the run so the last lines of a CI log name the failing checks.
+    why: Vec<String>,
 }
 
 impl TestTotals {
@@ -216,6 +219,39 @@ impl TestTotals {
         } else {
             self.failed += 1;
         }
+    }
+
+    /// Count a VM run: a failure also keeps the checks that failed (or the
+    /// error that stopped the run) for the recap at the end.
+    fn record_checks(
+        &mut self,
+        name: &str,
+        ok: bool,
+        note: &str,
+        error: Option<&str>,
+        checks: &[vm::test::Check],
+    ) {
+        self.record(name, ok, note);
+        if ok {
+            return;
+        }
+        if let Some(e) = error {
+            self.why.push(format!("{name}: {}", one_line(e)));
+        }
+        for c in checks.iter().filter(|c| !c.pass) {
+            self.why
+                .push(format!("{name}: [ ] {}: {}", c.name, one_line(&c.detail)));
+        }
+    }
+}
+
+/// A detail on one line, cut to a length a CI log's tail keeps readable.
+fn one_line(s: &str) -> String {
+    const MAX: usize = 400;
+    let flat = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &flat[..i]),
+        None => flat,
     }
 }
 
@@ -302,6 +338,12 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
     };
     if let Some(s) = fuzz_summary {
         println!("{s}");
+    }
+    if !totals.why.is_empty() {
+        println!("why the runs above failed:");
+        for w in &totals.why {
+            println!("  {w}");
+        }
     }
     println!(
         "tests: {} passed, {} failed, {} skipped",
@@ -515,23 +557,29 @@ fn vm_tier(totals: &mut TestTotals, arm64: bool) -> anyhow::Result<bool> {
     let path = vm::vm_dir().join("report.md");
     std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
     for row in &report.rows {
-        totals.record(
+        totals.record_checks(
             &format!("vm::{}", row.kernel.replace(' ', "_")),
             row.ok(),
             &format!("{:.0} s", row.seconds),
+            row.error.as_deref(),
+            &row.checks,
         );
     }
     for b in std::iter::once(&bare).chain(&bare_arm64) {
-        totals.record(
+        totals.record_checks(
             &format!("vm::bare_initramfs_{}", b.kernel.replace(' ', "_")),
             b.ok(),
             &format!("{:.0} s", b.seconds),
+            b.error.as_deref(),
+            &b.checks,
         );
     }
-    totals.record(
+    totals.record_checks(
         &format!("vm::under_pressure_{}", pressure.kernel),
         pressure.ok(),
         &format!("{:.0} s", pressure.seconds),
+        pressure.error.as_deref(),
+        &pressure.checks,
     );
     Ok(report.ok()
         && bare.ok()
@@ -558,12 +606,36 @@ mod tests {
             TestTotals {
                 passed: 66,
                 failed: 2,
-                ignored: 1
+                ignored: 1,
+                why: Vec::new(),
             }
         );
         // Tests xtask runs itself (dist, fuzz targets, VM runs) count too.
         t.record("fuzz::rules", true, "1000 executions in 5.0 s");
         t.record("fuzz::kernel_log", false, "");
         assert_eq!((t.passed, t.failed, t.ignored), (67, 3, 1));
+        // A failed VM run keeps its failed checks for the recap, not the passed ones.
+        let check = |name, pass| crate::vm::test::Check {
+            name,
+            pass,
+            detail: "pagefail 9\n  tracefs 10".into(),
+        };
+        t.record_checks("vm::6.1", true, "", None, &[check("count", true)]);
+        assert!(t.why.is_empty());
+        t.record_checks(
+            "vm::6.1",
+            false,
+            "",
+            Some("boot\ntimed out"),
+            &[check("count", false), check("paths", true)],
+        );
+        assert_eq!(
+            t.why,
+            [
+                "vm::6.1: boot timed out",
+                "vm::6.1: [ ] count: pagefail 9 tracefs 10"
+            ]
+        );
+        assert_eq!(t.failed, 4);
     }
 }
