@@ -6,10 +6,87 @@ pub mod hist;
 
 use std::{
     fs,
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
+
+/// How long a pagefail child may take to attach.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Start a pagefail command (`watch` or `record`), read its stderr on a
+/// thread (each line echoed as `NAME: line` and kept), and return once it
+/// says it attached to `mm_page_alloc`. The thread's result is the whole
+/// stderr, available after the child ends.
+///
+/// # Panics
+/// When the command cannot start or does not attach within 20 s.
+#[must_use]
+pub fn spawn_attached(cmd: &mut Command, name: &'static str) -> (Child, JoinHandle<String>) {
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start pagefail {name}: {e}"));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("attached to mm_page_alloc") {
+                let _ = tx.send(());
+            }
+            eprintln!("{name}: {line}");
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if rx.recv_timeout(ATTACH_TIMEOUT).is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        let said = reader.join().unwrap_or_default();
+        panic!("pagefail {name} did not attach within {ATTACH_TIMEOUT:?}; it said:\n{said}");
+    }
+    (child, reader)
+}
+
+/// Run the `memcg-trigger` helper (`exe`, the test's
+/// `CARGO_BIN_EXE_memcg-trigger`) in memory cgroup `cg`; its pid.
+///
+/// # Panics
+/// When it cannot run, fails, or prints no `pid=`.
+#[must_use]
+pub fn run_trigger(exe: &str, cg: &Path) -> u32 {
+    let out = Command::new(exe)
+        .arg(cg)
+        .output()
+        .expect("run memcg-trigger");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "memcg-trigger failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .expect("memcg-trigger printed no pid=")
+}
+
+/// A loopback TCP port free at the time of the call.
+///
+/// # Panics
+/// When no port can be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
 
 /// Whether this process may load BPF programs. When it may not, the test is
 /// skipped with the reason on stderr, unless `PAGEFAIL_REQUIRE_BPF` is set

@@ -7,16 +7,18 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::TcpStream,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
-use pagefail_tests::{TraceInstance, bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup};
+use pagefail_tests::{
+    TraceInstance, bpf_available, free_port, memcg_v1_root, pagefail_bin, remove_cgroup,
+    run_trigger, spawn_attached,
+};
 use serde_json::Value;
 use tracer::export::SummaryRow;
 
@@ -25,13 +27,6 @@ const TRIGGER_COMM: &str = "memcg-trigger";
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Kills a child process when dropped (Prometheus, or a record left running
@@ -119,38 +114,17 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 fn start_record(dir: &Path, port: u16) -> Child {
-    let mut child = Command::new(pagefail_bin())
-        .args(["record", "--all", "--interval", "2s", "--metrics"])
+    let mut cmd = Command::new(pagefail_bin());
+    cmd.args(["record", "--all", "--interval", "2s", "--metrics"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--output")
         .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pagefail record");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("attached to mm_page_alloc") {
-                let _ = tx.send(());
-            }
-            eprintln!("record: {line}");
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("record did not attach within 20 s");
-    child
+        .stdout(Stdio::null());
+    spawn_attached(&mut cmd, "record").0
 }
 
 fn trigger(cg: &Path) -> u32 {
-    let out = Command::new(TRIGGER).arg(cg).output().expect("trigger");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "trigger: {text}");
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix("pid="))
-        .and_then(|p| p.parse().ok())
-        .expect("trigger pid")
+    run_trigger(TRIGGER, cg)
 }
 
 /// Rows of every interval summary file, and the sum of a totals metric.

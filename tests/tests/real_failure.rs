@@ -3,13 +3,13 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
-use pagefail_tests::{TraceInstance, bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup};
+use pagefail_tests::{
+    TraceInstance, bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup, spawn_attached,
+};
 use tracer::{cgroup::CgroupSource, export::SummaryRow};
 
 const TRIGGER: &str = env!("CARGO_BIN_EXE_memcg-trigger");
@@ -81,8 +81,8 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
         "pfn == 18446744073709551615",
     );
 
-    let mut watch = Command::new(pagefail_bin())
-        .args(["watch", "--all", "--duration", "60s"])
+    let mut cmd = Command::new(pagefail_bin());
+    cmd.args(["watch", "--all", "--duration", "60s"])
         .args(extra)
         .arg("--csv")
         .arg(&csv_path)
@@ -92,25 +92,8 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
         .arg(&svg)
         .arg("--memory-csv")
         .arg(&memory_csv)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pagefail");
-    let stderr = watch.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("attached to mm_page_alloc") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("pagefail did not attach within 20 s");
+        .stdout(Stdio::piped());
+    let (watch, reader) = spawn_attached(&mut cmd, "watch");
 
     // The kernel's own count runs inside pagefail's window.
     trace.enable(true);
@@ -342,30 +325,13 @@ fn full_ring_keeps_every_rows_count() {
         &format!("pagefail-test-{me}"),
         "pfn == 18446744073709551615",
     );
-    let mut watch = Command::new(pagefail_bin())
-        .args(["watch", "--all", "--duration", "120s", "--ring-kib", "4"])
+    let mut cmd = Command::new(pagefail_bin());
+    cmd.args(["watch", "--all", "--duration", "120s", "--ring-kib", "4"])
         .arg("--csv")
         .arg(&csv_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pagefail");
+        .stdout(Stdio::piped());
+    let (watch, reader) = spawn_attached(&mut cmd, "watch");
     let pf = i32::try_from(watch.id()).expect("pid");
-    let stderr = watch.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("attached to mm_page_alloc") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("pagefail did not attach within 20 s");
 
     trace.enable(true);
     // SAFETY: signals to our own child.
@@ -434,9 +400,12 @@ fn full_ring_keeps_every_rows_count() {
         *kernel.entry((pid, order, gfp)).or_default() += 1;
     }
     let kernel_total: u64 = kernel.values().sum();
+    // A trigger's charge now and then finds headroom and does not fail;
+    // what matters is far more failures than the six records the ring holds.
     assert!(
-        kernel_total >= TRIGGERS as u64,
-        "each trigger fails at least once per tracefs: {kernel:?}"
+        kernel_total >= TRIGGERS as u64 / 2,
+        "the triggers failed {kernel_total} times per tracefs, too few to fill a 4 KiB ring: \
+         {kernel:?}"
     );
 
     let rows: Vec<SummaryRow> = csv::Reader::from_path(&csv_path)

@@ -5,13 +5,11 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
-use pagefail_tests::{bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup};
+use pagefail_tests::{bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup, spawn_attached};
 use tracer::export::{RunSummary, SummaryRow};
 
 const TRIGGER: &str = env!("CARGO_BIN_EXE_memcg-trigger");
@@ -37,31 +35,14 @@ fn memcg_failures_have_cause_memcg_and_the_kvmalloc_outcomes() {
     let csv_path = work.join("out.csv");
     let json_path = work.join("run.json");
 
-    let mut watch = Command::new(pagefail_bin())
-        .args(["watch", "--all", "--duration", "60s", "--no-tui"])
+    let mut cmd = Command::new(pagefail_bin());
+    cmd.args(["watch", "--all", "--duration", "60s", "--no-tui"])
         .arg("--csv")
         .arg(&csv_path)
         .arg("--summary-json")
         .arg(&json_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pagefail");
-    let stderr = watch.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("attached to mm_page_alloc") {
-                let _ = tx.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("pagefail did not attach within 20 s");
+        .stdout(Stdio::piped());
+    let (watch, reader) = spawn_attached(&mut cmd, "watch");
 
     let out = Command::new(TRIGGER)
         .arg("--tight")

@@ -123,6 +123,10 @@ pub struct RunSummary {
     pub failures_by_outcome: std::collections::BTreeMap<String, u64>,
     /// Failures that found the ring buffer full: counted, not attributed.
     pub lost: u64,
+    /// Of the lost, those the kernel counted by row, which the rows hold
+    /// (without their times); the rest are counted only.
+    #[serde(default)]
+    pub lost_kept: u64,
     /// Allocation events the kernel skipped (see the README); `null` where
     /// the kernel does not count them.
     pub unseen: Option<u64>,
@@ -130,9 +134,17 @@ pub struct RunSummary {
     pub warn_alloc: Option<u64>,
     /// Recorded failures that reached `warn_alloc` without `__GFP_NOWARN`.
     pub warned: u64,
-    /// Packet drops the kernel attributes to memory, by reason; empty until
-    /// drop counting is enabled.
+    /// Packet drops the kernel attributes to memory, by reason (reasons
+    /// with none left out); empty until drop counting is enabled.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Whether drop reasons were counted: `memory` or `all` (the reasons
+    /// counted), `off`, or `not available: WHY`. Empty in older files.
+    #[serde(default)]
+    pub drop_reasons: String,
+    /// `kfree_skb` events the kernel kept from the drop program (their
+    /// reasons unknown); `null` where not counted.
+    #[serde(default)]
+    pub drops_unseen: Option<u64>,
 }
 
 impl RunSummary {
@@ -502,10 +514,13 @@ mod tests {
             failures_by_cause: std::collections::BTreeMap::new(),
             failures_by_outcome: std::collections::BTreeMap::new(),
             lost: 1,
+            lost_kept: 1,
             unseen: None,
             warn_alloc: Some(2),
             warned: 0,
             drops: std::collections::BTreeMap::new(),
+            drop_reasons: "off".into(),
+            drops_unseen: None,
         };
         let mut terminal = row();
         terminal.outcome = "terminal".into();
@@ -525,6 +540,14 @@ mod tests {
         assert_eq!(v["drops"], serde_json::json!({}));
         assert_eq!(v["failures_by_outcome"]["terminal"], 3);
         assert_eq!(v["unseen"], serde_json::Value::Null);
+        assert_eq!(v["lost_kept"], 1);
+        // A summary written before lost_kept and the drop fields existed reads.
+        let mut old = v.clone();
+        for k in ["lost_kept", "drop_reasons", "drops_unseen"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let back: RunSummary = serde_json::from_value(old).unwrap();
+        assert_eq!((back.lost_kept, back.drop_reasons.as_str()), (0, ""));
     }
 
     #[test]

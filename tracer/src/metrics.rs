@@ -92,16 +92,6 @@ struct MemoryGauges {
     read_errors: Counter,
 }
 
-/// Order-`order` requests the free lists could serve: every free block of
-/// order `k >= order` holds `2^(k - order)` of them.
-fn order_capacity(free: &[u64], order: usize) -> u64 {
-    free.iter()
-        .enumerate()
-        .skip(order)
-        .map(|(k, n)| n.saturating_mul(1u64 << (k - order).min(63)))
-        .fold(0, u64::saturating_add)
-}
-
 fn gauge_value(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -235,9 +225,9 @@ impl MemoryGauges {
                     self.free_blocks
                         .get_or_create(&l)
                         .set(gauge_value(b.free[order]));
-                    self.order_capacity
-                        .get_or_create(&l)
-                        .set(gauge_value(order_capacity(&b.free, order)));
+                    self.order_capacity.get_or_create(&l).set(gauge_value(
+                        crate::memory::buddyinfo::order_capacity(&b.free, order),
+                    ));
                 }
             }
             if let Some(n) = snap
@@ -715,15 +705,6 @@ mod tests {
                 .render()
                 .contains("pagefail_memory_read_errors_total 1\n")
         );
-    }
-
-    #[test]
-    fn order_capacity_counts_requests_each_block_serves() {
-        assert_eq!(order_capacity(&[5, 2, 0, 1], 0), 5 + 4 + 8);
-        assert_eq!(order_capacity(&[5, 2, 0, 1], 1), 2 + 4);
-        assert_eq!(order_capacity(&[5, 2, 0, 1], 2), 2);
-        assert_eq!(order_capacity(&[5, 2, 0, 0], 2), 0);
-        assert_eq!(order_capacity(&[], 3), 0);
     }
 
     #[test]

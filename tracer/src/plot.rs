@@ -59,16 +59,6 @@ fn time_text(secs: u64) -> String {
     timestamp::rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// Free blocks able to serve an order-`order` request: each free block of
-/// order `k >= order` holds `2^(k - order)` of them.
-fn capacity(free: &[u64], order: usize) -> u64 {
-    free.iter()
-        .enumerate()
-        .skip(order)
-        .map(|(k, n)| n.saturating_mul(1u64 << (k - order).min(63)))
-        .fold(0, u64::saturating_add)
-}
-
 /// The zones that matter for kernel allocations, best first.
 fn zone_rank(zone: &str) -> u8 {
     match zone {
@@ -157,7 +147,10 @@ impl Timeline {
                 let o = usize::try_from(*order).unwrap_or(usize::MAX);
                 cap.entry(format!("order {order}, node {} {}", m.node, m.zone))
                     .or_default()
-                    .push((m.taken.clone(), capacity(&free, o)));
+                    .push((
+                        m.taken.clone(),
+                        crate::memory::buddyinfo::order_capacity(&free, o),
+                    ));
             }
         }
         for points in cap.values_mut() {

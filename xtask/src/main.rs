@@ -264,10 +264,18 @@ fn run_tests(mut cmd: Command, totals: &mut TestTotals) -> anyhow::Result<bool> 
         .spawn()
         .with_context(|| format!("cannot run {cmd:?}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
+    // A panic's location line; the message follows on the next line.
+    let mut panicked: Option<String> = None;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
         totals.add_line(&line);
+        if let Some(at) = panicked.take() {
+            totals.why.push(one_line(&format!("{at}: {line}")));
+        }
+        if line.starts_with("thread '") && line.contains("panicked at") {
+            panicked = Some(line);
+        }
     }
     Ok(child.wait()?.success())
 }
@@ -293,6 +301,7 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         "xtask",
         "--lib",
         "--bins",
+        "--no-fail-fast",
     ]);
     let unit_ok = run_tests(c, &mut totals)?;
     // Deployment files: rules and their unit tests, the dashboard. promtool
@@ -309,6 +318,8 @@ fn test(args: &TestArgs) -> anyhow::Result<()> {
         "-p",
         "pagefail-tests",
         "--tests",
+        // Every test file runs even when an earlier one fails.
+        "--no-fail-fast",
         "--",
         "--test-threads=1",
     ])

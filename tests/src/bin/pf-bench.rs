@@ -3,6 +3,8 @@
 //! ```text
 //! pf-bench storm [MIB] [PASSES]          page-fault storm; prints elapsed_ns=N cpu_ns=M
 //! pf-bench progtime [ROUNDS]             BPF statistics of pagefail's programs (JSON)
+//! pf-bench empty-hold [SECONDS]          attach an empty raw_tp program to mm_page_alloc,
+//!                                        print `attached`, hold it (at most SECONDS, 300)
 //! pf-bench storm-collect RATE SECONDS THREADS
 //!                                        synthetic failures through BPF_PROG_TEST_RUN at
 //!                                        RATE/s while the real collector runs (JSON)
@@ -634,6 +636,18 @@ fn main() {
         }
         Some("startup-parts") => println!("{}", startup_parts(arg(&args, 2, 5))),
         Some("progtime") => println!("{}", progtime(arg(&args, 2, 5))),
+        Some("empty-hold") => {
+            // The floor of any tracer of this tracepoint: one dispatch of a
+            // program that does nothing. Held until killed or SECONDS pass.
+            let (prog, link) = attach_empty();
+            println!("attached");
+            std::thread::sleep(Duration::from_secs(arg(&args, 2, 300u64).min(300)));
+            // SAFETY: closing the descriptors this process opened.
+            unsafe {
+                libc::close(link);
+                libc::close(prog);
+            }
+        }
         Some("drive") => {
             let sent = drive(arg(&args, 2, 0), arg(&args, 3, 10_000), arg(&args, 4, 10.0));
             println!("sent={sent} pid={}", std::process::id());

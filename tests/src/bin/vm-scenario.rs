@@ -143,6 +143,8 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     let mut child = Command::new(pagefail)
         .args(["-v", "watch", "--min-order", "1", "--interval", "2s"])
         .args(["--ring-kib", "16384", "--csv", "/tmp/pagefail.csv"])
+        // The counts the host checks, machine-readable.
+        .args(["--summary-json", "/tmp/pagefail-summary.json"])
         // One row per stack as well: each row's top stack is then its only
         // one, so the outcome of every call site is checked (xtask vm-test).
         .args(["--by", "comm,pid,context,path,order,gfp,stack"])
@@ -322,9 +324,11 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
         .find("=== pagefail summary ===")
         .map_or("", |i| &pf_stdout[i..]);
     let csv = fs::read_to_string("/tmp/pagefail.csv").unwrap_or_default();
+    let summary_json = fs::read_to_string("/tmp/pagefail-summary.json").unwrap_or_default();
 
     section("pagefail-stderr", &stderr_lines.lock().unwrap().join("\n"));
     section("pagefail-summary", summary);
+    section("pagefail-summary-json", &summary_json);
     section("pagefail-csv", &csv);
     section("buddyinfo-fragmented", &buddy_fragmented);
     section("buddyinfo-after", &buddy_after);

@@ -311,8 +311,9 @@ pub fn run_summary(
     totals: &Counters,
     rows: &[SummaryRow],
     warn: &WarnAllocProbe,
-    drops: &BTreeMap<String, u64>,
+    drops: &crate::drops::DropReport,
 ) -> RunSummary {
+    use crate::drops::Status;
     let mut summary = RunSummary {
         window_start: crate::timestamp::rfc3339(window.start),
         window_end: crate::timestamp::rfc3339(window.end),
@@ -324,10 +325,24 @@ pub fn run_summary(
         failures_by_cause: BTreeMap::new(),
         failures_by_outcome: BTreeMap::new(),
         lost: totals.lost,
+        lost_kept: totals.lost_kept,
         unseen: totals.unseen,
         warn_alloc: matches!(warn, WarnAllocProbe::Attached).then_some(totals.warn_alloc),
         warned: 0,
-        drops: drops.clone(),
+        drops: drops
+            .reasons
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .cloned()
+            .collect(),
+        drop_reasons: match &drops.status {
+            Status::Counting(which) => which.clone(),
+            Status::Unavailable(why) => format!("not available: {why}"),
+            Status::Disabled => "off".to_owned(),
+        },
+        drops_unseen: matches!(drops.status, Status::Counting(_))
+            .then_some(drops.unseen)
+            .flatten(),
     };
     summary.add_rows(rows);
     summary

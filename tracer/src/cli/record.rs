@@ -468,20 +468,7 @@ fn close_interval(
         export::memory::write_memory_csv(&mut buf, &snapshots, true)?;
         Some(buf)
     };
-    // Memory-reason drops of the window, by reason (nonzero ones).
-    let drop_counts: std::collections::BTreeMap<String, u64> = drops
-        .reasons
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .cloned()
-        .collect();
-    let summary = run_summary(
-        window,
-        delta,
-        &rows,
-        &session.tracer.warn_alloc,
-        &drop_counts,
-    );
+    let summary = run_summary(window, delta, &rows, &session.tracer.warn_alloc, drops);
     let mut summary_json = Vec::new();
     export::write_summary_json(&mut summary_json, &summary)?;
     recorder.queue(window.start, csv, totals, memory_csv, Some(summary_json));

@@ -178,12 +178,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
             &totals,
             &rows,
             &session.tracer.warn_alloc,
-            &drops
-                .reasons
-                .iter()
-                .filter(|(_, n)| *n > 0)
-                .cloned()
-                .collect(),
+            &drops,
         );
         crate::export::write_atomically(path, |w| crate::export::write_summary_json(w, &summary))?;
     }

@@ -81,6 +81,18 @@ pub(super) fn node_zone<'a>(
     Ok((node, zone, tail))
 }
 
+/// Order-`order` requests free lists of counts `free` (index = order)
+/// could serve: each free block of order `k >= order` holds `2^(k - order)`
+/// of them. Saturates instead of overflowing.
+#[must_use]
+pub fn order_capacity(free: &[u64], order: usize) -> u64 {
+    free.iter()
+        .enumerate()
+        .skip(order)
+        .map(|(k, n)| n.saturating_mul(1u64 << (k - order).min(63)))
+        .fold(0, u64::saturating_add)
+}
+
 /// Parse `/proc/buddyinfo`.
 ///
 /// # Errors
@@ -128,4 +140,18 @@ pub fn parse(text: &str) -> Result<Vec<BuddyZone>, MemoryError> {
         return Err(MemoryError::Empty { file: FILE });
     }
     Ok(zones)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_capacity_counts_requests_each_block_serves() {
+        assert_eq!(order_capacity(&[5, 2, 0, 1], 0), 5 + 4 + 8);
+        assert_eq!(order_capacity(&[5, 2, 0, 1], 1), 2 + 4);
+        assert_eq!(order_capacity(&[5, 2, 0, 1], 2), 2);
+        assert_eq!(order_capacity(&[5, 2, 0, 0], 2), 0);
+        assert_eq!(order_capacity(&[], 3), 0);
+    }
 }

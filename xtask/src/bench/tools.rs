@@ -27,10 +27,18 @@ const STORM_MIB: &str = "256";
 const STORM_PASSES: &str = "16";
 
 /// The tools of the hot-path comparison, in their base order: no tracer,
-/// pagefail's default (the marked pair), its four-program chain, `--lean`,
-/// `--failures-only` where the kernel has kprobes, bpftrace, perf.
+/// one empty program on the tracepoint (the floor of any tracer attached
+/// there), pagefail's default (the four-program chain), its opt-in marked
+/// pair, `--lean`, `--failures-only` where the kernel has kprobes, bpftrace,
+/// perf.
 fn variants() -> Vec<&'static str> {
-    let mut v = vec!["none", "pagefail", "pagefail-four", "pagefail-lean"];
+    let mut v = vec![
+        "none",
+        "empty-program",
+        "pagefail",
+        "pagefail-pair",
+        "pagefail-lean",
+    ];
     if kprobes() {
         v.push("pagefail-failures-only");
     }
@@ -70,17 +78,24 @@ fn start_variant(bins: &Bins, variant: &str) -> anyhow::Result<Option<Tool>> {
     let settle = Duration::from_millis(300);
     let tool = match variant {
         "none" => return Ok(None),
-        "pagefail" | "pagefail-four" => {
+        "empty-program" => {
+            let mut c = Command::new(&bins.helper);
+            c.args(["empty-hold", "300"]);
+            let t = Tool::spawn(c)?;
+            t.wait_for("attached", Duration::from_secs(30))?;
+            t
+        }
+        "pagefail" | "pagefail-pair" => {
             let mut c = Command::new(&bins.pagefail);
             c.args(["watch", "--all", "--no-tui", "--duration", "300"]);
             // Both chains named explicitly: the four-program chain is the
             // default, the marked pair opt-in.
             c.env(
                 "PAGEFAIL_CHAIN",
-                if variant == "pagefail-four" {
-                    "four"
-                } else {
+                if variant == "pagefail-pair" {
                     "pair"
+                } else {
+                    "four"
                 },
             );
             let t = Tool::spawn(c)?;

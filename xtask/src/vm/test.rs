@@ -90,9 +90,10 @@ pub struct TestArgs {
     #[arg(long, default_value = "all")]
     pub scenario: String,
     /// Force pagefail's attach style in the guest (`PAGEFAIL_ATTACH`):
-    /// `raw_tp`, `tp_btf` or tracepoint; or `lean` (`--lean`), `four` (the
-    /// four-program chain instead of the marked pair) or `failures-only`
-    /// (`--failures-only`); default: pagefail's own choice.
+    /// `raw_tp`, `tp_btf` or tracepoint; or `lean` (`--lean`), `pair` (the
+    /// marked pair, `PAGEFAIL_CHAIN=pair`, instead of the default
+    /// four-program chain) or `failures-only` (`--failures-only`); default:
+    /// pagefail's own choice.
     #[arg(long)]
     pub attach: Option<String>,
     /// Guest architecture: amd64, or arm64 (Debian's cloud-arm64 kernels
@@ -131,7 +132,7 @@ pub struct Row {
     pub pf_unseen: Option<u64>,
     /// pagefail ran with `--lean`.
     pub lean: bool,
-    /// The nesting programs pagefail attached: `pair` (default) or `four`.
+    /// The nesting programs pagefail attached: `four` (default) or `pair`.
     pub chain: &'static str,
     /// pagefail ran with `--failures-only` (the `warn_alloc` kprobe alone).
     pub failures_only: bool,
@@ -329,9 +330,9 @@ pub const LEAN: &str = "lean";
 /// The `--attach` value that runs pagefail in failure-only mode
 /// (`--failures-only`: the `warn_alloc` kprobe alone).
 pub const FAILURES_ONLY: &str = "failures-only";
-/// The `--attach` value that runs pagefail with the four-program chain
-/// (`PAGEFAIL_CHAIN=four`) instead of the marked pair (its own style).
-pub const FOUR: &str = "four";
+/// The `--attach` value that runs pagefail with the marked pair
+/// (`PAGEFAIL_CHAIN=pair`) instead of its default four-program chain.
+pub const PAIR: &str = "pair";
 
 /// [`run_all`] with pagefail's attach style forced (`None`: its own choice).
 pub fn run_matrix(kernels: &[&str], scenario: &str, attach: Option<&str>) -> Result<Report> {
@@ -346,10 +347,10 @@ pub fn run_matrix_for(
     attach: Option<&str>,
 ) -> Result<Report> {
     if let Some(a) = attach
-        && !["raw_tp", "tp_btf", "tracepoint", LEAN, FOUR, FAILURES_ONLY].contains(&a)
+        && !["raw_tp", "tp_btf", "tracepoint", LEAN, PAIR, FAILURES_ONLY].contains(&a)
     {
         bail!(
-            "unknown attach style {a:?}: use raw_tp, tp_btf, tracepoint, {LEAN}, {FOUR} or \
+            "unknown attach style {a:?}: use raw_tp, tp_btf, tracepoint, {LEAN}, {PAIR} or \
              {FAILURES_ONLY}"
         );
     }
@@ -491,7 +492,7 @@ pf_end net
     );
     match attach {
         Some(LEAN) => s.push_str("export PAGEFAIL_LEAN=1\n"),
-        Some(FOUR) => s.push_str("export PAGEFAIL_CHAIN=four\n"),
+        Some(PAIR) => s.push_str("export PAGEFAIL_CHAIN=pair\n"),
         Some(FAILURES_ONLY) => s.push_str("export PAGEFAIL_FAILURES_ONLY=1\n"),
         Some(a) => {
             let _ = writeln!(s, "export PAGEFAIL_ATTACH={a}");
@@ -542,7 +543,7 @@ fn run_one(
         release: k.release.clone(),
         log: out.log.clone(),
         lean: attach == Some(LEAN),
-        chain: "four",
+        chain: if attach == Some(PAIR) { "pair" } else { "four" },
         failures_only: attach == Some(FAILURES_ONLY),
         ..Row::default()
     };
@@ -554,25 +555,21 @@ fn checks_push(add: &mut impl FnMut(&'static str, bool, String), c: Check) {
     add(c.name, c.pass, c.detail);
 }
 
-/// pagefail's memory-reason drop counts by reason, from the summary line
-/// `packet drops (memory reasons, skb:kfree_skb): N => NAME n NAME n`, and
-/// the `kfree_skb events unseen` figure.
-fn pagefail_drops(summary: &str) -> Option<(BTreeMap<String, u64>, Option<u64>)> {
-    let line = summary
-        .lines()
-        .find(|l| l.starts_with("packet drops (memory reasons"))?;
-    let (_, list) = line.split_once(" => ")?;
-    let words: Vec<&str> = list.split_whitespace().collect();
-    let mut by = BTreeMap::new();
-    for pair in words.chunks(2) {
-        if let [name, n] = pair {
-            by.insert((*name).to_owned(), n.parse().ok()?);
-        }
+/// pagefail's drops by reason (a reason left out counted none) and the
+/// `kfree_skb` events the kernel kept from it, from the run summary JSON;
+/// `None` unless it counted reasons.
+fn pagefail_drops(json: &serde_json::Value) -> Option<(BTreeMap<String, u64>, Option<u64>)> {
+    let reasons = json.get("drop_reasons")?.as_str()?;
+    if !matches!(reasons, "memory" | "all") {
+        return None;
     }
-    let unseen = summary
-        .split_once("kfree_skb events unseen (nested, reason unknown): ")
-        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok());
-    Some((by, unseen))
+    let by = json
+        .get("drops")?
+        .as_object()?
+        .iter()
+        .map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+        .collect::<Option<BTreeMap<_, _>>>()?;
+    Some((by, json.get("drops_unseen")?.as_u64()))
 }
 
 /// The drop checks: where the kernel has drop reasons, pagefail's count per
@@ -583,7 +580,7 @@ fn pagefail_drops(summary: &str) -> Option<(BTreeMap<String, u64>, Option<u64>)>
 fn check_drops(
     sections: &BTreeMap<String, String>,
     res: &BTreeMap<String, String>,
-    summary: &str,
+    json: Option<&serde_json::Value>,
 ) -> Vec<Check> {
     let empty = String::new();
     let text = sections.get("tracefs-drops").unwrap_or(&empty);
@@ -591,7 +588,9 @@ fn check_drops(
     if let Some(why) = text.trim().strip_prefix("unavailable: ") {
         out.push(Check {
             name: "no drop reasons: pagefail says so",
-            pass: summary.contains("packet drop reasons: not available"),
+            pass: json
+                .and_then(|j| j.get("drop_reasons")?.as_str())
+                .is_some_and(|r| r.starts_with("not available")),
             detail: format!("kernel: {why}"),
         });
         return out;
@@ -626,11 +625,11 @@ fn check_drops(
             sections.get("neigh-table-full").map_or("?", |s| s.trim())
         ),
     });
-    let Some((pf, unseen)) = pagefail_drops(summary) else {
+    let Some((pf, unseen)) = json.and_then(pagefail_drops) else {
         out.push(Check {
             name: "drop counts per reason == tracefs",
             pass: false,
-            detail: "no `packet drops (memory reasons` line in pagefail's summary".to_owned(),
+            detail: "pagefail's summary JSON counted no drop reasons".to_owned(),
         });
         return out;
     };
@@ -640,7 +639,8 @@ fn check_drops(
     let mut equal = true;
     for name in names {
         let k = kernel.get(name).copied();
-        let p = pf.get(name).copied();
+        // The JSON leaves out the reasons that counted none.
+        let p = Some(pf.get(name).copied().unwrap_or(0));
         let ok = match (k, p) {
             (Some(k), Some(p)) => p <= k && k <= p + slack,
             _ => false,
@@ -671,20 +671,6 @@ fn result_line(console: &str) -> Option<BTreeMap<String, String>> {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
     )
-}
-
-/// The figure of the summary's `allocation events unseen (nested...)` line:
-/// `...: N; ...` with --lean, `...: at most N (...)` without, `...: 0`.
-fn unseen_in(summary: &str) -> Option<u64> {
-    let line = summary
-        .lines()
-        .find(|l| l.starts_with("allocation events unseen (nested"))?;
-    let (_, rest) = line.split_once("): ")?;
-    let rest = rest.strip_prefix("at most ").unwrap_or(rest);
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// The number after `prefix` on the first line holding it.
@@ -784,18 +770,18 @@ fn check_into(
         .unwrap_or_else(|| "?".to_owned());
     let probe = stderr.contains("warn_alloc kprobe attached");
     if probe { "attached" } else { "not attached" }.clone_into(&mut row.warn_probe);
-    row.pf_matched = number_after(summary, "failures matching the filters: ");
-    row.pf_recorded = summary
-        .split_once("failures matching the filters: ")
-        .and_then(|(_, r)| number_after(r, "= "));
-    row.pf_lost = summary
-        .split_once(" recorded + ")
-        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok());
-    row.pf_warn = number_after(summary, "warn_alloc entries: ");
-    row.pf_unseen = unseen_in(summary);
-    row.pf_kept = summary
-        .split_once("of the lost: ")
-        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok());
+    // The counts come from the machine-readable run summary
+    // (`--summary-json`); the human summary is only cross-checked below.
+    let json: Option<serde_json::Value> = sections
+        .get("pagefail-summary-json")
+        .and_then(|t| serde_json::from_str(t).ok());
+    let field = |k: &str| json.as_ref().and_then(|v| v.get(k)?.as_u64());
+    row.pf_matched = field("failures");
+    row.pf_lost = field("lost");
+    row.pf_recorded = row.pf_matched.zip(row.pf_lost).map(|(m, l)| m - l.min(m));
+    row.pf_warn = field("warn_alloc");
+    row.pf_unseen = field("unseen");
+    row.pf_kept = field("lost_kept");
     row.tracefs = num("tracefs_failures");
     row.traffic = sections
         .get("traffic")
@@ -892,12 +878,15 @@ fn check_into(
         );
     }
     add(
-        "recorded + lost == matched",
-        match (row.pf_recorded, row.pf_lost, row.pf_matched) {
-            (Some(r), Some(l), Some(m)) => r + l == m,
-            _ => false,
-        },
-        String::new(),
+        "summary JSON read, and equal to the printed summary",
+        json.is_some()
+            && row.pf_matched.is_some()
+            && row.pf_matched == number_after(summary, "failures matching the filters: "),
+        format!(
+            "JSON failures {}, printed {}",
+            opt(row.pf_matched),
+            opt(number_after(summary, "failures matching the filters: "))
+        ),
     );
     add(
         "warn_alloc kprobe attached",
@@ -918,7 +907,7 @@ fn check_into(
         ),
     );
 
-    for c in check_drops(sections, &res, summary) {
+    for c in check_drops(sections, &res, json.as_ref()) {
         checks_push(&mut add, c);
     }
 
@@ -1280,6 +1269,10 @@ warn_alloc entries: 7\n\
 packet drops (memory reasons, skb:kfree_skb): 3 => PROTO_MEM 0 NEIGH_CREATEFAIL 3 NOMEM 0\n\
 \x20 unattributed (attribution map full): 0; without a stack: 0; kfree_skb events unseen (nested, reason unknown): 0\n\
 =====PAGEFAIL-END pagefail-summary=====\n\
+=====PAGEFAIL-BEGIN pagefail-summary-json=====\n\
+{{\"failures\": {tracefs}, \"lost\": {lost}, \"lost_kept\": 0, \"unseen\": 0, \"warn_alloc\": 7, \
+\"drops\": {{\"NEIGH_CREATEFAIL\": 3}}, \"drop_reasons\": \"memory\", \"drops_unseen\": 0}}\n\
+=====PAGEFAIL-END pagefail-summary-json=====\n\
 =====PAGEFAIL-BEGIN tracefs-drops=====\n\
 PROTO_MEM\t0\nNEIGH_CREATEFAIL\t3\nNOMEM\t0\n\
 =====PAGEFAIL-END tracefs-drops=====\n\
@@ -1401,13 +1394,7 @@ tracefs_unparsed=0 drops_method=hist drops_kernel_lost=0\n",
                 "tracefs_failures=10",
                 &format!("tracefs_failures={}", 10 + short),
             )
-            .replace(
-                "warn_alloc entries: 7\n",
-                &format!(
-                    "allocation events unseen (nested, skipped by the kernel with --lean): \
-                     {unseen}; failures among them are unknown\nwarn_alloc entries: 7\n"
-                ),
-            );
+            .replace("\"unseen\": 0", &format!("\"unseen\": {unseen}"));
         let mut row = Row {
             lean: true,
             ..Row::default()
@@ -1433,23 +1420,12 @@ tracefs_unparsed=0 drops_method=hist drops_kernel_lost=0\n",
     }
 
     #[test]
-    fn unseen_figure_is_read_from_either_wording() {
-        assert_eq!(
-            unseen_in("allocation events unseen (nested): at most 12 (the kernel's skips)\n"),
-            Some(12)
-        );
-        assert_eq!(unseen_in("allocation events unseen (nested): 0\n"), Some(0));
-        assert_eq!(
-            unseen_in("allocation events unseen (nested): not counted by the kernel\n"),
-            None
-        );
-    }
-
-    #[test]
     fn drop_checks_compare_per_reason() {
-        let summary = "=== pagefail summary ===\n\
-            packet drops (memory reasons, skb:kfree_skb): 12 => PROTO_MEM 0 NEIGH_CREATEFAIL 12 NOMEM 0\n\
-            \x20 unattributed (attribution map full): 0; without a stack: 0; kfree_skb events unseen (nested, reason unknown): 0\n";
+        let summary = serde_json::json!({
+            "drops": {"NEIGH_CREATEFAIL": 12},
+            "drop_reasons": "memory",
+            "drops_unseen": 0
+        });
         let sections = |neigh: u64| -> BTreeMap<String, String> {
             [
                 (
@@ -1469,7 +1445,7 @@ tracefs_unparsed=0 drops_method=hist drops_kernel_lost=0\n",
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         let passed = |neigh| {
-            check_drops(&sections(neigh), &res, summary)
+            check_drops(&sections(neigh), &res, Some(&summary))
                 .iter()
                 .all(|c| c.pass)
         };
@@ -1482,9 +1458,23 @@ tracefs_unparsed=0 drops_method=hist drops_kernel_lost=0\n",
         )]
         .into_iter()
         .collect();
-        let said = "packet drop reasons: not available (the skb:kfree_skb tracepoint has no `reason` field)\n";
-        assert!(check_drops(&none, &res, said).iter().all(|c| c.pass));
-        assert!(!check_drops(&none, &res, summary).iter().all(|c| c.pass));
+        let said = serde_json::json!({
+            "drops": {},
+            "drop_reasons": "not available: the skb:kfree_skb tracepoint has no `reason` field",
+            "drops_unseen": null
+        });
+        assert!(check_drops(&none, &res, Some(&said)).iter().all(|c| c.pass));
+        assert!(
+            !check_drops(&none, &res, Some(&summary))
+                .iter()
+                .all(|c| c.pass)
+        );
+        // No summary JSON at all: the drop counts cannot be compared.
+        assert!(
+            !check_drops(&sections(12), &res, None)
+                .iter()
+                .all(|c| c.pass)
+        );
     }
 
     #[test]
