@@ -517,7 +517,7 @@ mod tests {
         });
         let md = markdown(&r, Some("\n## Analysis\nkept\n"));
         assert!(
-            md.contains("| ratio <= 1.04 | 1.010 (four-program chain -) | met |"),
+            md.contains("| ratio <= 1.04 | 1.010 (marked pair -; one empty program -) | met |"),
             "{md}"
         );
         assert!(md.contains("0.03 (bpftrace 1.300)"));
@@ -526,7 +526,7 @@ mod tests {
             md.contains("- (no kprobes on this kernel)"),
             "failure-only mode without a figure says why: {md}"
         );
-        assert!(md.contains("marked pair: 2 programs"), "{md}");
+        assert!(md.contains("default four-program chain"), "{md}");
         assert!(md.ends_with("## Analysis\nkept\n"));
     }
 }
