@@ -5,64 +5,9 @@
 //! serve; `SipHash`, the standard library's default, costs several times more
 //! per word.
 
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// A multiply-rotate hasher (the Fx hash) for the maps worked on once per
-/// new row: fixed-size row keys.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl FxHasher {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0 ^ w).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-    #[inline]
-    fn write_u32(&mut self, n: u32) {
-        self.add(u64::from(n));
-    }
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        // The product's high bits are the well-mixed ones; the table indexes
-        // with the low bits.
-        self.0.rotate_left(26)
-    }
-}
-
-/// Builds [`FxHasher`]s.
-pub type FxBuild = BuildHasherDefault<FxHasher>;
+/// Builds Fx hashers (`rustc-hash`) for the maps worked on once per new
+/// row: fixed-size row keys.
+pub type FxBuild = rustc_hash::FxBuildHasher;
 
 /// Odd constants with well-spread bits (wyhash's).
 const K: [u64; 5] = [
