@@ -910,7 +910,18 @@ fn check_into(
     for c in check_drops(sections, &res, json.as_ref()) {
         checks_push(&mut add, c);
     }
+    check_rows(sections, row, &mut add);
+}
 
+/// The checks of pagefail's CSV rows: the paths and contexts the traffic
+/// must produce, each call site's outcome (`x86_64` guests), and the totals per
+/// (order, gfp names) against tracefs's records.
+fn check_rows(
+    sections: &BTreeMap<String, String>,
+    row: &mut Row,
+    add: &mut impl FnMut(&'static str, bool, String),
+) {
+    let empty = String::new();
     let csv = match parse_csv(sections.get("pagefail-csv").unwrap_or(&empty)) {
         Ok(c) => c,
         Err(e) => {
@@ -970,7 +981,7 @@ fn check_into(
     // the slower arm64 guest does not reach reuseport growth, so arm64 runs
     // check counts, paths and drops, not outcomes.
     if !row.kernel.contains("arm64") {
-        check_outcomes(&csv, sections.get("traffic").unwrap_or(&empty), &mut add);
+        check_outcomes(&csv, sections.get("traffic").unwrap_or(&empty), add);
     }
 
     // Orders and gfp names: the CSV's totals per (order, names) against the
