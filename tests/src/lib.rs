@@ -54,14 +54,16 @@ pub fn spawn_attached(cmd: &mut Command, name: &'static str) -> (Child, JoinHand
 }
 
 /// Run the `memcg-trigger` helper (`exe`, the test's
-/// `CARGO_BIN_EXE_memcg-trigger`) in memory cgroup `cg`; its pid.
+/// `CARGO_BIN_EXE_memcg-trigger`) in memory cgroup `cg`, with `extra`
+/// arguments after it; its pid.
 ///
 /// # Panics
 /// When it cannot run, fails, or prints no `pid=`.
 #[must_use]
-pub fn run_trigger(exe: &str, cg: &Path) -> u32 {
+pub fn run_trigger<S: AsRef<std::ffi::OsStr>>(exe: &str, cg: &Path, extra: &[S]) -> u32 {
     let out = Command::new(exe)
         .arg(cg)
+        .args(extra)
         .output()
         .expect("run memcg-trigger");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -124,7 +124,7 @@ fn start_record(dir: &Path, port: u16) -> Child {
 }
 
 fn trigger(cg: &Path) -> u32 {
-    run_trigger(TRIGGER, cg)
+    run_trigger::<&str>(TRIGGER, cg, &[])
 }
 
 /// Rows of every interval summary file, and the sum of a totals metric.

@@ -8,7 +8,8 @@ use std::{
 };
 
 use pagefail_tests::{
-    TraceInstance, bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup, spawn_attached,
+    TraceInstance, bpf_available, memcg_v1_root, pagefail_bin, remove_cgroup, run_trigger,
+    spawn_attached,
 };
 use tracer::{cgroup::CgroupSource, export::SummaryRow};
 
@@ -97,22 +98,8 @@ fn real_failure_run(tag: &str, extra: &[&str]) -> String {
 
     // The kernel's own count runs inside pagefail's window.
     trace.enable(true);
-    let out = Command::new(TRIGGER)
-        .arg(&cg)
-        .args(v2.iter())
-        .output()
-        .expect("run trigger");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "trigger failed: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let trigger_pid: u32 = text
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("pid="))
-        .and_then(|p| p.parse().ok())
-        .expect("trigger pid");
+    let v2_args: Vec<&std::path::Path> = v2.iter().map(std::path::PathBuf::as_path).collect();
+    let trigger_pid = run_trigger(TRIGGER, &cg, &v2_args);
     std::thread::sleep(Duration::from_millis(200));
     trace.enable(false);
 
@@ -341,22 +328,8 @@ fn full_ring_keeps_every_rows_count() {
     for i in 0..TRIGGERS {
         let cg = memcg.join(format!("pagefail-test-{me}-{i}"));
         let _ = fs::create_dir(&cg);
-        let out = Command::new(TRIGGER)
-            .arg(&cg)
-            .output()
-            .expect("run trigger");
+        let pid = run_trigger::<&str>(TRIGGER, &cg, &[]);
         remove_cgroup(&cg);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "trigger failed: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pid: u32 = text
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("pid="))
-            .and_then(|p| p.parse().ok())
-            .expect("trigger pid");
         pids.push(pid);
     }
     trace.enable(false);

@@ -61,7 +61,7 @@ fn scrape(port: u16) -> String {
 }
 
 fn trigger(cg: &Path) -> u32 {
-    run_trigger(TRIGGER, cg)
+    run_trigger::<&str>(TRIGGER, cg, &[])
 }
 
 #[test]

@@ -225,22 +225,41 @@ pub fn write_csv<W: Write>(out: W, rows: &[SummaryRow]) -> anyhow::Result<()> {
 /// When the input cannot be read, its header is not the contract's, or a
 /// row does not parse (the error names the line).
 pub fn read_csv(name: &str, input: impl Read) -> anyhow::Result<Vec<SummaryRow>> {
+    read_rows(
+        name,
+        input,
+        &CSV_HEADER[..CSV_REQUIRED_COLUMNS],
+        "a pagefail CSV summary (from `pagefail watch --csv`, `record` or `logs --csv`)",
+    )
+}
+
+/// Rows of one of pagefail's CSV files whose header must start with
+/// `required`; `what` names the kind of file in the error.
+///
+/// # Errors
+/// When the input cannot be read, its header does not start with
+/// `required`, or a row does not parse (the error names the line).
+pub(crate) fn read_rows<T: serde::de::DeserializeOwned>(
+    name: &str,
+    input: impl Read,
+    required: &[&str],
+    what: &str,
+) -> anyhow::Result<Vec<T>> {
     let mut reader = csv::Reader::from_reader(input);
     let header = reader
         .headers()
         .with_context(|| format!("{name}: cannot read the CSV header"))?
         .clone();
     let found: Vec<&str> = header.iter().collect();
-    let required = &CSV_HEADER[..CSV_REQUIRED_COLUMNS];
     if !found.starts_with(required) {
         bail!(
-            "{name}: not a pagefail CSV summary (from `pagefail watch --csv`, `record` or `logs --csv`): the header must start with\n  {}\nbut is\n  {}",
+            "{name}: not {what}: the header must start with\n  {}\nbut is\n  {}",
             required.join(","),
             found.join(",")
         );
     }
     let mut rows = Vec::new();
-    for (i, row) in reader.deserialize::<SummaryRow>().enumerate() {
+    for (i, row) in reader.deserialize::<T>().enumerate() {
         rows.push(row.with_context(|| format!("{name}: row {} does not parse", i + 2))?);
     }
     Ok(rows)

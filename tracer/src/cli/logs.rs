@@ -329,13 +329,7 @@ fn memory_rows_of(r: &Report, a: &Analysis, input: &str) -> Vec<MemoryRow> {
                 free_above_min: z.free_above_min(),
                 largest_free_order: buddy.and_then(crate::memory::BuddyZone::largest_free_order),
                 free_blocks: buddy
-                    .map(|b| {
-                        b.free
-                            .iter()
-                            .map(u64::to_string)
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
+                    .map(crate::memory::BuddyZone::free_blocks_text)
                     .unwrap_or_default(),
                 highatomic_blocks: None,
                 min_free_kbytes: rec.min_free_kbytes,

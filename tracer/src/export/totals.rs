@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 
-use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{aggregate::Window, probe::Counters, timestamp::rfc3339};
@@ -126,24 +125,7 @@ pub fn csv_bytes(window: &Window, delta: &Counters, recorded: u64) -> Vec<u8> {
 /// When the header does not start with the contract's columns, or a row
 /// does not parse (the error names the line).
 pub fn read_csv(name: &str, input: impl Read) -> anyhow::Result<Vec<TotalsRow>> {
-    let mut reader = csv::Reader::from_reader(input);
-    let header = reader
-        .headers()
-        .with_context(|| format!("{name}: cannot read the CSV header"))?
-        .clone();
-    let found: Vec<&str> = header.iter().collect();
-    if !found.starts_with(&TOTALS_HEADER) {
-        bail!(
-            "{name}: not a pagefail totals CSV: the header must start with\n  {}\nbut is\n  {}",
-            TOTALS_HEADER.join(","),
-            found.join(",")
-        );
-    }
-    let mut rows = Vec::new();
-    for (i, row) in reader.deserialize::<TotalsRow>().enumerate() {
-        rows.push(row.with_context(|| format!("{name}: row {} does not parse", i + 2))?);
-    }
-    Ok(rows)
+    super::read_rows(name, input, &TOTALS_HEADER, "a pagefail totals CSV")
 }
 
 #[cfg(test)]

@@ -29,6 +29,17 @@ impl BuddyZone {
             .and_then(|o| u32::try_from(o).ok())
     }
 
+    /// The free block counts by order, space-separated (the memory CSV's
+    /// `free_blocks` column).
+    #[must_use]
+    pub fn free_blocks_text(&self) -> String {
+        self.free
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Free blocks of order `order` or larger (each can serve an order-`order` request).
     #[must_use]
     pub fn blocks_at_least(&self, order: u32) -> u64 {

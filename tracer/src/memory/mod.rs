@@ -269,15 +269,7 @@ impl Snapshot {
                     boost: z.boost.unwrap_or(0),
                     free_above_min: z.free_above_min(),
                     largest_free_order: buddy.and_then(BuddyZone::largest_free_order),
-                    free_blocks: buddy
-                        .map(|b| {
-                            b.free
-                                .iter()
-                                .map(u64::to_string)
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        })
-                        .unwrap_or_default(),
+                    free_blocks: buddy.map(BuddyZone::free_blocks_text).unwrap_or_default(),
                     highatomic_blocks: self
                         .pagetype
                         .as_ref()

@@ -112,13 +112,7 @@ impl Outcome {
             let _ = writeln!(s, "- error: {e}");
         }
         for c in &self.checks {
-            let _ = writeln!(
-                s,
-                "- [{}] {}: {}",
-                if c.pass { "x" } else { " " },
-                c.name,
-                c.detail
-            );
+            let _ = writeln!(s, "{c}");
         }
         s
     }

@@ -110,6 +110,14 @@ pub struct Check {
     pub detail: String,
 }
 
+impl std::fmt::Display for Check {
+    /// The check as a Markdown task-list item: `- [x] name: detail`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mark = if self.pass { "x" } else { " " };
+        write!(f, "- [{mark}] {}: {}", self.name, self.detail)
+    }
+}
+
 /// The outcome of one kernel's run.
 #[derive(Debug, Clone, Default)]
 pub struct Row {
@@ -214,13 +222,7 @@ impl Report {
                 let _ = writeln!(s, "- traffic: {}", r.traffic);
             }
             for c in &r.checks {
-                let _ = writeln!(
-                    s,
-                    "- [{}] {}: {}",
-                    if c.pass { "x" } else { " " },
-                    c.name,
-                    c.detail
-                );
+                let _ = writeln!(s, "{c}");
             }
         }
         s
