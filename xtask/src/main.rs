@@ -242,6 +242,12 @@ impl TestTotals {
             self.why
                 .push(format!("{name}: [ ] {}: {}", c.name, one_line(&c.detail)));
         }
+        if error.is_none() && checks.is_empty() {
+            // Failed with nothing to show: say so rather than print no reason.
+            self.why.push(format!(
+                "{name}: no check was made (no result from the guest): see its console log under target/vm/logs"
+            ));
+        }
     }
 }
 
@@ -648,5 +654,13 @@ mod tests {
             ]
         );
         assert_eq!(t.failed, 4);
+        // A failed run with neither an error nor a check still says something.
+        t.record_checks("vm::5.10", false, "", None, &[]);
+        assert_eq!(t.why.len(), 3);
+        assert!(
+            t.why[2].starts_with("vm::5.10: no check was made"),
+            "{:?}",
+            t.why
+        );
     }
 }

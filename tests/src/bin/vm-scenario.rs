@@ -189,6 +189,8 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     let attach_secs = t0.elapsed().as_secs_f64();
 
     // The ground-truth window opens: after pagefail's, before fragmenting.
+    let oom_before = vmstat("oom_kill");
+    let trace_reader = TraceReader::start()?;
     write_file(&format!("{INSTANCE}/tracing_on"), "1")?;
     let drop_count = DropCount::start();
     // Made now, before memory is fragmented: the socket of the neighbour
@@ -300,6 +302,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
         d.count.stop();
     }
     write_file(&format!("{INSTANCE}/tracing_on"), "0")?;
+    let trace = trace_reader.finish()?;
 
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
@@ -317,7 +320,6 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     };
     let _ = reader.join();
 
-    let trace = read_trace()?;
     let stats = instance_stats();
     let pf_stdout = fs::read_to_string("/tmp/pagefail.out").unwrap_or_default();
     let summary = pf_stdout
@@ -353,12 +355,27 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
         Err(why) => (format!("unavailable: {why}\n"), "none", String::new()),
     };
     section("tracefs-drops", &drops_text);
+    // Who the OOM killer took, if anyone (the fragmenter is its first choice),
+    // and its reports, which say what held the memory.
+    let log = kernel_log();
+    section("oom-reports", &oom_reports(&log));
+    let victims = oom_victims_in(&log);
+    let oom = if victims.is_empty() {
+        "none".to_owned()
+    } else {
+        victims
+            .iter()
+            .map(|(pid, comm)| format!("{}:{pid}", comm.replace(' ', "_")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
 
     println!(
         "PAGEFAIL-RESULT fragmented={} frag_secs={frag_secs:.1} attach_secs={attach_secs:.1} \
          traffic_secs={traffic_secs:.1} fragmenter_exit={} pagefail_exit={} \
          tracefs_failures={} tracefs_warn_alloc={} tracefs_overrun={} tracefs_dropped={} \
-         tracefs_unparsed={} drops_method={drops_method} drops_kernel_lost={drops_kernel_lost}",
+         tracefs_unparsed={} drops_method={drops_method} drops_kernel_lost={drops_kernel_lost} \
+         oom_kills={} oom_victims={oom}",
         u8::from(fragmented),
         frag_status.map_or_else(|| "none".to_owned(), |s| s.to_string().replace(' ', "_")),
         pf_status.map_or_else(|| "killed".to_owned(), |s| s.to_string().replace(' ', "_")),
@@ -367,6 +384,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
         stats.overrun,
         stats.dropped,
         trace.unparsed,
+        vmstat("oom_kill").saturating_sub(oom_before),
     );
     Ok(())
 }
@@ -518,7 +536,92 @@ fn neigh_table_full(sock: &OwnedFd) -> String {
     )
 }
 
-fn spawn_named(name: &str, f: impl FnOnce() + Send + 'static) -> thread::JoinHandle<()> {
+/// One counter of `/proc/vmstat` (0 when absent).
+fn vmstat(key: &str) -> u64 {
+    fs::read_to_string("/proc/vmstat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The kernel log so far, one message per record (`/dev/kmsg`).
+fn kernel_log() -> Vec<String> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut out = Vec::new();
+    let Ok(mut f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return out;
+    };
+    let mut buf = vec![0u8; 8192];
+    // One record per read; EAGAIN at the end. Bounded.
+    for _ in 0..100_000 {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            // EPIPE: records were overwritten while reading; go on.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => break,
+        };
+        let record = String::from_utf8_lossy(&buf[..n]);
+        // "prio,seq,usec,flags;message", then " KEY=value" lines.
+        let message = record.split_once(';').map_or(&*record, |(_, m)| m);
+        out.push(message.lines().next().unwrap_or("").to_owned());
+    }
+    out
+}
+
+/// The OOM killer's reports in the kernel log: each from `invoked
+/// oom-killer` to its `Killed process` line (the task dump left out), and the
+/// reaper's lines. Empty when it never ran.
+fn oom_reports(log: &[String]) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in log {
+        if line.contains("invoked oom-killer") {
+            inside = true;
+        }
+        let task_dump = line.starts_with('[');
+        if (inside && !task_dump) || line.contains("oom_reaper") {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if line.contains("Killed process ") {
+            inside = false;
+        }
+    }
+    out
+}
+
+/// `Killed process PID (COMM)` lines of the kernel log so far.
+fn oom_victims() -> Vec<(u32, String)> {
+    oom_victims_in(&kernel_log())
+}
+
+fn oom_victims_in(log: &[String]) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for line in log {
+        if let Some((_, rest)) = line.split_once("Killed process ") {
+            let mut it = rest.splitn(2, ' ');
+            let pid = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let comm = it
+                .next()
+                .and_then(|r| r.strip_prefix('('))
+                .and_then(|r| r.split_once(')'))
+                .map_or_else(String::new, |(c, _)| c.to_owned());
+            out.push((pid, comm));
+        }
+    }
+    out
+}
+
+fn spawn_named<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
     // The thread name becomes the task's comm, which pagefail's CSV shows.
     thread::Builder::new()
         .name(name.to_owned())
@@ -562,9 +665,10 @@ fn setup_tracefs() -> Res<()> {
         fs::create_dir(INSTANCE).map_err(|e| format!("creating {INSTANCE}: {e}"))?;
     }
     write_file(&format!("{INSTANCE}/tracing_on"), "0")?;
-    // 8 MiB per CPU: room for a few hundred thousand records; the overrun
+    // 4 MiB per CPU: room for a burst while TraceReader consumes trace_pipe,
+    // and no more, since the guest's memory is short on purpose; the overrun
     // counters prove it was enough.
-    write_file(&format!("{INSTANCE}/buffer_size_kb"), "8192")?;
+    write_file(&format!("{INSTANCE}/buffer_size_kb"), "4096")?;
     append_file(
         &format!("{TRACEFS}/kprobe_events"),
         &format!("p:wa warn_alloc gfp_mask={FIRST_ARG_REG}:x32\n"),
@@ -592,16 +696,95 @@ struct Trace {
     by_comm: BTreeMap<String, u64>,
 }
 
-/// Count the instance's records: `mm_page_alloc` failures by (order, gfp
-/// names as tracefs printed them) and by comm, and `wa` (`warn_alloc`) hits.
-fn read_trace() -> Res<Trace> {
-    let path = format!("{INSTANCE}/trace");
-    let f = fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
+/// Counts the instance's records while the window is open: `mm_page_alloc`
+/// failures by (order, gfp names as tracefs printed them) and by comm, and
+/// `wa` (`warn_alloc`) hits. The records are consumed from `trace_pipe` as
+/// they come, so the per-CPU buffers only have to hold a burst, not the whole
+/// run (one run made 229,000 failures, more than 8 MiB a CPU holds); the
+/// overrun counters still prove that nothing was lost.
+struct TraceReader {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<Res<Trace>>,
+}
+
+impl TraceReader {
+    fn start() -> Res<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = format!("{INSTANCE}/trace_pipe");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| format!("opening {path}: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let handle = spawn_named("pfcheck-trace", move || consume_trace(file, &flag));
+        Ok(Self { stop, handle })
+    }
+
+    /// Call after `tracing_on` is 0: reads what is left, then returns.
+    fn finish(self) -> Res<Trace> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .join()
+            .map_err(|_| "the trace_pipe reader panicked".to_owned())?
+    }
+}
+
+fn consume_trace(mut file: fs::File, stop: &AtomicBool) -> Res<Trace> {
+    // The traffic keeps both guest CPUs busy; a reader scheduled like it falls
+    // behind (a 6.12 run overran by 17,871 records at 200,000 failures).
+    // Real-time priority lets it drain the buffers as they fill; it sleeps
+    // whenever they are empty, so the traffic still gets the CPUs.
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with a
+    // valid parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) } != 0 {
+        eprintln!(
+            "pfcheck: trace_pipe reader keeps normal priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // A guest run lasts minutes at most; this bound only guards a stuck stop.
+    let deadline = Instant::now() + Duration::from_mins(20);
     let mut t = Trace::default();
-    for line in BufReader::new(f).lines() {
-        let line = line.map_err(|e| format!("reading {path}: {e}"))?;
-        if line.starts_with('#') || line.trim().is_empty() {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(n) => n,
+            // Empty: trace_pipe says EAGAIN when opened non-blocking.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading trace_pipe: {e}")),
+        };
+        if n == 0 {
+            // Done once the window is closed, else wait a little.
+            if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
             continue;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        if let Some(end) = pending.iter().rposition(|&b| b == b'\n') {
+            let text = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending.drain(..=end);
+            for line in text.lines() {
+                t.count_line(line);
+            }
+        }
+    }
+    if !pending.is_empty() {
+        t.count_line(&String::from_utf8_lossy(&pending));
+    }
+    Ok(t)
+}
+
+impl Trace {
+    fn count_line(&mut self, line: &str) {
+        if line.starts_with('#') || line.trim().is_empty() {
+            return;
         }
         if let Some(i) = line.find(" mm_page_alloc: ") {
             let rest = &line[i + 16..];
@@ -609,19 +792,18 @@ fn read_trace() -> Res<Trace> {
             let gfp = field(rest, "gfp_flags=");
             match (order, gfp) {
                 (Some(o), Some(g)) => {
-                    t.failures += 1;
-                    *t.by_order_gfp.entry((o, g.to_owned())).or_default() += 1;
-                    *t.by_comm.entry(task_comm(&line[..i])).or_default() += 1;
+                    self.failures += 1;
+                    *self.by_order_gfp.entry((o, g.to_owned())).or_default() += 1;
+                    *self.by_comm.entry(task_comm(&line[..i])).or_default() += 1;
                 }
-                _ => t.unparsed += 1,
+                _ => self.unparsed += 1,
             }
         } else if line.contains(" wa: ") {
-            t.warn_alloc += 1;
+            self.warn_alloc += 1;
         } else {
-            t.unparsed += 1;
+            self.unparsed += 1;
         }
     }
-    Ok(t)
 }
 
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
@@ -710,8 +892,10 @@ fn buddy_totals() -> [u64; 11] {
 /// so compaction leaves it alone, then take each remaining free block of
 /// order >= 1 with an `AF_PACKET` RX ring of exactly that block size.
 fn fragment(ready: &str, release: &str) -> Res<()> {
-    // Killable on purpose: if memory runs out, the OOM killer takes us.
+    // Killable on purpose: if memory runs out, the OOM killer takes us. Named,
+    // so that the kernel log's victims say which process this was.
     let _ = write_file("/proc/self/oom_score_adj", "1000");
+    let _ = write_file("/proc/self/comm", "pfcheck-frag");
     let page = 4096usize;
     let total_kb = meminfo_kb("MemTotal:");
     let len = usize::try_from(total_kb).unwrap_or(0) * 1024;
@@ -793,10 +977,12 @@ fn fragment(ready: &str, release: &str) -> Res<()> {
             }
         }
     }
+    let reserve = oom_reserve(RESERVE_BYTES);
     eprintln!(
         "vm-scenario: fragmented: touched {pages} pages, released {released}, {} rings, \
-         MemFree {} kB, free blocks by order {:?}",
+         reserve {} kB, MemFree {} kB, free blocks by order {:?}",
         rings.len(),
+        reserve / 1024,
         meminfo_kb("MemFree:"),
         buddy_totals()
     );
@@ -806,6 +992,48 @@ fn fragment(ready: &str, release: &str) -> Res<()> {
         thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// Memory the fragmenter holds unlocked, so that killing it frees memory at
+/// once on every kernel.
+const RESERVE_BYTES: usize = 8 << 20;
+
+/// Touch `bytes` of anonymous memory that is not locked; returns how much.
+///
+/// When memory runs out the OOM killer takes the fragmenter first. On 5.10 its
+/// reaper skips locked mappings (`can_madv_lru_vma`; 6.1 and 6.12 reap them),
+/// and a victim in `exit_mmap` stops counting as one before it has munlocked
+/// and unmapped its locked pages, which takes a while in an emulated guest. An
+/// allocation in that window made the next kill pagefail (4 of 8 runs without
+/// a reserve, 1 of 4 with 4 MiB; the kernel's second report showed the
+/// fragmenter's pages moved from unevictable to inactive anon, not yet freed).
+/// Unlocked memory is reaped at once and covers the window (8 MiB: 10 of 10
+/// runs). It is taken after fragmenting,
+/// from order-0 pages whose buddies are locked, so compaction cannot merge
+/// anything by moving it.
+fn oom_reserve(bytes: usize) -> usize {
+    // SAFETY: anonymous private mapping, touched below within `bytes` and
+    // never unmapped: it lives as long as the fragmenter.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        eprintln!("vm-scenario: OOM reserve of {bytes} bytes: {}", errno());
+        return 0;
+    }
+    let base = base.cast::<u8>();
+    for off in (0..bytes).step_by(4096) {
+        // SAFETY: within the mapping.
+        unsafe { base.add(off).write_volatile(1) };
+    }
+    bytes
 }
 
 /// An `AF_PACKET` RX ring of `blocks` blocks of `PAGE_SIZE << order` bytes.
@@ -1302,7 +1530,7 @@ fn reuseport_groups(go: &AtomicBool, run_for: Duration, c: &Counters) {
 ///
 /// Prints the kernel's OOM victims, pagefail's stderr and the figures.
 pub mod pressure {
-    use super::{Res, section, write_file};
+    use super::{Res, oom_victims, section, vmstat, write_file};
     use std::{
         fs,
         io::{BufRead, BufReader, Read, Write},
@@ -1324,57 +1552,6 @@ pub mod pressure {
     /// One hog's limit: longer means the OOM killer did not come.
     const HOG_LIMIT: Duration = Duration::from_secs(20);
     const INTERVAL_SECS: u64 = 2;
-
-    fn vmstat(key: &str) -> u64 {
-        fs::read_to_string("/proc/vmstat")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// `Killed process PID (COMM)` lines of the kernel log so far.
-    fn oom_victims() -> Vec<(u32, String)> {
-        let mut out = Vec::new();
-        let Ok(f) = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags_nonblock()
-            .open("/dev/kmsg")
-        else {
-            return out;
-        };
-        let mut f = f;
-        let mut buf = vec![0u8; 8192];
-        // One record per read; EAGAIN at the end. Bounded.
-        for _ in 0..100_000 {
-            let Ok(n) = f.read(&mut buf) else { break };
-            if n == 0 {
-                break;
-            }
-            let line = String::from_utf8_lossy(&buf[..n]);
-            if let Some((_, rest)) = line.split_once("Killed process ") {
-                let mut it = rest.splitn(2, ' ');
-                let pid = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-                let comm = it
-                    .next()
-                    .and_then(|r| r.strip_prefix('('))
-                    .and_then(|r| r.split_once(')'))
-                    .map_or_else(String::new, |(c, _)| c.to_owned());
-                out.push((pid, comm));
-            }
-        }
-        out
-    }
-
-    trait NonBlock {
-        fn custom_flags_nonblock(&mut self) -> &mut Self;
-    }
-    impl NonBlock for fs::OpenOptions {
-        fn custom_flags_nonblock(&mut self) -> &mut Self {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            self.custom_flags(libc::O_NONBLOCK)
-        }
-    }
 
     pub fn run(pagefail: &str) -> Res<()> {
         let t0 = Instant::now();

@@ -68,14 +68,16 @@ pub struct QemuConfig {
 }
 
 impl QemuConfig {
-    /// 256 MB, 2 vCPUs, 120 s, quiet console.
+    /// 256 MB, 2 vCPUs, 120 s, quiet console; a 1 MiB kernel log, so that a
+    /// run's OOM reports are still there at its end after the page allocation
+    /// failure reports the kernel printed meanwhile.
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
             memory_mb: 256,
             cpus: 2,
             timeout: Duration::from_mins(2),
-            append: "quiet loglevel=1".to_owned(),
+            append: "quiet loglevel=1 log_buf_len=1M".to_owned(),
             extra_args: Vec::new(),
         }
     }

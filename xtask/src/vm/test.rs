@@ -14,7 +14,10 @@
 //!    `kmem/mm_page_alloc` with the filter
 //!    `pfn == 18446744073709551615 && order >= 1 && ((gfp_flags & 0x20) || !(gfp_flags & 0x400))`
 //!    (failed, order >= 1, and the tracer's atomic rule: `__GFP_HIGH`, or no
-//!    `__GFP_DIRECT_RECLAIM`) and a kprobe event `p:wa warn_alloc`;
+//!    `__GFP_DIRECT_RECLAIM`) and a kprobe event `p:wa warn_alloc`, whose
+//!    records a thread of the guest consumes from the instance's `trace_pipe`
+//!    while the window is open (a run can make more than 200,000 of each,
+//!    more than the per-CPU buffers hold);
 //! 3. creates every traffic thread and the fragmenter process, fragments memory
 //!    until no free block of order >= 1 remains, then releases the traffic
 //!    (neighbour growth, ARP flood with RPS, 8 bulk TCP flows, a
@@ -439,7 +442,8 @@ fn init_script(modules: &[String], attach: Option<&str>) -> String {
     let mut s = String::from(
         "#!/bin/sh\n/bin/busybox --install -s /bin\nexport PATH=/bin:/sbin:/usr/bin\n\
          mount -t proc proc /proc\nmount -t sysfs sysfs /sys\n\
-         mount -t tmpfs tmpfs /tmp\nmount -t tmpfs tmpfs /run\n",
+         mount -t tmpfs tmpfs /tmp\nmount -t tmpfs tmpfs /run\n\
+         [ -e /dev/kmsg ] || mknod /dev/kmsg c 1 11\n",
     );
     s.push_str(super::SHELL_HELPERS);
     s.push_str("pf_begin uname\nuname -r\npf_end uname\npf_begin net\n");
@@ -807,8 +811,10 @@ fn check_into(
         res.get("pagefail_exit")
             .is_some_and(|s| s.contains("exit_status:_0")),
         format!(
-            "exit {}",
-            res.get("pagefail_exit").map_or("?", String::as_str)
+            "exit {}; OOM kills in the guest: {} (victims in its kernel log: {})",
+            res.get("pagefail_exit").map_or("?", String::as_str),
+            res.get("oom_kills").map_or("?", String::as_str),
+            res.get("oom_victims").map_or("?", String::as_str)
         ),
     );
     add(
