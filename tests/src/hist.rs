@@ -1,4 +1,5 @@
-//! The kernel's own count of an event by one field, to compare pagefail's
+//! The kernel's own count of an event by one field (or several, with a hist
+//! trigger: [`FieldCount::read_keys`]), to compare pagefail's
 //! counts against over the same window, in a private tracefs instance (other
 //! users of the event are unaffected):
 //! - a hist trigger `hist:keys=<field>` where the kernel has them
@@ -125,34 +126,28 @@ impl FieldCount {
     }
 
     fn read_hist(&self) -> std::io::Result<(BTreeMap<u64, u64>, u64)> {
-        let text = fs::read_to_string(self.dir.join("hist"))?;
-        let mut hits = BTreeMap::new();
-        let mut dropped = 0;
-        for line in text.lines() {
-            let line = line.trim();
-            if let Some(rest) = line.strip_prefix("Dropped:") {
-                dropped = rest.trim().parse().unwrap_or(0);
-            }
-            // `{ reason:          3 } hitcount:        500`
-            let Some(body) = line.strip_prefix('{') else {
-                continue;
-            };
-            let Some((key, count)) = body.split_once('}') else {
-                continue;
-            };
-            let value = key
-                .split(':')
-                .nth(1)
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            let n = count
-                .trim()
-                .strip_prefix("hitcount:")
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if let (Some(v), Some(n)) = (value, n) {
-                hits.insert(v, n);
-            }
-        }
+        let (by_keys, dropped) = self.read_keys()?;
+        let hits = by_keys
+            .into_iter()
+            .filter_map(|(k, n)| Some((*k.first()?, n)))
+            .collect();
         Ok((hits, dropped))
+    }
+
+    /// Hits per value of every key (`field` may name several, `order,gfp_flags`),
+    /// in the order the keys were named, and the events the hist table had no
+    /// room for (its `Dropped:` line).
+    ///
+    /// # Errors
+    /// When the kernel keeps no hist trigger here ([`Method::Buffer`]) or the
+    /// table cannot be read.
+    pub fn read_keys(&self) -> std::io::Result<(BTreeMap<Vec<u64>, u64>, u64)> {
+        if self.hist_spec.is_none() {
+            return Err(std::io::Error::other(
+                "this kernel has no hist triggers (CONFIG_HIST_TRIGGERS)",
+            ));
+        }
+        Ok(parse_hist(&fs::read_to_string(self.dir.join("hist"))?))
     }
 
     fn read_buffer(
@@ -203,5 +198,56 @@ impl Drop for FieldCount {
             let _ = fs::write(self.dir.join("enable"), "0");
         }
         let _ = fs::remove_dir(&self.instance);
+    }
+}
+
+/// A hist file's entries (`{ order:          3, gfp_flags:     338112 }
+/// hitcount:        500`) and its `Dropped:` count.
+fn parse_hist(text: &str) -> (BTreeMap<Vec<u64>, u64>, u64) {
+    let mut hits = BTreeMap::new();
+    let mut dropped = 0;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("Dropped:") {
+            dropped = rest.trim().parse().unwrap_or(0);
+        }
+        let Some(body) = line.strip_prefix('{') else {
+            continue;
+        };
+        let Some((keys, count)) = body.split_once('}') else {
+            continue;
+        };
+        let values: Option<Vec<u64>> = keys
+            .split(',')
+            .map(|kv| kv.split_once(':')?.1.trim().parse::<u64>().ok())
+            .collect();
+        let n = count
+            .trim()
+            .strip_prefix("hitcount:")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(v), Some(n)) = (values, n) {
+            *hits.entry(v).or_default() += n;
+        }
+    }
+    (hits, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_hist;
+
+    #[test]
+    fn hist_entries_of_one_and_two_keys_are_read() {
+        let text = "# event histogram\n#\n\
+            { order:          3, gfp_flags:     338112 } hitcount:        500\n\
+            { order:          1, gfp_flags:       2848 } hitcount:          7\n\
+            \nTotals:\n    Hits: 507\n    Entries: 2\n    Dropped: 4\n";
+        let (hits, dropped) = parse_hist(text);
+        assert_eq!(dropped, 4);
+        assert_eq!(hits.len(), 2);
+        assert_eq!(hits[&vec![3, 338_112]], 500);
+        assert_eq!(hits[&vec![1, 2848]], 7);
+        let (one, _) = parse_hist("{ reason:          3 } hitcount:        500\n");
+        assert_eq!(one[&vec![3]], 500);
     }
 }

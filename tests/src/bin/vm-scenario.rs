@@ -42,11 +42,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pagefail_tests::hist::FieldCount;
+use pagefail_tests::hist::{FieldCount, Method};
 use tracer::drops::reasons::{DropReasons, ReasonTable};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
-const INSTANCE: &str = "/sys/kernel/tracing/instances/pfcheck";
 /// `__GFP_HIGH` and `__GFP_DIRECT_RECLAIM` on 4.10+ kernels (5.10, 6.1 and
 /// 6.12 all use these bits): the tracer's atomic rule, written as a filter.
 const FAILED_ATOMIC_FILTER: &str = "pfn == 18446744073709551615 && order >= 1 && \
@@ -190,8 +189,7 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
 
     // The ground-truth window opens: after pagefail's, before fragmenting.
     let oom_before = vmstat("oom_kill");
-    let trace_reader = TraceReader::start()?;
-    write_file(&format!("{INSTANCE}/tracing_on"), "1")?;
+    let truth = GroundTruth::start()?;
     let drop_count = DropCount::start();
     // Made now, before memory is fragmented: the socket of the neighbour
     // table phase.
@@ -301,8 +299,8 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     if let Ok(d) = &drop_count {
         d.count.stop();
     }
-    write_file(&format!("{INSTANCE}/tracing_on"), "0")?;
-    let trace = trace_reader.finish()?;
+    truth.stop()?;
+    let trace = truth.read()?;
 
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
@@ -320,7 +318,6 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     };
     let _ = reader.join();
 
-    let stats = instance_stats();
     let pf_stdout = fs::read_to_string("/tmp/pagefail.out").unwrap_or_default();
     let summary = pf_stdout
         .find("=== pagefail summary ===")
@@ -334,17 +331,11 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     section("pagefail-csv", &csv);
     section("buddyinfo-fragmented", &buddy_fragmented);
     section("buddyinfo-after", &buddy_after);
-    section("tracefs-stats", &stats.text);
     let mut keys = String::new();
     for ((order, gfp), n) in &trace.by_order_gfp {
         keys.push_str(&format!("{order}\t{gfp}\t{n}\n"));
     }
     section("tracefs-order-gfp", &keys);
-    let mut comms = String::new();
-    for (comm, n) in &trace.by_comm {
-        comms.push_str(&format!("{comm}\t{n}\n"));
-    }
-    section("tracefs-comm", &comms);
     section("traffic", &counters.report());
     section("neigh-table-full", &neigh_full);
     let (drops_text, drops_method, drops_kernel_lost) = match &drop_count {
@@ -373,16 +364,16 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
     println!(
         "PAGEFAIL-RESULT fragmented={} frag_secs={frag_secs:.1} attach_secs={attach_secs:.1} \
          traffic_secs={traffic_secs:.1} fragmenter_exit={} pagefail_exit={} \
-         tracefs_failures={} tracefs_warn_alloc={} tracefs_overrun={} tracefs_dropped={} \
+         tracefs_method={} tracefs_failures={} tracefs_warn_alloc={} tracefs_lost={} \
          tracefs_unparsed={} drops_method={drops_method} drops_kernel_lost={drops_kernel_lost} \
          oom_kills={} oom_victims={oom}",
         u8::from(fragmented),
         frag_status.map_or_else(|| "none".to_owned(), |s| s.to_string().replace(' ', "_")),
         pf_status.map_or_else(|| "killed".to_owned(), |s| s.to_string().replace(' ', "_")),
+        trace.method,
         trace.failures,
         trace.warn_alloc,
-        stats.overrun,
-        stats.dropped,
+        trace.lost,
         trace.unparsed,
         vmstat("oom_kill").saturating_sub(oom_before),
     );
@@ -661,23 +652,10 @@ fn setup_tracefs() -> Res<()> {
             return Err(format!("mounting tracefs on {TRACEFS}: {}", errno()));
         }
     }
-    if !Path::new(INSTANCE).exists() {
-        fs::create_dir(INSTANCE).map_err(|e| format!("creating {INSTANCE}: {e}"))?;
-    }
-    write_file(&format!("{INSTANCE}/tracing_on"), "0")?;
-    // 4 MiB per CPU: room for a burst while TraceReader consumes trace_pipe,
-    // and no more, since the guest's memory is short on purpose; the overrun
-    // counters prove it was enough.
-    write_file(&format!("{INSTANCE}/buffer_size_kb"), "4096")?;
     append_file(
         &format!("{TRACEFS}/kprobe_events"),
         &format!("p:wa warn_alloc gfp_mask={FIRST_ARG_REG}:x32\n"),
     )?;
-    let ev = format!("{INSTANCE}/events/kmem/mm_page_alloc");
-    write_file(&format!("{ev}/filter"), FAILED_ATOMIC_FILTER)
-        .map_err(|e| format!("{e} (the tracefs filter syntax was refused)"))?;
-    write_file(&format!("{ev}/enable"), "1")?;
-    write_file(&format!("{INSTANCE}/events/kprobes/wa/enable"), "1")?;
     Ok(())
 }
 
@@ -687,30 +665,140 @@ const FIRST_ARG_REG: &str = "%di";
 #[cfg(target_arch = "aarch64")]
 const FIRST_ARG_REG: &str = "%x0";
 
-#[derive(Default)]
-struct Trace {
-    failures: u64,
-    warn_alloc: u64,
-    unparsed: u64,
-    by_order_gfp: BTreeMap<(u32, String), u64>,
-    by_comm: BTreeMap<String, u64>,
+/// The kernel's own count over the window, of `kmem/mm_page_alloc` failures
+/// (failed, order >= 1, atomic: [`FAILED_ATOMIC_FILTER`]) by order and gfp, and
+/// of the `wa` (`warn_alloc`) kprobe event:
+/// - hist triggers, each in a tracefs instance of its own, where the kernel
+///   has them (6.1, 6.12): the kernel adds the hits up by order and gfp mask
+///   itself, so no buffer can overrun and no reader has to keep up (a run
+///   can make 229,000 failures, more records than 8 MiB of buffer a CPU
+///   holds; a `trace_pipe` reader kept up only when given a CPU of its own,
+///   which moved the softirq work off `ksoftirqd`);
+/// - else (Debian's 5.10 has no `CONFIG_HIST_TRIGGERS`) the events in an
+///   instance whose `trace_pipe` a thread reads while the window is open,
+///   counted by order and the gfp names tracefs prints; the buffers'
+///   overruns are counted, so a short count is never silent.
+enum GroundTruth {
+    Hist {
+        failures: FieldCount,
+        warn_alloc: FieldCount,
+    },
+    Pipe(TraceReader),
 }
 
-/// Counts the instance's records while the window is open: `mm_page_alloc`
-/// failures by (order, gfp names as tracefs printed them) and by comm, and
-/// `wa` (`warn_alloc`) hits. The records are consumed from `trace_pipe` as
-/// they come, so the per-CPU buffers only have to hold a burst, not the whole
-/// run (one run made 229,000 failures, more than 8 MiB a CPU holds); the
-/// overrun counters still prove that nothing was lost.
+#[derive(Default)]
+struct Trace {
+    method: &'static str,
+    failures: u64,
+    warn_alloc: u64,
+    /// Events the kernel's count lost (hist tables full, buffer overruns).
+    lost: u64,
+    unparsed: u64,
+    /// (order, gfp): the mask as `0x...` (hist), or the names tracefs printed.
+    by_order_gfp: BTreeMap<(u64, String), u64>,
+}
+
+impl GroundTruth {
+    fn start() -> Res<Self> {
+        let tracefs = Path::new(TRACEFS);
+        let failures = FieldCount::start(
+            tracefs,
+            "pfcheck",
+            "kmem/mm_page_alloc",
+            "order,gfp_flags",
+            FAILED_ATOMIC_FILTER,
+        )
+        .map_err(|e| format!("tracefs count of mm_page_alloc failures: {e}"))?;
+        if failures.method() != Method::Hist {
+            drop(failures);
+            return Ok(Self::Pipe(TraceReader::start()?));
+        }
+        let warn_alloc = FieldCount::start(
+            tracefs,
+            "pfcheck-wa",
+            "kprobes/wa",
+            "common_pid",
+            "common_pid >= 0",
+        )
+        .map_err(|e| format!("tracefs count of warn_alloc: {e}"))?;
+        Ok(Self::Hist {
+            failures,
+            warn_alloc,
+        })
+    }
+
+    /// Closes the window; then `read` gives the counts.
+    fn stop(&self) -> Res<()> {
+        match self {
+            Self::Hist {
+                failures,
+                warn_alloc,
+            } => {
+                failures.stop();
+                warn_alloc.stop();
+                Ok(())
+            }
+            Self::Pipe(_) => write_file(&format!("{PIPE_INSTANCE}/tracing_on"), "0"),
+        }
+    }
+
+    fn read(self) -> Res<Trace> {
+        let (failures, warn_alloc) = match self {
+            Self::Pipe(reader) => return reader.finish(),
+            Self::Hist {
+                failures,
+                warn_alloc,
+            } => (failures, warn_alloc),
+        };
+        let (by_keys, lost) = failures
+            .read_keys()
+            .map_err(|e| format!("reading the failures' hist: {e}"))?;
+        let (by_pid, wa_lost) = warn_alloc
+            .read_keys()
+            .map_err(|e| format!("reading the warn_alloc hist: {e}"))?;
+        let mut t = Trace {
+            method: "hist",
+            warn_alloc: by_pid.values().sum(),
+            lost: lost + wa_lost,
+            ..Trace::default()
+        };
+        for (keys, n) in by_keys {
+            let [order, gfp] = keys[..] else {
+                return Err(format!("a hist entry with keys {keys:?}"));
+            };
+            t.failures += n;
+            *t.by_order_gfp
+                .entry((order, format!("{gfp:#x}")))
+                .or_default() += n;
+        }
+        Ok(t)
+    }
+}
+
+/// The instance of the `trace_pipe` count.
+const PIPE_INSTANCE: &str = "/sys/kernel/tracing/instances/pfcheck-pipe";
+
+/// Counts the pipe instance's records while the window is open.
 struct TraceReader {
     stop: Arc<AtomicBool>,
     handle: thread::JoinHandle<Res<Trace>>,
 }
 
 impl TraceReader {
+    /// Makes the instance and opens the window.
     fn start() -> Res<Self> {
         use std::os::unix::fs::OpenOptionsExt as _;
-        let path = format!("{INSTANCE}/trace_pipe");
+        fs::create_dir(PIPE_INSTANCE).map_err(|e| format!("creating {PIPE_INSTANCE}: {e}"))?;
+        write_file(&format!("{PIPE_INSTANCE}/tracing_on"), "0")?;
+        // 8 MiB per CPU: room for a burst while the reader catches up; the
+        // overrun counters prove it was enough.
+        write_file(&format!("{PIPE_INSTANCE}/buffer_size_kb"), "8192")?;
+        let ev = format!("{PIPE_INSTANCE}/events/kmem/mm_page_alloc");
+        write_file(&format!("{ev}/filter"), FAILED_ATOMIC_FILTER)
+            .map_err(|e| format!("{e} (the tracefs filter syntax was refused)"))?;
+        write_file(&format!("{ev}/enable"), "1")?;
+        write_file(&format!("{PIPE_INSTANCE}/events/kprobes/wa/enable"), "1")?;
+        let path = format!("{PIPE_INSTANCE}/trace_pipe");
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
@@ -719,32 +807,24 @@ impl TraceReader {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let handle = spawn_named("pfcheck-trace", move || consume_trace(file, &flag));
+        write_file(&format!("{PIPE_INSTANCE}/tracing_on"), "1")?;
         Ok(Self { stop, handle })
     }
 
-    /// Call after `tracing_on` is 0: reads what is left, then returns.
+    /// Call after the window is closed: reads what is left, then returns.
     fn finish(self) -> Res<Trace> {
         self.stop.store(true, Ordering::SeqCst);
-        self.handle
+        let mut t = self
+            .handle
             .join()
-            .map_err(|_| "the trace_pipe reader panicked".to_owned())?
+            .map_err(|_| "the trace_pipe reader panicked".to_owned())??;
+        t.method = "pipe";
+        t.lost = pipe_instance_lost()?;
+        Ok(t)
     }
 }
 
 fn consume_trace(mut file: fs::File, stop: &AtomicBool) -> Res<Trace> {
-    // The traffic keeps both guest CPUs busy; a reader scheduled like it falls
-    // behind (a 6.12 run overran by 17,871 records at 200,000 failures).
-    // Real-time priority lets it drain the buffers as they fill; it sleeps
-    // whenever they are empty, so the traffic still gets the CPUs.
-    let param = libc::sched_param { sched_priority: 10 };
-    // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with a
-    // valid parameter.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const param) } != 0 {
-        eprintln!(
-            "pfcheck: trace_pipe reader keeps normal priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
     // A guest run lasts minutes at most; this bound only guards a stuck stop.
     let deadline = Instant::now() + Duration::from_mins(20);
     let mut t = Trace::default();
@@ -788,13 +868,12 @@ impl Trace {
         }
         if let Some(i) = line.find(" mm_page_alloc: ") {
             let rest = &line[i + 16..];
-            let order = field(rest, "order=").and_then(|o| o.parse::<u32>().ok());
+            let order = field(rest, "order=").and_then(|o| o.parse::<u64>().ok());
             let gfp = field(rest, "gfp_flags=");
             match (order, gfp) {
                 (Some(o), Some(g)) => {
                     self.failures += 1;
                     *self.by_order_gfp.entry((o, g.to_owned())).or_default() += 1;
-                    *self.by_comm.entry(task_comm(&line[..i])).or_default() += 1;
                 }
                 _ => self.unparsed += 1,
             }
@@ -811,47 +890,24 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     Some(text[start..].split_whitespace().next().unwrap_or(""))
 }
 
-/// `          <comm>-<pid>     [001] ..... 12.3:` -> comm.
-fn task_comm(prefix: &str) -> String {
-    let head = prefix.split(" [").next().unwrap_or("").trim();
-    match head.rfind('-') {
-        Some(i) => head[..i].to_owned(),
-        None => head.to_owned(),
+/// The pipe instance's overruns and dropped events over all CPUs; statistics
+/// that cannot be read are an error, never a silent 0.
+fn pipe_instance_lost() -> Res<u64> {
+    let mut lost = 0;
+    let dir = format!("{PIPE_INSTANCE}/per_cpu");
+    for cpu in fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let path = cpu.map_err(|e| format!("{dir}: {e}"))?.path().join("stats");
+        let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        lost += text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("overrun:")
+                    .or_else(|| l.strip_prefix("dropped events:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum::<u64>();
     }
-}
-
-struct Stats {
-    text: String,
-    overrun: u64,
-    dropped: u64,
-}
-
-fn instance_stats() -> Stats {
-    let mut s = Stats {
-        text: String::new(),
-        overrun: 0,
-        dropped: 0,
-    };
-    for cpu in 0..64 {
-        let p = format!("{INSTANCE}/per_cpu/cpu{cpu}/stats");
-        let Ok(text) = fs::read_to_string(&p) else {
-            break;
-        };
-        for line in text.lines() {
-            let num = |k: &str| {
-                line.strip_prefix(k)
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            };
-            if let Some(n) = num("overrun:") {
-                s.overrun += n;
-            }
-            if let Some(n) = num("dropped events:") {
-                s.dropped += n;
-            }
-        }
-        s.text.push_str(&format!("cpu{cpu}:\n{text}"));
-    }
-    s
+    Ok(lost)
 }
 
 // ---------------------------------------------------------------- fragmenter
@@ -881,6 +937,31 @@ fn buddy_totals() -> [u64; 11] {
             .filter_map(|v| v.parse().ok())
             .collect();
         for (o, c) in counts.iter().enumerate().take(11) {
+            totals[o] += c;
+        }
+    }
+    totals
+}
+
+/// Free blocks by order in CMA areas, summed over zones: the `type CMA`
+/// rows of `/proc/pagetypeinfo` (zeros without CMA or without the file).
+fn cma_free_blocks() -> [u64; 11] {
+    parse_cma_free_blocks(&fs::read_to_string("/proc/pagetypeinfo").unwrap_or_default())
+}
+
+fn parse_cma_free_blocks(text: &str) -> [u64; 11] {
+    let mut totals = [0u64; 11];
+    for line in text.lines() {
+        // `Node    0, zone      DMA, type          CMA      0      3 ...`
+        let mut words = line.split_whitespace();
+        if !words.by_ref().any(|w| w == "type") || words.next() != Some("CMA") {
+            continue;
+        }
+        for (o, c) in words
+            .filter_map(|v| v.parse::<u64>().ok())
+            .enumerate()
+            .take(11)
+        {
             totals[o] += c;
         }
     }
@@ -962,14 +1043,20 @@ fn fragment(ready: &str, release: &str) -> Res<()> {
     if r != 0 {
         eprintln!("vm-scenario: mlock2: {}", errno());
     }
-    // Take the remaining blocks of order >= 1, highest order first.
+    // Take the remaining blocks of order >= 1, highest order first. Blocks in
+    // a CMA area are left alone: only movable allocations may use them, so
+    // they fail no atomic allocation, and a ring asked of them falls back to
+    // vmalloc, whose order-0 pages come from what little else is free (on a
+    // 6.1 arm64 guest with 64 MiB of CMA that was an OOM kill of this
+    // fragmenter before the window opened).
     let mut rings: Vec<OwnedFd> = Vec::new();
     for _ in 0..64 {
         let totals = buddy_totals();
-        let Some(order) = (1..11).rev().find(|&o| totals[o] > 0) else {
+        let cma = cma_free_blocks();
+        let Some(order) = (1..11).rev().find(|&o| totals[o] > cma[o]) else {
             break;
         };
-        match packet_ring(order, totals[order]) {
+        match packet_ring(order, totals[order] - cma[order]) {
             Ok(fd) => rings.push(fd),
             Err(e) => {
                 eprintln!("vm-scenario: ring of order {order}: {e}");
@@ -1932,5 +2019,33 @@ pub mod pressure {
             cg.trim()
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cma_free_blocks;
+
+    #[test]
+    fn cma_free_blocks_come_from_the_cma_rows_only() {
+        let text = "\
+Page block order: 9
+Pages per block:  512
+
+Free pages count per migrate type at order       0      1      2      3      4      5      6      7      8      9     10
+Node    0, zone      DMA, type    Unmovable      1      2      0      0      0      0      0      0      0      0      0
+Node    0, zone      DMA, type      Movable      7      1      0      0      0      0      0      0      0      0      0
+Node    0, zone      DMA, type          CMA      0      0      3      1      0      0      0      0      1      0      0
+Node    0, zone   Normal, type          CMA      5      0      1      0      0      0      0      0      0      0      2
+Node    0, zone   Normal, type      Isolate      0      0      0      0      0      0      0      0      0      0      0
+
+Number of blocks type     Unmovable      Movable  Reclaimable   HighAtomic          CMA      Isolate
+Node 0, zone      DMA           10           80            2            0           32            0
+";
+        assert_eq!(
+            parse_cma_free_blocks(text),
+            [5, 0, 4, 1, 0, 0, 0, 0, 1, 0, 2]
+        );
+        assert_eq!(parse_cma_free_blocks(""), [0; 11]);
     }
 }
