@@ -290,6 +290,13 @@ fn prometheus_answers_equal_the_files_tracefs_and_proc() {
     let mut empty = Vec::new();
     for (title, expr) in dashboard_queries() {
         let r = query(prom_port, &expr).unwrap_or_else(|e| panic!("panel {title:?}: {expr}: {e}"));
+        // What the panel would draw now, for the reader of `--nocapture`.
+        let values: Vec<String> = r
+            .iter()
+            .take(4)
+            .map(|s| format!("{} = {}", s["metric"], s["value"][1]))
+            .collect();
+        eprintln!("panel {title:?}: {} series; {}", r.len(), values.join("; "));
         if r.is_empty() {
             empty.push(title);
         }

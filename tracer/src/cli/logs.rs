@@ -126,7 +126,8 @@ pub fn run(args: &LogsArgs) -> anyhow::Result<()> {
 /// # Errors
 /// When an input cannot be read or an output cannot be written.
 pub fn run_to(args: &LogsArgs, mut out: &mut dyn Write) -> anyhow::Result<()> {
-    let year = args.year.unwrap_or_else(this_year);
+    let (this_year, this_month) = today();
+    let year = args.year.unwrap_or(this_year);
     let mut analyzer = Analyzer::new(args.kernel.clone());
     let mut summary = Summary::new();
     let mut advice = LogAdvice::new();
@@ -142,6 +143,9 @@ pub fn run_to(args: &LogsArgs, mut out: &mut dyn Write) -> anyhow::Result<()> {
         let reader = open(path)?;
         let input = path.display().to_string();
         let mut parser = Parser::new(year);
+        if args.year.is_none() {
+            parser = parser.not_after(this_month);
+        }
         let mut on_event = |ev: Event| {
             let r = match ev {
                 Event::Report(r) => r,
@@ -249,7 +253,8 @@ pub fn advice_of_log(path: &Path, kernel: Option<String>) -> anyhow::Result<LogA
     let mut summary = Summary::new();
     let mut advice = LogAdvice::new();
     let input = path.display().to_string();
-    let mut parser = Parser::new(this_year());
+    let (year, month) = today();
+    let mut parser = Parser::new(year).not_after(month);
     parser
         .parse_reader(open(path)?, &mut |ev: Event| {
             let Event::Report(r) = ev else { return };
@@ -376,14 +381,18 @@ pub fn open(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     }
 }
 
-fn this_year() -> i32 {
+/// This year, and this month (0-11), in UTC.
+fn today() -> (i32, u32) {
     let us = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(0));
-    rfc3339(us)
-        .get(..4)
-        .and_then(|y| y.parse().ok())
-        .unwrap_or(1970)
+    let stamp = rfc3339(us);
+    let year = stamp.get(..4).and_then(|y| y.parse().ok()).unwrap_or(1970);
+    let month = stamp
+        .get(5..7)
+        .and_then(|m| m.parse::<u32>().ok())
+        .map_or(0, |m| m.saturating_sub(1));
+    (year, month)
 }
 
 #[cfg(test)]

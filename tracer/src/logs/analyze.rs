@@ -17,6 +17,8 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Analysis {
     /// Kernel release used for decoding (the report's own, else `--kernel`).
+    /// In JSON `decoded_as`: the report's own `kernel` sits beside it.
+    #[serde(rename = "decoded_as")]
     pub kernel: String,
     /// Flag names: as printed when printed, else decoded.
     pub gfp_names: String,
@@ -43,8 +45,11 @@ static OUTCOMES: std::sync::LazyLock<OutcomeRules> =
 /// Innermost frames that only report or allocate, not worth showing
 /// (renamed over the years).
 fn is_plumbing(function: &str) -> bool {
-    const PREFIXES: [&str; 8] = [
+    const PREFIXES: [&str; 11] = [
         "dump_stack",
+        "__dump_stack",
+        "dump_backtrace",
+        "unwind_backtrace",
         "show_stack",
         "show_trace",
         "warn_alloc",

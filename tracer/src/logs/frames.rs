@@ -114,7 +114,15 @@ pub fn trace_line(body: &str) -> Option<TraceLine<'_>> {
         });
         return Some(out);
     }
-    let (sym, module) = symbol_and_module(t);
+    let (mut sym, mut module) = symbol_and_module(t);
+    // x86_64 2.6.1x: `:ip_conntrack:alloc_hashtable+0x33/0x7a`, the module first.
+    if let Some((m, rest)) = sym.strip_prefix(':').and_then(|r| r.split_once(':'))
+        && is_symbol(m)
+        && module.is_none()
+    {
+        module = Some(m);
+        sym = rest;
+    }
     let (function, offset) = split_offset(sym);
     // Without `from`, a frame must carry an offset (`%pS`), or it is some
     // other text.
@@ -206,11 +214,18 @@ fn symbol_and_module(t: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// `func+0x1/0x2` -> (`func`, `+0x1/0x2`). ppc64's big-endian ABI prints
+/// the text symbol of a function with a dot (`.net_rx_action`): the dot goes.
 fn split_offset(sym: &str) -> (&str, Option<&str>) {
-    match sym.find("+0x") {
+    let (name, offset) = match sym.find("+0x") {
         Some(at) => (&sym[..at], Some(&sym[at..])),
         None => (sym, None),
-    }
+    };
+    let name = name
+        .strip_prefix('.')
+        .filter(|n| n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_'))
+        .unwrap_or(name);
+    (name, offset)
 }
 
 fn is_hex(s: &str) -> bool {
@@ -267,6 +282,20 @@ mod tests {
     }
 
     /// Lines of real traces (tests/fixtures/logs/corpus) of each architecture.
+    #[test]
+    fn ppc64_dot_symbols_and_old_module_prefixes() {
+        let f = frame("[c0000000fffe3b70] [c0000000004a8ad4] .net_rx_action+0x1a4/0x300");
+        assert_eq!(
+            (f.function, f.offset),
+            ("net_rx_action", Some("+0x1a4/0x300"))
+        );
+        let f = frame(" [<ffffffff8804b10e>] :ip_conntrack:alloc_hashtable+0x33/0x7a");
+        assert_eq!(
+            (f.function, f.module, f.offset),
+            ("alloc_hashtable", Some("ip_conntrack"), Some("+0x33/0x7a"))
+        );
+    }
+
     #[test]
     fn powerpc() {
         let f = frame("[c000000ffffcb4f0] [c00000000099966c] dump_stack+0xb0/0xf4 (unreliable)");

@@ -61,6 +61,12 @@ pub fn headers(body: &str) -> impl Iterator<Item = HeaderMatch<'_>> {
 
 fn one_header<'a>(comm_text: &'a str, rest: &'a str) -> HeaderMatch<'a> {
     let comm = comm_text.trim().trim_end_matches(':').trim_end();
+    // What a prefix the line parser did not take left before the name: a
+    // stamp that lost its `[` (`4.795291] swapper/0`), a shell prompt before
+    // a stamp (`root@host:~# [  533.797044] mmcqd/1`).
+    let comm = comm
+        .rsplit_once("] ")
+        .map_or(comm, |(_, name)| name.trim_start());
     // 2.6 prints `failure. order:`, later kernels `failure: order:`.
     let Some(rest) = rest.strip_prefix(['.', ':']).map(str::trim_start) else {
         return HeaderMatch::Unknown;
@@ -227,14 +233,19 @@ pub enum Section {
 pub use super::frames::{FrameLine, TraceLine, trace_line};
 
 /// `warn_alloc: 11955 callbacks suppressed` (4.9+), `warn_alloc_failed: N
-/// callbacks suppressed` (3.1 to 4.8). 2.6 kernels rate-limited the report
-/// with the printk-wide limit, whose `__ratelimit: N callbacks suppressed`
-/// counts every `printk_ratelimit()` user, so it is not taken as failures.
+/// callbacks suppressed` (3.1 to 4.8), `__alloc_pages_slowpath: N callbacks
+/// suppressed` (2.6.3x, whose `printk_ratelimit()` call in the allocator's
+/// slow path names that function). Older 2.6 kernels' `__ratelimit: N
+/// callbacks suppressed` counts every `printk_ratelimit()` user, so it is not
+/// taken as failures.
 #[must_use]
 pub fn suppressed(body: &str) -> Option<u64> {
     let t = body.trim();
     let (func, rest) = t.split_once(": ")?;
-    if !matches!(func, "warn_alloc" | "warn_alloc_failed") {
+    if !matches!(
+        func,
+        "warn_alloc" | "warn_alloc_failed" | "__alloc_pages_slowpath"
+    ) {
         return None;
     }
     let (n, rest) = leading_u64(rest);
@@ -253,6 +264,19 @@ pub fn leading_u64(s: &str) -> (Option<u64>, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_of_a_prefix_are_not_the_comm() {
+        for line in [
+            "    4.795291] swapper/0: page allocation failure: order:1, mode:0x20",
+            "root@beaglebone:~# [  533.797044] swapper/0: page allocation failure: order:1, mode:0x20",
+        ] {
+            let Some(HeaderMatch::Header(h)) = header(line) else {
+                panic!("{line}");
+            };
+            assert_eq!(h.comm, "swapper/0", "{line}");
+        }
+    }
 
     #[test]
     fn headers_of_every_era() {
@@ -383,6 +407,10 @@ mod tests {
         assert_eq!(
             suppressed("warn_alloc_failed: 7 callbacks suppressed"),
             Some(7)
+        );
+        assert_eq!(
+            suppressed("__alloc_pages_slowpath: 5571 callbacks suppressed"),
+            Some(5571)
         );
         assert_eq!(suppressed("net_ratelimit: 7 callbacks suppressed"), None);
         assert_eq!(suppressed("__ratelimit: 7 callbacks suppressed"), None);

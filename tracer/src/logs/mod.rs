@@ -184,6 +184,10 @@ struct Open {
 /// The streaming report parser. Feed lines, receive [`Event`]s.
 pub struct Parser {
     year: i32,
+    /// With [`Parser::not_after`]: the month (0-11) of `year` that syslog
+    /// stamps may not pass, so a log whose first stamp lies later in the
+    /// year is taken as last year's.
+    latest_month: Option<u32>,
     /// Month of the last syslog-stamped line, to notice New Year.
     last_month: Option<u32>,
     /// Open reports, oldest first; lines go to the newest unless their
@@ -208,6 +212,7 @@ impl Parser {
     pub fn new(year: i32) -> Self {
         Self {
             year,
+            latest_month: None,
             last_month: None,
             open: Vec::new(),
             comms: Vec::new(),
@@ -215,6 +220,15 @@ impl Parser {
             stats: Stats::default(),
             wanted: wanted_searcher(),
         }
+    }
+
+    /// Take syslog stamps (which carry no year) as no later than `month0`
+    /// (0-11) of the parser's year: when the first such stamp's month is
+    /// later, the log began last year. For a log read today, today's month.
+    #[must_use]
+    pub fn not_after(mut self, month0: u32) -> Self {
+        self.latest_month = Some(month0);
+        self
     }
 
     /// Counters so far.
@@ -269,6 +283,9 @@ impl Parser {
         if let Some(month) = prefix::bsd_month(raw) {
             if self.last_month.is_some_and(|last| month + 6 <= last) && self.year < 9999 {
                 self.year += 1;
+            }
+            if self.last_month.is_none() && self.latest_month.is_some_and(|m| month > m) {
+                self.year -= 1;
             }
             self.last_month = Some(month);
         }
@@ -621,7 +638,12 @@ fn feed(open: &mut Open, body: &str) -> Option<Close> {
         mem.feed(t);
         return t.ends_with("pages reserved").then_some(Close::Complete);
     }
-    if t == "Mem-Info:" {
+    // `Mem-info:` on older arm kernels; `<EOI> Mem-Info:` where the trace
+    // of an interrupt ends on the same line.
+    if t.strip_prefix("<EOI>")
+        .map_or(t, str::trim_start)
+        .eq_ignore_ascii_case("mem-info:")
+    {
         open.phase = Phase::Mem;
         r.mem = Some(MemInfo::default());
         return None;

@@ -706,3 +706,25 @@ fn printk_caller_ids_keep_other_cpus_out_of_a_report() {
     assert!(r.frames.iter().all(|f| f.function != "other_cpu_frame"));
     assert_eq!(zone(&r, "DMA32").free_blocks[0], 11640);
 }
+
+#[test]
+fn syslog_stamps_later_in_the_year_than_today_are_last_years() {
+    let text =
+        "Dec  6 10:00:00 h kernel: [ 12.000000] a: page allocation failure: order:2, mode:0x20\n";
+    let year_of = |p: Parser| {
+        let mut p = p;
+        let mut wall = None;
+        p.parse_reader(text.as_bytes(), &mut |ev| {
+            if let Event::Report(r) = ev {
+                wall = r.wall_us.map(crate::timestamp::rfc3339_us);
+            }
+        })
+        .unwrap();
+        wall.unwrap_or_default()
+    };
+    // Read in November 2026: December's stamp is from 2025.
+    assert!(year_of(Parser::new(2026).not_after(10)).starts_with("2025-12-06"));
+    // Read in December: this year's.
+    assert!(year_of(Parser::new(2026).not_after(11)).starts_with("2026-12-06"));
+    assert!(year_of(Parser::new(2026)).starts_with("2026-12-06"));
+}

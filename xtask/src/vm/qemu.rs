@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::kernel::Kernel;
 use super::{Sections, parse_sections};
@@ -110,6 +110,69 @@ impl RunOutput {
 /// When qemu is missing or exits non-zero, the timeout passes (qemu is killed),
 /// or the console shows one of [`FATAL_CONSOLE`]. The error names the log file.
 pub fn run(kernel: &Kernel, initrd: &Path, cfg: &QemuConfig) -> Result<RunOutput> {
+    match boot(kernel, initrd, cfg) {
+        Err(BootError::BeforeInit(log)) => {
+            // Emulated SMP guests now and then oops while the kernel patches
+            // its own text during its initcalls (seen once: `int3` in
+            // `sched_clock_cpu` on 6.12); nothing of the test has run yet, so
+            // the run is booted once more, and the first console is kept.
+            let kept = log.with_extension("boot-crash.log");
+            let _ = fs::rename(&log, &kept);
+            eprintln!(
+                "vm: {}: the guest kernel crashed in its own initcalls, before /init ran \
+                 (console kept: {}); booting it once more",
+                cfg.name,
+                kept.display()
+            );
+            boot(kernel, initrd, cfg).map_err(BootError::into_anyhow)
+        }
+        other => other.map_err(BootError::into_anyhow),
+    }
+}
+
+/// Why a boot gave no result.
+enum BootError {
+    /// The kernel panicked during its initcalls, before /init started: the
+    /// console log.
+    BeforeInit(PathBuf),
+    Other(anyhow::Error),
+}
+
+impl BootError {
+    fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            Self::BeforeInit(log) => anyhow::anyhow!(
+                "the guest kernel crashed while booting, before /init ran, twice (console: {})",
+                log.display()
+            ),
+            Self::Other(e) => e,
+        }
+    }
+}
+
+impl From<anyhow::Error> for BootError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Other(e)
+    }
+}
+
+impl From<std::io::Error> for BootError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+/// Whether a console that shows a panic shows it before /init ran: a trace
+/// through `kernel_init_freeable` (the initcalls; /init is started after it
+/// returns) and no output of the guest's own programs, which print their
+/// results between `PAGEFAIL` markers.
+fn crashed_before_init(console: &str) -> bool {
+    console.contains("Kernel panic")
+        && console.contains("kernel_init_freeable")
+        && !console.contains("PAGEFAIL")
+}
+
+fn boot(kernel: &Kernel, initrd: &Path, cfg: &QemuConfig) -> Result<RunOutput, BootError> {
     let logs = super::vm_dir().join("logs");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let log = logs.join(format!("{}.log", cfg.name));
@@ -156,26 +219,32 @@ pub fn run(kernel: &Kernel, initrd: &Path, cfg: &QemuConfig) -> Result<RunOutput
     let raw = fs::read(&log).with_context(|| format!("reading {}", log.display()))?;
     let console = String::from_utf8_lossy(&raw).replace('\r', "");
     let Some(status) = status else {
-        bail!(
+        return Err(anyhow::anyhow!(
             "{}: guest did not power off within {:?}; qemu was killed (console: {})",
             cfg.name,
             cfg.timeout,
             log.display()
-        );
+        )
+        .into());
     };
+    if crashed_before_init(&console) {
+        return Err(BootError::BeforeInit(log));
+    }
     if let Some(bad) = FATAL_CONSOLE.iter().find(|p| console.contains(*p)) {
-        bail!(
+        return Err(anyhow::anyhow!(
             "{}: the console shows {bad:?} (console: {})",
             cfg.name,
             log.display()
-        );
+        )
+        .into());
     }
     if !status.success() {
-        bail!(
+        return Err(anyhow::anyhow!(
             "{}: {qemu} exited with {status} (console: {})",
             cfg.name,
             log.display()
-        );
+        )
+        .into());
     }
     let sections = parse_sections(&console);
     Ok(RunOutput {
@@ -191,6 +260,22 @@ mod tests {
     use super::*;
     use crate::vm::initramfs::Initramfs;
     use crate::vm::kernel;
+
+    #[test]
+    fn only_a_panic_in_the_initcalls_is_a_crash_before_init() {
+        let early = "[    1.3] Call Trace:\n[    1.3]  do_one_initcall+0x5b/0x310\n\
+                     [    1.3]  kernel_init_freeable+0x23d/0x2a0\n\
+                     [    1.4] Kernel panic - not syncing: Fatal exception in interrupt\n";
+        assert!(crashed_before_init(early));
+        let late = format!("=====PAGEFAIL-BEGIN traffic=====\n{early}");
+        assert!(!crashed_before_init(&late), "the guest's programs had run");
+        assert!(!crashed_before_init(
+            "[ 9.1] Kernel panic - not syncing: Attempted to kill init!\n"
+        ));
+        assert!(!crashed_before_init(
+            "[ 1.3]  kernel_init_freeable+0x23d/0x2a0\n"
+        ));
+    }
 
     /// Boots Debian 6.1 (downloads it once): `cargo test -p xtask -- --ignored`.
     #[test]
