@@ -605,6 +605,8 @@ fn builtin_labels_in_documented_order() {
             "hv_netvsc",
             "gve",
             "vmxnet3",
+            "wifi",
+            "usbnet",
             "bonding",
             "bridge",
             "vlan",
@@ -888,4 +890,36 @@ fn too_many_labels_is_an_error() {
     let function = format!("fn{last}");
     let label = format!("extra{last}");
     assert!(classifier.paths(&[frame(&function)]).contains(&label));
+}
+
+#[test]
+fn wireless_and_usb_network_drivers_have_labels() {
+    let c = Classifier::builtin();
+    assert!(c.paths(&[frame("ieee80211_rx_napi")]).contains("wifi"));
+    assert!(
+        c.paths(&[in_module("ath10k_htt_rx_ring_fill_n", "ath10k_core")])
+            .contains("wifi")
+    );
+    assert!(
+        c.paths(&[in_module("mt76_dma_rx_fill", "mt76")])
+            .contains("wifi")
+    );
+    assert!(
+        c.paths(&[frame("usbnet_bh"), frame("rx_submit")])
+            .contains("usbnet")
+    );
+    assert!(
+        c.paths(&[in_module("rx_submit", "usbnet")])
+            .contains("usbnet")
+    );
+    // Hyper-V's RNDIS filter is not a USB adapter, nor rtl8150's module wifi.
+    let p = c.paths(&[frame("rndis_filter_receive")]);
+    assert!(p.contains("hv_netvsc") && !p.contains("usbnet"));
+    // 2.6 kernels' connection tracking before it became nf_conntrack.
+    assert!(
+        c.paths(&[in_module("alloc_hashtable", "ip_conntrack")])
+            .contains("netfilter")
+    );
+    let p = c.paths(&[in_module("read_bulk_callback", "rtl8150")]);
+    assert!(p.contains("usbnet") && !p.contains("wifi"));
 }

@@ -165,7 +165,7 @@ fn analyze_with(
     if context == Context::Task
         && !reliable.is_empty()
         && !reliable.iter().any(|f| is_task_root(f.function))
-        && runs_softirqs(&r.comm)
+        && runs_softirqs(&r.comm, r.pid)
     {
         context = Context::Softirq;
     }
@@ -276,9 +276,12 @@ fn agreeing_unreliable<'a>(r: &'a Report, classifier: &Classifier) -> Chain<'a> 
     }
 }
 
-/// The idle task (`swapper`, `swapper/N`) and `ksoftirqd/N`.
-fn runs_softirqs(comm: &str) -> bool {
-    comm == "swapper" || comm.starts_with("swapper/") || comm.starts_with("ksoftirqd/")
+/// The idle task (`swapper`, `swapper/N` with pid 0 or none printed) and
+/// `ksoftirqd/N`. Pid 1 named `swapper/0` is the boot's own task, which runs
+/// the initcalls (driver probes allocate there) before it becomes init.
+fn runs_softirqs(comm: &str, pid: Option<u32>) -> bool {
+    let idle = (comm == "swapper" || comm.starts_with("swapper/")) && pid.is_none_or(|p| p == 0);
+    idle || comm.starts_with("ksoftirqd/")
 }
 
 /// Frames at the root of a task's own stack: a system call, a kernel

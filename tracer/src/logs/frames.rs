@@ -46,6 +46,10 @@ pub struct TraceLine<'a> {
 #[must_use]
 pub fn trace_line(body: &str) -> Option<TraceLine<'_>> {
     let mut t = body.trim();
+    // Some vendor kernels print `[stamp]: func+0x1/0x2`.
+    if let Some(r) = t.strip_prefix(": ") {
+        t = r.trim_start();
+    }
     let mut out = TraceLine::default();
     while t.starts_with('<') {
         let end = t.find('>')?;
@@ -115,6 +119,7 @@ pub fn trace_line(body: &str) -> Option<TraceLine<'_>> {
         return Some(out);
     }
     let (mut sym, mut module) = symbol_and_module(t);
+    let after_sym = t.split_once(' ').map_or("", |(_, rest)| rest.trim_start());
     // x86_64 2.6.1x: `:ip_conntrack:alloc_hashtable+0x33/0x7a`, the module first.
     if let Some((m, rest)) = sym.strip_prefix(':').and_then(|r| r.split_once(':'))
         && is_symbol(m)
@@ -124,9 +129,10 @@ pub fn trace_line(body: &str) -> Option<TraceLine<'_>> {
         sym = rest;
     }
     let (function, offset) = split_offset(sym);
-    // Without `from`, a frame must carry an offset (`%pS`), or it is some
-    // other text.
-    if offset.is_none() || !is_symbol(function) {
+    // Without `from`, a frame must carry an offset (`%pS`) or a source
+    // position (a trace decoded by `decode_stacktrace.sh` or a syzbot report:
+    // `func (mm/x.c:12)`, `func mm/x.c:12 [inline]`), or it is some other text.
+    if (offset.is_none() && !source_position(after_sym)) || !is_symbol(function) {
         return None;
     }
     out.frame = Some(FrameLine {
@@ -214,6 +220,19 @@ fn symbol_and_module(t: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Whether `s` starts with a source position: `mm/page_alloc.c:3391`, in
+/// parentheses or not.
+fn source_position(s: &str) -> bool {
+    let s = s.strip_prefix('(').unwrap_or(s);
+    let word = s.split([' ', ')']).next().unwrap_or_default();
+    let Some((file, line)) = word.rsplit_once(':') else {
+        return false;
+    };
+    !line.is_empty()
+        && line.bytes().all(|b| b.is_ascii_digit())
+        && [".c", ".h", ".S", ".rs"].iter().any(|e| file.ends_with(e))
+}
+
 /// `func+0x1/0x2` -> (`func`, `+0x1/0x2`). ppc64's big-endian ABI prints
 /// the text symbol of a function with a dot (`.net_rx_action`): the dot goes.
 fn split_offset(sym: &str) -> (&str, Option<&str>) {
@@ -282,6 +301,24 @@ mod tests {
     }
 
     /// Lines of real traces (tests/fixtures/logs/corpus) of each architecture.
+    #[test]
+    fn decoded_traces_and_colon_stamps() {
+        let f = frame("dump_stack_lvl (lib/dump_stack.c:107) ");
+        assert_eq!((f.function, f.offset), ("dump_stack_lvl", None));
+        let f =
+            frame("? get_page_from_freelist (include/linux/mmzone.h:1651 mm/page_alloc.c:3187) ");
+        assert_eq!((f.function, f.reliable), ("get_page_from_freelist", false));
+        let f = frame(" __dump_stack lib/dump_stack.c:88 [inline]");
+        assert_eq!(f.function, "__dump_stack");
+        let f = frame(" dump_stack_lvl+0x1b1/0x28f lib/dump_stack.c:106");
+        assert_eq!(f.function, "dump_stack_lvl");
+        let f = frame(": hid_add_field+0x13c/0x308");
+        assert_eq!(f.function, "hid_add_field");
+        // Prose with parentheses is no frame.
+        assert_eq!(trace_line("memory (see above)"), None);
+        assert_eq!(trace_line("hello (world:12)"), None);
+    }
+
     #[test]
     fn ppc64_dot_symbols_and_old_module_prefixes() {
         let f = frame("[c0000000fffe3b70] [c0000000004a8ad4] .net_rx_action+0x1a4/0x300");

@@ -728,3 +728,21 @@ fn syslog_stamps_later_in_the_year_than_today_are_last_years() {
     assert!(year_of(Parser::new(2026).not_after(11)).starts_with("2026-12-06"));
     assert!(year_of(Parser::new(2026)).starts_with("2026-12-06"));
 }
+
+#[test]
+fn swapper_with_pid_1_is_the_boot_task_not_the_idle_one() {
+    let text = |pid: u32| {
+        format!(
+            "[    4.79] swapper/0: page allocation failure: order:0, mode:0xcc4(GFP_KERNEL|GFP_DMA32), nodemask=(null)\n\
+             [    4.80] CPU: 0 PID: {pid} Comm: swapper/0 Not tainted 5.15.68 #1\n\
+             [    4.81] Call Trace:\n\
+             [    4.82] [<ffffffff800fc00c>] warn_alloc+0xc6/0x138\n\
+             [    4.83] [<ffffffff800fca44>] __alloc_pages+0x11e/0x170\n\
+             [    4.84] [<ffffffff8005f866>] dma_alloc_attrs+0x70/0x7e\n\
+             [    4.85] [<ffffffff80438e42>] ath10k_ce_alloc_src_ring+0x86/0x172\n"
+        )
+    };
+    let context = |pid| Analyzer::new(None).analyze(&one(&text(pid))).context;
+    assert_eq!(context(1), crate::classify::Context::Task);
+    assert_eq!(context(0), crate::classify::Context::Softirq);
+}
