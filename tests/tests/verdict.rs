@@ -37,6 +37,7 @@ fn memcg_failures_have_cause_memcg_and_the_kvmalloc_outcomes() {
 
     let mut cmd = Command::new(pagefail_bin());
     cmd.args(["watch", "--all", "--duration", "60s", "--no-tui"])
+        .arg("--observe-fallbacks")
         .arg("--csv")
         .arg(&csv_path)
         .arg("--summary-json")
@@ -148,5 +149,32 @@ fn memcg_failures_have_cause_memcg_and_the_kvmalloc_outcomes() {
     );
     assert_eq!(summary.failures, summary.lost + total, "{summary:?}");
     assert!(summary.drops.is_empty());
+
+    // Observed fallbacks: every recorded failure awaited its follow
+    // record; the kmalloc try was seen falling back to vmalloc (its first
+    // smaller allocations, from the kvmalloc function, succeed before the
+    // tight limit refuses a page); an order-0 page has nothing smaller.
+    let seen = summary
+        .fallbacks_seen
+        .as_ref()
+        .unwrap_or_else(|| panic!("no fallbacks_seen: {summary:?}"));
+    let awaited: u64 = seen.by_outcome.values().map(|s| s.failures).sum();
+    assert_eq!(awaited, total - summary.lost_kept, "{seen:?}");
+    let fallback = seen.by_outcome["fallback"];
+    assert!(
+        fallback.seen >= 1 && fallback.seen <= fallback.failures,
+        "{seen:?}"
+    );
+    assert_eq!(seen.by_outcome["terminal"].seen, 0, "{seen:?}");
+    assert!(
+        seen.sites
+            .iter()
+            .any(|s| s.function.contains("kvmalloc") && s.outcome == "fallback"),
+        "{seen:?}"
+    );
+    assert!(
+        stdout.contains("fallbacks seen (a smaller success from the failing function"),
+        "{stdout}"
+    );
     fs::remove_dir_all(&work).ok();
 }

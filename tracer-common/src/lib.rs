@@ -44,6 +44,13 @@ pub const EVENT_COMM_ERROR: u32 = 1 << 2;
 /// Whether the kernel really warned also depends on `__GFP_NOWARN`, which
 /// userspace decides from the gfp mask.
 pub const EVENT_WARN_ALLOC: u32 = 1 << 3;
+/// Not a failure: a *follow* record (only with [`global::FOLLOW_WINDOW_NS`]
+/// set). The first allocation that succeeded for the same thread on the same
+/// CPU with a smaller order, within that window after the CPU's last
+/// delivered failure. `ts_boot_ns` is that failure's time (the two are
+/// matched by CPU and time), `order`, `pid`, `tgid` and `stack` are the
+/// success's; `gfp`, `cgroup_id`, `migratetype` and `comm` are zero.
+pub const EVENT_FOLLOW: u32 = 1 << 4;
 
 /// One failed page allocation that passed the kernel-side filters.
 #[repr(C)]
@@ -103,6 +110,13 @@ pub struct CpuState {
     /// of the events the marking main program handled and the helper has not
     /// yet passed, a stack wrapping in `NEST_SLOTS` entries.
     pub marks: [u64; NEST_SLOTS],
+    /// Observed fallbacks: the time of this CPU's last delivered failure
+    /// while a smaller success of the same thread is awaited (0: none).
+    pub follow_ts: u64,
+    /// The thread of that failure.
+    pub follow_pid: u32,
+    /// The order of that failure.
+    pub follow_order: u32,
     /// Nesting depth of `mm_page_alloc` events on this CPU (wrapping).
     pub depth: u32,
     /// Per depth slot: whether the main program handled the event at that depth.
@@ -141,8 +155,11 @@ pub mod stat {
     /// Allocation events the marked pair's helper handled because the
     /// kernel kept them from the main program.
     pub const HELPER_HANDLED: u32 = 5;
+    /// Follow records ([`super::EVENT_FOLLOW`]) that found the ring buffer
+    /// full: the fallbacks that could not be seen.
+    pub const FOLLOW_LOST: u32 = 6;
     /// Number of slots.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Keys [`MAP_LOST`] holds at most; lost failures of further keys are
@@ -293,6 +310,11 @@ pub mod global {
     /// `[u64; DROP_MASK_WORDS]`: bit `slot` set: count drops of that reason
     /// slot (see `drop_slot`); all zero: count none.
     pub const DROP_MASK: &str = "DROP_MASK";
+    /// `u64`: non-zero: after each delivered failure, send one follow record
+    /// ([`super::EVENT_FOLLOW`]) for the first smaller allocation of the
+    /// same thread on the same CPU that succeeds within this many
+    /// nanoseconds. 0: off (the success path then only tests one field).
+    pub const FOLLOW_WINDOW_NS: &str = "FOLLOW_WINDOW_NS";
 }
 
 /// Window in which a `warn_alloc` entry marks the same thread's next failure.
@@ -393,7 +415,8 @@ mod tests {
 
     #[test]
     fn cpu_state_has_no_padding() {
-        let fields = ORDER_SLOTS as usize * 8 + 4 + NEST_SLOTS * 4 + NEST_SLOTS * 8 + 3 * 4;
+        let fields =
+            ORDER_SLOTS as usize * 8 + 4 + NEST_SLOTS * 4 + NEST_SLOTS * 8 + 3 * 4 + 8 + 2 * 4;
         assert_eq!(core::mem::size_of::<CpuState>(), fields);
         assert!(NEST_SLOTS.is_power_of_two());
     }

@@ -35,9 +35,10 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    CpuState, EVENT_COMM_ERROR, EVENT_STACK_ERROR, EVENT_STACK_TRUNCATED, EVENT_WARN_ALLOC,
-    FailureEvent, LOST_KEYS, LOST_STACK_BUCKETS, LostCount, LostKey, MAX_STACK_DEPTH, NEST_SLOTS,
-    ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS, order_slot, stat,
+    CpuState, EVENT_COMM_ERROR, EVENT_FOLLOW, EVENT_STACK_ERROR, EVENT_STACK_TRUNCATED,
+    EVENT_WARN_ALLOC, FailureEvent, LOST_KEYS, LOST_STACK_BUCKETS, LostCount, LostKey,
+    MAX_STACK_DEPTH, NEST_SLOTS, ORDER_SLOTS, TASK_COMM_LEN, WARN_MATCH_WINDOW_NS, order_slot,
+    stat,
 };
 
 // ---- read-only filters and kernel facts, set with EbpfLoader::override_global ----
@@ -89,6 +90,9 @@ static CG_OFF_CSS_CGROUP: u32 = 0;
 static CG_OFF_CGROUP_KN: u32 = 0;
 #[unsafe(no_mangle)]
 static CG_OFF_KN_ID: u32 = 0;
+/// Observed fallbacks (0: off): see `follow`.
+#[unsafe(no_mangle)]
+static FOLLOW_WINDOW_NS: u64 = 0;
 
 #[inline(always)]
 fn global<T: Copy>(g: &'static T) -> T {
@@ -203,10 +207,117 @@ fn nest_exit() {
     }
 }
 
+/// A successful allocation: one per-CPU counter bump, and one test of
+/// whether a smaller success is awaited after a failure (never, unless
+/// userspace set `FOLLOW_WINDOW_NS`).
 #[inline(always)]
-fn count_alloc(st: *mut CpuState, order: u32) {
+fn count_alloc<C: EbpfContext>(ctx: &C, st: *mut CpuState, order: u32) {
     // SAFETY: as in nest_enter; the slot is masked into the array.
     unsafe { (*st).allocs[(order_slot(order) & (ORDER_SLOTS - 1)) as usize] += 1 };
+    // SAFETY: as in nest_enter.
+    if unsafe { (*st).follow_ts } != 0 {
+        follow(ctx, st, order);
+    }
+}
+
+/// Observed fallbacks. After a delivered failure this CPU awaits the first
+/// allocation of the same thread with a smaller order that succeeds within
+/// `FOLLOW_WINDOW_NS`, and sends its stack in a follow record
+/// (`EVENT_FOLLOW`). Userspace compares that stack with the failure's: a
+/// caller that falls back (slab's minimum order, kvmalloc's vmalloc,
+/// `page_frag`'s order 0) calls the allocator again from the same function
+/// right away. A later failure on the CPU replaces the awaited one; the
+/// window's end, or the follow record sent, ends the wait.
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the low half of pid_tgid is the thread id"
+)]
+fn follow<C: EbpfContext>(ctx: &C, st: *mut CpuState, order: u32) {
+    // SAFETY: helper call with no arguments; `st` as in nest_enter.
+    let (now, since, pid, failed_order) = unsafe {
+        (
+            bpf_ktime_get_boot_ns(),
+            (*st).follow_ts,
+            (*st).follow_pid,
+            (*st).follow_order,
+        )
+    };
+    if now.wrapping_sub(since) > global(&FOLLOW_WINDOW_NS) {
+        // SAFETY: as in nest_enter.
+        unsafe { (*st).follow_ts = 0 };
+        return;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if pid_tgid as u32 != pid || order >= failed_order {
+        return;
+    }
+    // SAFETY: as in nest_enter.
+    unsafe { (*st).follow_ts = 0 };
+    let Some(mut entry) = EVENTS.reserve::<FailureEvent>(0) else {
+        bump(&STATS, stat::FOLLOW_LOST);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at a reserved ring-buffer record of the right
+    // size; every field is written before submit.
+    unsafe {
+        (*ev).ts_boot_ns = since;
+        (*ev).cgroup_id = 0;
+        (*ev).gfp = 0;
+        (*ev).pid = pid;
+        (*ev).tgid = (pid_tgid >> 32) as u32;
+        (*ev).order = order;
+        (*ev).migratetype = 0;
+        (*ev).cpu = bpf_get_smp_processor_id();
+        (*ev)._pad = 0;
+        (*ev).comm = [0; TASK_COMM_LEN];
+        (*ev).flags = EVENT_FOLLOW | fill_stack(ctx, ev);
+    }
+    entry.submit(submit_flags());
+}
+
+/// Write the current kernel stack into a reserved record; returns the
+/// `EVENT_*` bits that say how it went.
+///
+/// # Safety
+/// `ev` points at a reserved ring-buffer record.
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "constant sizes of a few hundred bytes; `got` is checked non-negative and at most `size`"
+)]
+unsafe fn fill_stack<C: EbpfContext>(ctx: &C, ev: *mut FailureEvent) -> u32 {
+    let size = (MAX_STACK_DEPTH * 8) as u32;
+    // SAFETY: the caller's record; bpf_get_stack writes at most `size` bytes.
+    let got = unsafe { bpf_get_stack(ctx.as_ptr(), (*ev).stack.as_mut_ptr().cast(), size, 0) };
+    if got < 0 {
+        // SAFETY: as above.
+        unsafe { (*ev).stack_len = 0 };
+        return EVENT_STACK_ERROR;
+    }
+    // SAFETY: as above.
+    unsafe { (*ev).stack_len = (got as u32) / 8 };
+    if got as u32 >= size {
+        EVENT_STACK_TRUNCATED
+    } else {
+        0
+    }
+}
+
+/// The submit flags of a record: the kernel's wake-up policy, or with
+/// `WAKEUP_BYTES` a wake-up only once that much waits.
+#[inline(always)]
+fn submit_flags() -> u64 {
+    let wake = global(&WAKEUP_BYTES);
+    if wake == 0 {
+        0
+    } else if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wake {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }
 
 #[inline(always)]
@@ -252,9 +363,9 @@ fn task_cgroup_id() -> u64 {
 #[inline(always)]
 fn on_alloc<C: EbpfContext>(ctx: &C, failed: bool, order: u32, gfp: u64, migratetype: i32) {
     if !failed {
-        // Success path: one per-CPU counter bump, nothing else.
+        // Success path: one per-CPU counter bump (and the follow test).
         if let Some(st) = cpu_state() {
-            count_alloc(st, order);
+            count_alloc(ctx, st, order);
         }
         return;
     }
@@ -323,11 +434,7 @@ fn on_failure<C: EbpfContext>(
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at a reserved ring-buffer record of the right size;
     // every field is written before submit.
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "constant sizes of a few hundred bytes; `got` is checked non-negative and at most `size`"
-    )]
+    #[expect(clippy::cast_possible_truncation, reason = "TASK_COMM_LEN is 16")]
     unsafe {
         (*ev).ts_boot_ns = now;
         (*ev).cgroup_id = task_cgroup_id();
@@ -342,28 +449,20 @@ fn on_failure<C: EbpfContext>(
             (*ev).comm = [0; TASK_COMM_LEN];
             flags |= EVENT_COMM_ERROR;
         }
-        let size = (MAX_STACK_DEPTH * 8) as u32;
-        let got = bpf_get_stack(ctx.as_ptr(), (*ev).stack.as_mut_ptr().cast(), size, 0);
-        if got < 0 {
-            (*ev).stack_len = 0;
-            flags |= EVENT_STACK_ERROR;
-        } else {
-            (*ev).stack_len = (got as u32) / 8;
-            if got as u32 >= size {
-                flags |= EVENT_STACK_TRUNCATED;
-            }
-        }
+        flags |= fill_stack(ctx, ev);
         (*ev).flags = flags;
     }
-    let wake = global(&WAKEUP_BYTES);
-    let submit_flags = if wake == 0 {
-        0
-    } else if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= wake {
-        u64::from(BPF_RB_FORCE_WAKEUP)
-    } else {
-        u64::from(BPF_RB_NO_WAKEUP)
-    };
-    entry.submit(submit_flags);
+    entry.submit(submit_flags());
+    if global(&FOLLOW_WINDOW_NS) != 0
+        && let Some(st) = cpu_state()
+    {
+        // SAFETY: as in nest_enter.
+        unsafe {
+            (*st).follow_ts = now;
+            (*st).follow_pid = pid;
+            (*st).follow_order = order;
+        }
+    }
 }
 
 /// Count a failure the ring buffer had no room for in [`LOST`], by its row
@@ -483,7 +582,7 @@ fn raw_tp_body(ctx: &RawTracePointContext, st: *mut CpuState) {
     let page: u64 = ctx.arg(0);
     let order: u64 = ctx.arg(1);
     if page != 0 {
-        count_alloc(st, order as u32);
+        count_alloc(ctx, st, order as u32);
         return;
     }
     let gfp: u64 = ctx.arg(2);

@@ -145,6 +145,10 @@ pub struct RunSummary {
     /// reasons unknown); `null` where not counted.
     #[serde(default)]
     pub drops_unseen: Option<u64>,
+    /// With `--observe-fallbacks`: failures seen to fall back at their own
+    /// call site, by outcome (see `verdict::observed`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks_seen: Option<crate::verdict::observed::FallbacksSeen>,
 }
 
 impl RunSummary {
@@ -540,6 +544,7 @@ mod tests {
             drops: std::collections::BTreeMap::new(),
             drop_reasons: "off".into(),
             drops_unseen: None,
+            fallbacks_seen: None,
         };
         let mut terminal = row();
         terminal.outcome = "terminal".into();

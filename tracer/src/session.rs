@@ -6,7 +6,7 @@ use std::{future::Future, time::Duration};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tracer_common::FailureEvent;
+use tracer_common::{EVENT_FOLLOW, FailureEvent};
 
 use crate::{
     aggregate::{Aggregator, GroupBy, Window},
@@ -102,6 +102,23 @@ fn symbols_ready(pending: &mut Option<PendingKallsyms>, agg: &mut Aggregator) {
     }
 }
 
+/// Hand one ring-buffer record on: a failure to the aggregator and then to
+/// `on_record`; a follow record (`EVENT_FOLLOW`, `--observe-fallbacks`) to
+/// the aggregator's observer only, as it is no failure.
+#[inline]
+fn take_record(
+    agg: &mut Aggregator,
+    ev: &FailureEvent,
+    on_record: &mut impl FnMut(&Aggregator, &FailureEvent, u32, bool),
+) {
+    if ev.flags & EVENT_FOLLOW != 0 {
+        agg.follow(ev);
+        return;
+    }
+    let (sid, new) = agg.add(ev);
+    on_record(agg, ev, sid, new);
+}
+
 /// What a session did with its capabilities once attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Privileges {
@@ -162,7 +179,8 @@ impl Session {
         .group_by(agg.by)
         .with_outcomes(agg.outcomes.clone())
         .with_warn_probe(matches!(tracer.warn_alloc, WarnAllocProbe::Attached))
-        .with_cgroups(CgroupResolver::for_source(&tracer.cgroups));
+        .with_cgroups(CgroupResolver::for_source(&tracer.cgroups))
+        .observing_fallbacks(tracer.follows_fallbacks());
         // Capabilities are per thread: the kallsyms thread started above
         // keeps its own until it has read the addresses (which need
         // CAP_SYSLOG) and exits; this thread, which does all further work,
@@ -231,8 +249,7 @@ impl Session {
             // Records are aggregated in place in the ring buffer.
             let mut sink = |ev: &FailureEvent| {
                 symbols_ready(ksyms, agg);
-                let (sid, new) = agg.add(ev);
-                on_record(agg, ev, sid, new);
+                take_record(agg, ev, on_record);
             };
             // What waits below the wake-up threshold (FLUSH_EVERY at most).
             self.stream.drain(&mut sink);
@@ -275,8 +292,7 @@ impl Session {
         let (ksyms, agg) = (&mut self.ksyms, &mut self.agg);
         self.stream.drain_up_to(limit, &mut |ev| {
             symbols_ready(ksyms, agg);
-            let (sid, new) = agg.add(ev);
-            on_record(agg, ev, sid, new);
+            take_record(agg, ev, on_record);
         });
         if let Err(e) = self.rebuild_lost() {
             crate::note!("pagefail: {e:#}");
@@ -295,10 +311,7 @@ impl Session {
         self.tracer.detach();
         symbols_ready(&mut self.ksyms, &mut self.agg);
         let agg = &mut self.agg;
-        self.stream.drain(&mut |ev| {
-            let (sid, new) = agg.add(ev);
-            on_record(agg, ev, sid, new);
-        });
+        self.stream.drain(&mut |ev| take_record(agg, ev, on_record));
         // Detached: the table holds its final counts.
         self.rebuild_lost()?;
         self.window.end = std::time::SystemTime::now();

@@ -149,6 +149,9 @@ fn run(pagefail: &str, traffic: Duration) -> Res<()> {
         .args(["--by", "comm,pid,context,path,order,gfp,stack"])
         .args(lean)
         .args(failures_only)
+        // Fallbacks seen to work: one follow record per failure at most
+        // (not with --failures-only, which sees no successes).
+        .args(failures_only.is_none().then_some("--observe-fallbacks"))
         .stdout(pf_out)
         .stderr(Stdio::piped())
         .spawn()

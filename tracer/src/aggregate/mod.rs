@@ -41,7 +41,10 @@ use crate::{
     export::SummaryRow,
     gfp::{self, GfpTable},
     symbolize::{self, Kallsyms},
-    verdict::{self, Cause, Evidence, Outcome, OutcomeRules, ZoneLook},
+    verdict::{
+        self, Cause, Evidence, Outcome, OutcomeRules, ZoneLook,
+        observed::{self, FallbacksSeen, Observer},
+    },
 };
 
 /// Default cap on distinct row keys.
@@ -204,6 +207,8 @@ pub struct Aggregator {
     /// Failures added from the kernel's table of lost failures (ring buffer
     /// full), not as records: in the rows' counts, not in `events`.
     pub rebuilt: u64,
+    /// With `--observe-fallbacks`: the follow records' bookkeeping.
+    observer: Option<Observer>,
 }
 
 impl Aggregator {
@@ -234,7 +239,50 @@ impl Aggregator {
             events: 0,
             capped: 0,
             rebuilt: 0,
+            observer: None,
         }
+    }
+
+    /// Match follow records (`EVENT_FOLLOW`) with the failures they follow
+    /// (see [`crate::verdict::observed`]).
+    #[must_use]
+    pub fn observing_fallbacks(mut self, on: bool) -> Self {
+        self.observer = on.then(Observer::default);
+        self
+    }
+
+    /// What the follow records showed in this window (see
+    /// [`Aggregator::reset`]); `None` unless observing. `lost`: the kernel's count of
+    /// follow records that found the ring buffer full.
+    #[must_use]
+    pub fn fallbacks_seen(&self, lost: u64) -> Option<FallbacksSeen> {
+        self.observer.as_ref().map(|o| o.report(lost))
+    }
+
+    /// Take a follow record: find the failure it follows on its CPU and
+    /// count whether the two stacks show a fallback at the failure's call
+    /// site. Not a failure: rows and `events` do not change.
+    pub fn follow(&mut self, ev: &FailureEvent) {
+        let Some(observer) = self.observer.as_mut() else {
+            return;
+        };
+        let Some(awaited) = observer.take(ev.cpu, ev.ts_boot_ns) else {
+            return;
+        };
+        let sid = awaited.stack;
+        let (Some(failure), Some(info)) = (self.stacks.raw(sid), self.stacks.get(sid)) else {
+            return;
+        };
+        let ksyms = &self.ksyms;
+        // Return addresses point after the call: name the call's function.
+        let parting = observed::parting(failure, events::stack(ev), |addr| {
+            ksyms.lookup(addr.saturating_sub(1)).map(|s| s.name)
+        });
+        let site = self
+            .outcomes
+            .site(&info.plan, &self.gfp, awaited.gfp, awaited.order);
+        let seen = observed::shows_fallback(&parting, site);
+        observer.count(awaited.outcome, seen.then(|| site.unwrap_or("?")));
     }
 
     /// Group rows by these dimensions.
@@ -380,6 +428,19 @@ impl Aggregator {
         };
         self.capped += u64::from(place.capped);
         self.events += 1;
+        if let Some(observer) = &mut self.observer {
+            let outcome = self.rows[place.row as usize].key.outcome;
+            observer.note(
+                ev.cpu,
+                observed::Awaited {
+                    ts_boot_ns: ev.ts_boot_ns,
+                    stack: sid,
+                    outcome,
+                    gfp: ev.gfp,
+                    order: ev.order,
+                },
+            );
+        }
         (sid, is_new)
     }
 
@@ -520,6 +581,9 @@ impl Aggregator {
         self.events = 0;
         self.capped = 0;
         self.rebuilt = 0;
+        if let Some(observer) = &mut self.observer {
+            observer.clear_counts();
+        }
         if self.stacks.len() > STACK_CACHE_LIMIT {
             self.forget_stacks();
         }
@@ -540,6 +604,9 @@ impl Aggregator {
 
     fn forget_stacks(&mut self) {
         self.stacks.clear();
+        if let Some(observer) = &mut self.observer {
+            observer.forget_awaited();
+        }
         // Cells are keyed by stack ids, which are about to be handed out
         // again: keep their counts by row, and let new records make new cells.
         for cell in self.cells.iter() {

@@ -89,6 +89,11 @@ impl Stacks {
         self.info.get(id as usize)
     }
 
+    /// The raw frames of a stack id.
+    pub fn raw(&self, id: u32) -> Option<&[u64]> {
+        self.frames.get(id as usize).map(|f| &**f)
+    }
+
     /// Number of distinct stacks.
     pub fn len(&self) -> usize {
         self.info.len()

@@ -248,3 +248,81 @@ fn rebuilt_counts_join_the_rows_their_records_would_and_say_so() {
     assert_eq!(a.rebuilt, 0);
     assert!(a.rebuilt_rows().is_empty());
 }
+
+#[test]
+fn follow_records_count_fallbacks_seen_at_the_call_site_only() {
+    use crate::verdict::observed::Seen;
+    use tracer_common::EVENT_FOLLOW;
+    const SYMS: &str = "\
+ffffffff81100000 T __alloc_pages_noprof
+ffffffff81500000 T allocate_slab
+ffffffff81500400 T new_slab
+ffffffff81500800 T ___slab_alloc
+ffffffff81500c00 T kmem_cache_alloc_noprof
+ffffffff81600000 T sock_alloc_inode
+ffffffff81600100 T __sys_socket
+";
+    let t = table();
+    let first_try = 0x820 | t.bit("__GFP_NORETRY").unwrap() | t.bit("__GFP_NOWARN").unwrap();
+    let mut a = Aggregator::new(t, Kallsyms::parse(SYMS), Classifier::builtin(), 100)
+        .observing_fallbacks(true);
+    let failure = [
+        0xffff_ffff_8110_0010,
+        0xffff_ffff_8150_0020,
+        0xffff_ffff_8150_0410,
+        0xffff_ffff_8150_0810,
+        0xffff_ffff_8150_0c10,
+        0xffff_ffff_8160_0010,
+        0xffff_ffff_8160_0110,
+    ];
+    let follow = |of: &FailureEvent, stack: &[u64]| {
+        let mut f = event("", of.tgid, 0, 0, stack, EVENT_FOLLOW);
+        f.ts_boot_ns = of.ts_boot_ns;
+        f
+    };
+    // slab's retry at its minimum order: a second call from allocate_slab.
+    let ev = event("sock", 10, 3, first_try, &failure, 0);
+    a.add(&ev);
+    let mut retry = failure;
+    retry[1] = 0xffff_ffff_8150_0090;
+    a.follow(&follow(&ev, &retry));
+    // The next failure's follow parts further out, in sock_alloc_inode:
+    // the caller going on, not slab falling back.
+    let ev2 = event("sock", 11, 3, first_try, &failure, 0);
+    a.add(&ev2);
+    a.follow(&follow(
+        &ev2,
+        &[
+            0xffff_ffff_8110_0010,
+            0xffff_ffff_8160_0050,
+            0xffff_ffff_8160_0110,
+        ],
+    ));
+    // A follow record of no awaited failure (its failure's time is not the
+    // CPU's last one) counts nowhere.
+    a.follow(&follow(&ev, &retry));
+    assert_eq!(a.events, 2, "follow records are not failures");
+    let seen = a.fallbacks_seen(4).unwrap();
+    assert_eq!(
+        seen.by_outcome["fallback"],
+        Seen {
+            failures: 2,
+            seen: 1
+        }
+    );
+    assert_eq!(seen.by_outcome["terminal"], Seen::default());
+    assert_eq!((seen.elsewhere, seen.lost), (1, 4));
+    assert_eq!(seen.sites.len(), 1);
+    assert_eq!(
+        (seen.sites[0].function.as_str(), seen.sites[0].seen),
+        ("allocate_slab", 1)
+    );
+    // A new window counts anew.
+    a.reset();
+    assert_eq!(
+        a.fallbacks_seen(0).unwrap().by_outcome["fallback"],
+        Seen::default()
+    );
+    // Not observing: nothing to report.
+    assert!(agg(10).fallbacks_seen(0).is_none());
+}

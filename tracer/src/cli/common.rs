@@ -67,6 +67,14 @@ pub struct FilterArgs {
     /// every kernel: `pagefail check` says).
     #[arg(long)]
     pub failures_only: bool,
+    /// Watch each failure's next smaller allocation to see fallbacks work:
+    /// after a failure the kernel program awaits the same thread's first
+    /// smaller success on the CPU for 1 ms and sends its stack; a success
+    /// from the failing function is a fallback seen (summary and
+    /// --summary-json: "fallbacks seen" by outcome and call site). Costs a
+    /// stack and a ring record per failure at most.
+    #[arg(long, conflicts_with = "failures_only")]
+    pub observe_fallbacks: bool,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -101,6 +109,11 @@ impl FilterArgs {
             drops: self.drop_reasons,
             four_programs: crate::probe::four_programs_from_env().map_err(anyhow::Error::msg)?,
             failures_only: self.failures_only,
+            follow_window: if self.observe_fallbacks {
+                crate::verdict::observed::WINDOW
+            } else {
+                std::time::Duration::ZERO
+            },
         })
     }
 }
@@ -312,6 +325,7 @@ pub fn run_summary(
     rows: &[SummaryRow],
     warn: &WarnAllocProbe,
     drops: &crate::drops::DropReport,
+    fallbacks_seen: Option<crate::verdict::observed::FallbacksSeen>,
 ) -> RunSummary {
     use crate::drops::Status;
     let mut summary = RunSummary {
@@ -343,6 +357,7 @@ pub fn run_summary(
         drops_unseen: matches!(drops.status, Status::Counting(_))
             .then_some(drops.unseen)
             .flatten(),
+        fallbacks_seen,
     };
     summary.add_rows(rows);
     summary

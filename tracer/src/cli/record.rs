@@ -468,7 +468,14 @@ fn close_interval(
         export::memory::write_memory_csv(&mut buf, &snapshots, true)?;
         Some(buf)
     };
-    let summary = run_summary(window, delta, &rows, &session.tracer.warn_alloc, drops);
+    let summary = run_summary(
+        window,
+        delta,
+        &rows,
+        &session.tracer.warn_alloc,
+        drops,
+        session.agg.fallbacks_seen(delta.follow_lost),
+    );
     let mut summary_json = Vec::new();
     export::write_summary_json(&mut summary_json, &summary)?;
     recorder.queue(window.start, csv, totals, memory_csv, Some(summary_json));

@@ -179,6 +179,7 @@ pub async fn run(args: WatchArgs, verbose: u8) -> anyhow::Result<()> {
             &rows,
             &session.tracer.warn_alloc,
             &drops,
+            session.agg.fallbacks_seen(totals.follow_lost),
         );
         crate::export::write_atomically(path, |w| crate::export::write_summary_json(w, &summary))?;
     }
@@ -471,6 +472,9 @@ fn final_summary(
         return s;
     }
     s.push_str(&verdict_lines(rows));
+    if let Some(seen) = agg.fallbacks_seen(totals.follow_lost) {
+        s.push_str(&seen.to_string());
+    }
     s.push_str(&crate::cli::common::rows_table(rows));
     s
 }

@@ -124,6 +124,12 @@ pub struct ProbeConfig {
     /// never reach the slow path's end (memory-cgroup charge failures,
     /// lock-free tries) and counts no successful allocations. Needs kprobes.
     pub failures_only: bool,
+    /// Observed fallbacks (`--observe-fallbacks`): after each delivered
+    /// failure the kernel program awaits the same thread's first smaller
+    /// success on the CPU this long and sends its stack (see
+    /// [`crate::verdict::observed`]). `Duration::ZERO`: off. Needs the
+    /// tracepoint (not `failures_only`).
+    pub follow_window: std::time::Duration,
 }
 
 /// The environment variable that picks the nesting programs: `four`
@@ -158,6 +164,7 @@ impl Default for ProbeConfig {
             drops: DropReasons::Memory,
             four_programs: true,
             failures_only: false,
+            follow_window: std::time::Duration::ZERO,
         }
     }
 }
@@ -199,6 +206,8 @@ pub struct Counters {
     pub lost_unkept: u64,
     /// `warn_alloc` entries (kprobe).
     pub warn_alloc: u64,
+    /// Follow records (`--observe-fallbacks`) that found the ring buffer full.
+    pub follow_lost: u64,
     /// Allocation events (successes and failures alike) that fired while the
     /// program that should count them was already running on the same CPU,
     /// which newer kernels skip (the program's `recursion_misses`). With the
@@ -227,6 +236,7 @@ impl Counters {
             lost_kept: self.lost_kept.saturating_sub(earlier.lost_kept),
             lost_unkept: self.lost_unkept.saturating_sub(earlier.lost_unkept),
             warn_alloc: self.warn_alloc.saturating_sub(earlier.warn_alloc),
+            follow_lost: self.follow_lost.saturating_sub(earlier.follow_lost),
             unseen: self
                 .unseen
                 .zip(earlier.unseen)
@@ -246,6 +256,8 @@ pub struct Tracer {
     /// Failure-only mode: the `warn_alloc` kprobe alone, no tracepoint
     /// ([`ProbeConfig::failures_only`]); `style` means nothing then.
     pub failures_only: bool,
+    /// Follow records are sent ([`ProbeConfig::follow_window`]).
+    follow_window: std::time::Duration,
     /// The style that attached.
     pub style: AttachStyle,
     /// Styles tried before it, with the reason each failed.
@@ -326,6 +338,11 @@ fn load(
         0
     };
     let memcg_on = u32::from(memcg.is_some());
+    let follow_window_ns = if cfg.failures_only {
+        0
+    } else {
+        u64::try_from(cfg.follow_window.as_nanos()).unwrap_or(u64::MAX)
+    };
     let chain = memcg.unwrap_or(crate::cgroup::MemcgChain {
         task_cgroups: 0,
         cset_memcg: 0,
@@ -354,6 +371,7 @@ fn load(
         .override_global(global::TP_GFP_SIZE, &layout.gfp_size, true)
         .override_global(global::TP_OFF_MIGRATETYPE, &layout.migratetype_offset, true)
         .override_global(global::CG_MEMCG, &memcg_on, true)
+        .override_global(global::FOLLOW_WINDOW_NS, &follow_window_ns, true)
         .override_global(global::CG_OFF_TASK_CGROUPS, &chain.task_cgroups, true)
         .override_global(global::CG_OFF_CSET_MEMCG, &chain.cset_memcg, true)
         .override_global(global::CG_OFF_CSS_CGROUP, &chain.css_cgroup, true)
@@ -521,6 +539,11 @@ impl Tracer {
             lean: cfg.lean,
             four_programs: cfg.four_programs && !cfg.lean,
             failures_only: cfg.failures_only,
+            follow_window: if cfg.failures_only {
+                std::time::Duration::ZERO
+            } else {
+                cfg.follow_window
+            },
             style,
             fallbacks,
             warn_alloc,
@@ -530,6 +553,12 @@ impl Tracer {
             attach_time,
             cgroups,
         })
+    }
+
+    /// Whether the kernel program sends follow records (`--observe-fallbacks`).
+    #[must_use]
+    pub fn follows_fallbacks(&self) -> bool {
+        !self.follow_window.is_zero()
     }
 
     /// Take the ring buffer of failure records (once).
@@ -598,6 +627,7 @@ impl Tracer {
             lost_kept: stats[stat::LOST_KEPT as usize],
             lost_unkept: stats[stat::LOST_UNKEPT as usize],
             warn_alloc: stats[stat::WARN_ALLOC as usize],
+            follow_lost: stats[stat::FOLLOW_LOST as usize],
             unseen: self.unseen(stats[stat::HELPER_HANDLED as usize]),
         })
     }
@@ -907,6 +937,7 @@ mod tests {
             lost_kept: 1,
             lost_unkept: 0,
             warn_alloc: 0,
+            follow_lost: 0,
             unseen: Some(4),
         };
         let b = Counters {
@@ -917,12 +948,16 @@ mod tests {
             lost_kept: 1,
             lost_unkept: 0,
             warn_alloc: 2,
+            follow_lost: 3,
             unseen: Some(7),
         };
         let d = b.since(&a);
         assert_eq!(d.allocs, [5, 4]);
         assert_eq!(d.fails, [0, 2]);
-        assert_eq!((d.matched, d.lost, d.warn_alloc), (2, 0, 2));
+        assert_eq!(
+            (d.matched, d.lost, d.warn_alloc, d.follow_lost),
+            (2, 0, 2, 3)
+        );
         assert_eq!(d.unseen, Some(3));
         // Not counted on one side: unknown, never a made-up difference.
         let unknown = Counters {

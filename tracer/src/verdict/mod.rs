@@ -29,6 +29,7 @@
 //! walk stops with `unknown` at the first frame no rule names, or at the
 //! entry of the CPU context (frames beyond belong to interrupted code).
 
+pub mod observed;
 pub mod rules;
 
 use std::{
@@ -132,6 +133,7 @@ impl OutcomeRules {
             None => frames,
         };
         let mut steps = Vec::new();
+        let mut names = Vec::new();
         for (index, frame) in own.iter().enumerate() {
             let function = base_name(frame.function);
             let outer = &own[index + 1..];
@@ -151,8 +153,12 @@ impl OutcomeRules {
                 .filter_map(|(i, _)| u16::try_from(i).ok())
                 .collect();
             if candidates.is_empty() {
+                if names.is_empty() {
+                    names.push(Box::from(function));
+                }
                 break;
             }
+            names.push(Box::from(function));
             // A frame whose first candidate holds unconditionally ends the walk.
             let ends = candidates.first().is_some_and(|&i| {
                 let rule = &self.rules[usize::from(i)];
@@ -166,6 +172,7 @@ impl OutcomeRules {
         }
         Plan {
             steps: steps.into_boxed_slice(),
+            frames: names.into_boxed_slice(),
         }
     }
 
@@ -175,6 +182,20 @@ impl OutcomeRules {
         self.decide(plan, gfp_table, gfp, order).0
     }
 
+    /// The call site of a failure: the function whose rule decides its
+    /// outcome, or with no rule the first function past the allocator.
+    #[must_use]
+    pub fn site<'p>(
+        &self,
+        plan: &'p Plan,
+        gfp_table: &GfpTable,
+        gfp: u64,
+        order: u32,
+    ) -> Option<&'p str> {
+        let step = self.decide(plan, gfp_table, gfp, order).2.unwrap_or(0);
+        plan.frames.get(step).map(|f| &**f)
+    }
+
     /// The outcome and the rule that gave it (its index in file order).
     fn decide(
         &self,
@@ -182,8 +203,8 @@ impl OutcomeRules {
         gfp_table: &GfpTable,
         gfp: u64,
         order: u32,
-    ) -> (Outcome, Option<usize>) {
-        for step in &plan.steps {
+    ) -> (Outcome, Option<usize>, Option<usize>) {
+        for (index, step) in plan.steps.iter().enumerate() {
             let hit = step.iter().map(|&i| usize::from(i)).find(|&i| {
                 self.rules[i].when.iter().all(|cond| match cond {
                     Cond::Gfp(name, set) => {
@@ -198,11 +219,11 @@ impl OutcomeRules {
             });
             match hit.map(|i| (i, self.rules[i].verdict)) {
                 Some((_, Verdict::Pass)) => {}
-                Some((i, Verdict::Is(outcome))) => return (outcome, Some(i)),
-                None => return (Outcome::Unknown, None),
+                Some((i, Verdict::Is(outcome))) => return (outcome, Some(i), Some(index)),
+                None => return (Outcome::Unknown, None, None),
             }
         }
-        (Outcome::Unknown, None)
+        (Outcome::Unknown, None, None)
     }
 
     /// The reason of the rule that decides a failure, for `-v` output and tests.
@@ -219,6 +240,9 @@ impl OutcomeRules {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     steps: Box<[Box<[u16]>]>,
+    /// The function of each step's frame (at least the first frame's, so a
+    /// stack no rule names still has a call site).
+    frames: Box<[Box<str>]>,
 }
 
 /// A function name without compiler suffixes (`.part.0`, `.isra.0`).

@@ -921,7 +921,89 @@ fn check_into(
     for c in check_drops(sections, &res, json.as_ref()) {
         checks_push(&mut add, c);
     }
+    if !row.failures_only {
+        check_fallbacks_seen(json.as_ref(), row.pf_recorded, &mut add);
+    }
     check_rows(sections, row, &mut add);
+}
+
+/// `--observe-fallbacks` (every run but `--failures-only`): every recorded
+/// failure awaited its follow record, none was seen to fall back twice; the
+/// detail carries the shares seen per outcome and the call sites.
+fn check_fallbacks_seen(
+    json: Option<&serde_json::Value>,
+    recorded: Option<u64>,
+    add: &mut impl FnMut(&'static str, bool, String),
+) {
+    let Some(seen) = json.and_then(|j| j.get("fallbacks_seen")) else {
+        add(
+            "fallbacks seen: reported",
+            false,
+            "the run summary has no fallbacks_seen".to_owned(),
+        );
+        return;
+    };
+    let count = |outcome: &str, k: &str| {
+        seen.get("by_outcome")
+            .and_then(|b| b.get(outcome)?.get(k)?.as_u64())
+            .unwrap_or(0)
+    };
+    let outcomes = ["fallback", "terminal", "unknown"];
+    let noted: u64 = outcomes.iter().map(|o| count(o, "failures")).sum();
+    let bounded = outcomes
+        .iter()
+        .all(|o| count(o, "seen") <= count(o, "failures"));
+    let shares: Vec<String> = outcomes
+        .iter()
+        .map(|o| format!("{o} {} of {}", count(o, "seen"), count(o, "failures")))
+        .collect();
+    let sites: Vec<String> = seen
+        .get("sites")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{} ({}) {}",
+                s.get("function").and_then(|v| v.as_str()).unwrap_or("?"),
+                s.get("outcome").and_then(|v| v.as_str()).unwrap_or("?"),
+                s.get("seen")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0)
+            )
+        })
+        .collect();
+    let num = |k: &str| seen.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    add(
+        "fallbacks seen: every recorded failure awaited, none seen twice",
+        recorded == Some(noted) && bounded,
+        format!(
+            "awaited {noted} of {} recorded; seen: {}; elsewhere {}, follow records lost {}; sites: {}",
+            opt(recorded),
+            shares.join(", "),
+            num("elsewhere"),
+            num("lost"),
+            if sites.is_empty() {
+                "none".to_owned()
+            } else {
+                sites.join(", ")
+            }
+        ),
+    );
+    // The kernel shows the rules right: fallback call sites (slab's first
+    // try, page_frag's refill) are seen falling back, no terminal one is.
+    let site_outcomes: Vec<&str> = seen
+        .get("sites")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("outcome")?.as_str())
+        .collect();
+    add(
+        "fallbacks seen at fallback call sites, none at a terminal one",
+        site_outcomes.contains(&"fallback") && !site_outcomes.contains(&"terminal"),
+        format!("outcomes of the sites seen: {site_outcomes:?}"),
+    );
 }
 
 /// The checks of pagefail's CSV rows: the paths and contexts the traffic
@@ -1300,7 +1382,10 @@ packet drops (memory reasons, skb:kfree_skb): 3 => PROTO_MEM 0 NEIGH_CREATEFAIL 
 =====PAGEFAIL-END pagefail-summary=====\n\
 =====PAGEFAIL-BEGIN pagefail-summary-json=====\n\
 {{\"failures\": {tracefs}, \"lost\": {lost}, \"lost_kept\": 0, \"unseen\": 0, \"warn_alloc\": 7, \
-\"drops\": {{\"NEIGH_CREATEFAIL\": 3}}, \"drop_reasons\": \"memory\", \"drops_unseen\": 0}}\n\
+\"drops\": {{\"NEIGH_CREATEFAIL\": 3}}, \"drop_reasons\": \"memory\", \"drops_unseen\": 0, \
+\"fallbacks_seen\": {{\"window_us\": 1000, \"by_outcome\": {{\"fallback\": {{\"failures\": {recorded}, \"seen\": 1}}, \
+\"terminal\": {{\"failures\": 0, \"seen\": 0}}}}, \"elsewhere\": 0, \"lost\": 0, \
+\"sites\": [{{\"function\": \"allocate_slab\", \"outcome\": \"fallback\", \"seen\": 1}}]}}}}\n\
 =====PAGEFAIL-END pagefail-summary-json=====\n\
 =====PAGEFAIL-BEGIN tracefs-drops=====\n\
 PROTO_MEM\t0\nNEIGH_CREATEFAIL\t3\nNOMEM\t0\n\
@@ -1423,6 +1508,38 @@ tracefs_unparsed=0 drops_method=hist drops_kernel_lost=0\n",
             "{}",
             c.detail
         );
+    }
+
+    #[test]
+    fn fallbacks_seen_must_account_for_every_record_and_no_terminal_site() {
+        let check = |text: &str, name: &str| {
+            let row = checked(text);
+            row.checks.into_iter().find(|c| c.name == name).unwrap()
+        };
+        let awaited = "fallbacks seen: every recorded failure awaited, none seen twice";
+        let sites = "fallbacks seen at fallback call sites, none at a terminal one";
+        let good = console(10, 3);
+        assert!(check(&good, awaited).pass && check(&good, sites).pass);
+        let short = good.replace(
+            "\"failures\": 7, \"seen\": 1",
+            "\"failures\": 6, \"seen\": 1",
+        );
+        assert!(!check(&short, awaited).pass, "one record not awaited");
+        let twice = good.replace(
+            "\"failures\": 7, \"seen\": 1",
+            "\"failures\": 7, \"seen\": 8",
+        );
+        assert!(!check(&twice, awaited).pass, "more seen than failed");
+        let terminal = good.replace(
+            "\"outcome\": \"fallback\", \"seen\": 1",
+            "\"outcome\": \"terminal\", \"seen\": 1",
+        );
+        assert!(
+            !check(&terminal, sites).pass,
+            "a terminal site seen falling back"
+        );
+        let missing = good.replace("\"fallbacks_seen\"", "\"other\"");
+        assert!(!checked(&missing).ok());
     }
 
     #[test]
