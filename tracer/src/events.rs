@@ -8,7 +8,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
-use tracer_common::{FailureEvent, TASK_COMM_LEN};
+use tracer_common::{EVENT_FOLLOW, FailureEvent, TASK_COMM_LEN};
 
 /// Decode one ring-buffer record. `None` when it is shorter than a record
 /// (which the kernel program never submits; counted by the caller).
@@ -152,7 +152,10 @@ impl EventStream {
     }
 
     /// As [`Self::drain`], but stop after `limit` records (malformed ones
-    /// included): the rest stay in the ring buffer for the next reader.
+    /// included, follow records not: they are no failures, so a limit set
+    /// by the failures an interval owes stays exact with
+    /// `--observe-fallbacks`): the rest stay in the ring buffer for the next
+    /// reader.
     pub fn drain_up_to(&mut self, limit: usize, f: &mut impl FnMut(&FailureEvent)) -> usize {
         let mut malformed = 0;
         let n = drain_ring(self.fd.get_mut(), f, &mut malformed, limit);
@@ -172,14 +175,18 @@ fn drain_ring(
     while taken < limit
         && let Some(item) = ring.next()
     {
-        taken += 1;
+        // Follow records (`--observe-fallbacks`) are no failures: a limit
+        // counts failures (and malformed records) only.
         if let Some(ev) = view(&item) {
+            taken += usize::from(ev.flags & EVENT_FOLLOW == 0);
             f(ev);
             n += 1;
         } else if let Some(ev) = decode(&item) {
+            taken += usize::from(ev.flags & EVENT_FOLLOW == 0);
             f(&ev);
             n += 1;
         } else {
+            taken += 1;
             *malformed += 1;
         }
     }
