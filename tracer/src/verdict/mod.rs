@@ -246,7 +246,7 @@ pub struct Plan {
 }
 
 /// A function name without compiler suffixes (`.part.0`, `.isra.0`).
-fn base_name(function: &str) -> &str {
+pub(crate) fn base_name(function: &str) -> &str {
     function.split_once('.').map_or(function, |(base, _)| base)
 }
 

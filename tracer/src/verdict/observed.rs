@@ -31,7 +31,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use super::Outcome;
+use super::{Outcome, base_name};
 use crate::symbolize::is_allocator_or_tracing_frame;
 
 /// How long after a failure a smaller success is awaited.
@@ -265,7 +265,7 @@ pub fn parting(
     }
     match (name_of(failure[f_rest - 1]), name_of(success[s_rest - 1])) {
         (Some(here), Some(there))
-            if base(&here) == base(&there) && !is_allocator_or_tracing_frame(&here) =>
+            if base_name(&here) == base_name(&there) && !is_allocator_or_tracing_frame(&here) =>
         {
             Parting::In(here)
         }
@@ -282,14 +282,9 @@ pub fn parting(
 pub fn shows_fallback(parting: &Parting, site: Option<&str>) -> bool {
     match parting {
         Parting::Same => true,
-        Parting::In(function) => site.is_some_and(|s| base(s) == base(function)),
+        Parting::In(function) => site.is_some_and(|s| base_name(s) == base_name(function)),
         Parting::Apart => false,
     }
-}
-
-/// A function name without compiler suffixes (`.part.0`, `.isra.0`).
-fn base(name: &str) -> &str {
-    name.split_once('.').map_or(name, |(b, _)| b)
 }
 
 #[cfg(test)]
